@@ -1,0 +1,1 @@
+"""Hardware simulator: virtual AICSS meters on pseudo-terminals speaking the real serial protocol."""
