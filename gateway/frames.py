@@ -243,7 +243,8 @@ def encode_raw(frame: Frame) -> bytes:
 
 def encode(frame: Frame) -> bytes:
     """Encode one frame for the wire: COBS, then the 0x00 delimiter."""
-    return cobs.encode(encode_raw(frame)) + DELIMITER
+    encoded: bytes = cobs.encode(encode_raw(frame))
+    return encoded + DELIMITER
 
 
 def decode_raw(raw: bytes) -> Frame:
@@ -285,7 +286,7 @@ def decode(wire: bytes) -> Frame:
     if len(wire) > MAX_ENCODED:
         raise OversizeError(f"{len(wire)} encoded bytes exceed {MAX_ENCODED}", wire)
     try:
-        raw = cobs.decode(wire)
+        raw: bytes = cobs.decode(wire)
     except cobs.DecodeError as exc:
         raise CobsError(f"invalid COBS: {exc}", wire) from exc
     return decode_raw(raw)
