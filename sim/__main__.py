@@ -1,0 +1,163 @@
+"""Command line: ``python -m sim meters ...`` runs virtual meters on pseudo-terminals until SIGINT/SIGTERM.
+
+Standard output gets one machine-parsable line per meter, then nothing else::
+
+    METER index=0 device=a1c55... pty=/dev/pts/3 link=/tmp/cds-sim/ttyAICSS-a1c55...
+
+Logs (faults injected, replugs) go to standard error. ``python -m sim profile`` prints a household's hourly
+energy for one local day, to see what the load model does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sim.runner import MeterRunner
+
+log = logging.getLogger("sim")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim", description="CDS hardware simulator (AICSS meters)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    meters = sub.add_parser("meters", help="run N virtual meters on pseudo-terminals")
+    meters.add_argument("--count", type=int, default=1, help="number of meters (default 1)")
+    meters.add_argument("--seed", default="0", help="seed for households and device ids (default 0)")
+    meters.add_argument("--voltage", type=int, choices=(127, 220), default=127, help="nominal voltage")
+    meters.add_argument("--period-ms", type=int, default=1000, help="report period, ms (default 1000)")
+    meters.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
+    meters.add_argument("--link-dir", default="/tmp/cds-sim", help="directory for the stable ttyAICSS-* links")
+    meters.add_argument("--queue", type=int, default=16, help="meter RAM queue capacity (default 16)")
+    meters.add_argument("--start", help="simulated start time, ISO 8601 (default: now)")
+    meters.add_argument("--drift-ppm", type=float, default=0.0, help="meter clock error, ppm")
+    meters.add_argument("--integration-step-ms", type=int, default=200, help="load sampling step inside a window")
+    meters.add_argument("--reboot-every", type=float, default=0, help="reboot a random meter every S sim seconds")
+    meters.add_argument("--unplug-every", type=float, default=0, help="unplug a random meter every S sim seconds")
+    meters.add_argument("--unplug-for", type=float, default=5, help="replug after S sim seconds (default 5)")
+    meters.add_argument("--corrupt-rate", type=float, default=0.0, help="probability a frame is corrupted")
+    meters.add_argument("--drop-rate", type=float, default=0.0, help="probability a frame is lost")
+
+    profile = sub.add_parser("profile", help="print a household's hourly energy for one day")
+    profile.add_argument("--seed", default="0")
+    profile.add_argument("--voltage", type=int, choices=(127, 220), default=127)
+    profile.add_argument("--date", default=dt.date.today().isoformat(), help="local date, YYYY-MM-DD")
+    return parser
+
+
+def _run_meters(args: argparse.Namespace) -> int:
+    from sim.runner import MeterRunner  # pty machinery only when it is used
+
+    if args.count < 1 or args.period_ms < 1 or args.speed <= 0:
+        print("count, period and speed must be positive", file=sys.stderr)
+        return 2
+    start_ms = int(dt.datetime.fromisoformat(args.start).timestamp() * 1000) if args.start else None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    runner = MeterRunner(speed=args.speed, start_ms=start_ms, link_dir=args.link_dir, seed=args.seed)
+    try:
+        for _ in range(args.count):
+            meter = runner.add_meter(
+                nominal_v=args.voltage,
+                report_period_ms=args.period_ms,
+                queue_capacity=args.queue,
+                integration_step_ms=args.integration_step_ms,
+                drift_ppm=args.drift_ppm,
+                record_truth=False,
+            )
+            meter.set_corrupt_rate(args.corrupt_rate)
+            meter.set_drop_rate(args.drop_rate)
+        runner.start()
+        for index, meter in enumerate(runner.meters):
+            print(f"METER index={index} device={meter.device} pty={meter.pty_path} link={meter.link_path}")
+        sys.stdout.flush()
+        log.info("%d meter(s) running at %gx; Ctrl-C to stop", args.count, args.speed)
+        _fault_schedule(runner, args, stop)
+    finally:
+        runner.stop()
+    if runner.error is not None:
+        log.error("simulator failed: %s", runner.error)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def _fault_schedule(runner: MeterRunner, args: argparse.Namespace, stop: threading.Event) -> None:
+    """Inject the scheduled faults until ``stop``. Intervals are in simulated seconds."""
+    rng = random.Random(f"{args.seed}/cli-faults")
+    meters = runner.meters
+    now = time.monotonic()
+    next_reboot = now + args.reboot_every / args.speed if args.reboot_every > 0 else float("inf")
+    next_unplug = now + args.unplug_every / args.speed if args.unplug_every > 0 else float("inf")
+    replug_at: dict[int, float] = {}
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= next_reboot:
+            meter = rng.choice(meters)
+            meter.reboot()
+            log.info("fault: rebooted %s (boot %d)", meter.device, meter.truth().boot_count)
+            next_reboot = now + args.reboot_every / args.speed
+        if now >= next_unplug:
+            index = rng.randrange(len(meters))
+            if index not in replug_at:
+                meters[index].unplug()
+                replug_at[index] = now + args.unplug_for / args.speed
+                log.info("fault: unplugged %s", meters[index].device)
+            next_unplug = now + args.unplug_every / args.speed
+        for index, when in list(replug_at.items()):
+            if now >= when:
+                meters[index].replug()
+                del replug_at[index]
+                log.info("fault: replugged %s on %s", meters[index].device, meters[index].pty_path)
+        if runner.error is not None:
+            return
+        wake = min([next_reboot, next_unplug, *replug_at.values(), now + 1.0])
+        stop.wait(max(0.0, wake - time.monotonic()))
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from sim.loads import Household
+
+    house = Household(args.seed, args.voltage)
+    day = dt.date.fromisoformat(args.date)
+    midnight = house.clock.midnight(day.toordinal())
+    total = 0.0
+    print("hour  kWh    Pmax_W  Vmin   Vmax")
+    for hour in range(24):
+        samples = [house.sample(midnight + hour * 3600 + k * 10 + 5) for k in range(360)]
+        kwh = sum(s.p for s in samples) * 10 / 3.6e6
+        total += kwh
+        print(
+            f"{hour:02d}   {kwh:5.3f}  {max(s.p for s in samples):7.0f}  "
+            f"{min(s.vrms for s in samples):5.1f}  {max(s.vrms for s in samples):5.1f}"
+        )
+    print(f"day  {total:6.3f} kWh")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "meters":
+        return _run_meters(args)
+    return _profile(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""A virtual meter on a pseudo-terminal: the I/O shell around :class:`sim.meter.MeterModel`.
+
+The gateway opens the pty's slave side like a USB serial port, through a stable symlink
+(``<link_dir>/ttyAICSS-<device>``, the simulator's ``/dev/serial/by-id/...``). The simulator keeps only the master.
+It writes to the master only while someone has the slave open (the master reports POLLHUP otherwise): a real
+USB-serial adapter also discards what the meter says while the port is closed, and the meter's queue and resends
+recover it once the gateway opens the port and sends SYNC.
+
+Unplug closes the master (the gateway's reads fail with EIO / "device disconnected") and removes the link; the
+meter keeps measuring into its RAM queue. Replug creates a new pty and re-points the link.
+
+Every public method is thread-safe: it takes the owning :class:`sim.runner.MeterRunner`'s lock and wakes its loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import tty
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from sim.faults import LinkFaults
+from sim.meter import GroundTruth, MeterModel
+
+if TYPE_CHECKING:
+    from sim.runner import MeterRunner
+
+LINK_PREFIX = "ttyAICSS-"
+TX_BUFFER_MAX = 64 * 1024
+"""Bytes the simulator holds for a slow reader before it drops whole frames (counted in ``tx_overflow``)."""
+
+
+class LinkStats(NamedTuple):
+    """Counters for one virtual link (``tx`` = meter -> gateway)."""
+
+    plugged: bool
+    connected: bool
+    """True while someone has the slave side open."""
+    tx_frames: int
+    tx_bytes: int
+    rx_bytes: int
+    tx_corrupted: int
+    tx_dropped: int
+    rx_corrupted: int
+    rx_dropped: int
+    tx_overflow: int
+    replugs: int
+
+
+class VirtualMeter:
+    """One meter model bound to a pty and a stable link path. Create it with :meth:`MeterRunner.add_meter`."""
+
+    def __init__(self, runner: MeterRunner, model: MeterModel, link_dir: Path, seed: int | str) -> None:
+        self._runner = runner
+        self.model = model
+        self.device = model.device_id.hex()
+        self.link_path = Path(link_dir) / f"{LINK_PREFIX}{self.device}"
+        self.tx_faults = LinkFaults(f"{seed}/{self.device}/tx")
+        self.rx_faults = LinkFaults(f"{seed}/{self.device}/rx")
+        self._master: int | None = None
+        self._pty_path = ""
+        self._connected = False
+        self._txbuf = bytearray()
+        self._tx_frames = self._tx_bytes = self._rx_bytes = self._tx_overflow = 0
+        self._replugs = 0
+        self._open_pty()
+
+    # ----- pty plumbing (called with the runner's lock held) ------------------------------------------------
+
+    def _open_pty(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no line discipline: a byte pipe like a USB CDC port
+        self._pty_path = os.ttyname(slave)
+        os.close(slave)
+        os.set_blocking(master, False)
+        self._master = master
+        self._connected = False
+        tmp = self.link_path.with_name(self.link_path.name + ".new")
+        tmp.unlink(missing_ok=True)
+        os.symlink(self._pty_path, tmp)
+        os.replace(tmp, self.link_path)  # atomic: the link never dangles between two ptys
+
+    def _close_pty(self) -> None:
+        if self._master is not None:
+            os.close(self._master)
+            self._master = None
+        self._connected = False
+        self._txbuf.clear()
+        self.rx_faults.reset_stream()
+        try:
+            if os.readlink(self.link_path) == self._pty_path:
+                self.link_path.unlink()
+        except OSError:
+            pass
+
+    def _check_peer(self) -> None:
+        """Notice whether someone holds the slave open (POLLHUP on the master says nobody does), then read what
+        the gateway sent meanwhile: a SYNC written right after opening the port must get its answer."""
+        if self._master is None:
+            return
+        poller = select.poll()
+        poller.register(self._master, select.POLLIN)
+        events = poller.poll(0)
+        flags = events[0][1] if events else 0
+        present = not flags & (select.POLLHUP | select.POLLERR)
+        if not present:
+            self._txbuf.clear()
+        self._connected = present
+        if flags & select.POLLIN:
+            self._read()
+
+    def _read(self) -> None:
+        assert self._master is not None
+        while True:
+            try:
+                data = os.read(self._master, 4096)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # the slave side was closed
+                    self._connected = False
+                    self.rx_faults.reset_stream()
+                    return
+                raise
+            if not data:
+                return
+            self._rx_bytes += len(data)
+            data = self.rx_faults.apply_stream(data)
+            if data:
+                self._emit(self.model.receive_frames(data, self._runner.now_ms()))
+
+    def _emit(self, out: list[bytes]) -> None:
+        """Frames the meter wrote on its UART: through the fault injector onto the pty (if anyone listens)."""
+        if not out:
+            return
+        out = self.tx_faults.apply(out)
+        if not self._connected or self._master is None:
+            return
+        for frame in out:
+            if len(self._txbuf) + len(frame) > TX_BUFFER_MAX:
+                self._tx_overflow += 1
+                continue
+            self._txbuf += frame
+            self._tx_frames += frame != b"\x00"
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._txbuf and self._master is not None:
+            try:
+                n = os.write(self._master, self._txbuf)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    self._connected = False
+                    self._txbuf.clear()
+                    return
+                raise
+            self._tx_bytes += n
+            del self._txbuf[:n]
+
+    def _service(self, now_ms: int) -> tuple[int, int | None, bool]:
+        """One loop turn: notice the peer, run the meter to ``now_ms``, write. Returns (next deadline in
+        simulated ms, fd to poll or None, whether the fd also waits for writability)."""
+        self._check_peer()
+        self._emit(self.model.advance_frames(now_ms))
+        fd = self._master if self._connected else None
+        return self.model.next_deadline_ms(), fd, bool(self._txbuf)
+
+    def _on_ready(self, revents: int) -> None:
+        if self._master is None:
+            return
+        if revents & select.POLLIN:
+            self._read()
+        if revents & select.POLLOUT:
+            self._flush()
+        if revents & (select.POLLHUP | select.POLLERR):
+            self._connected = False
+            self._txbuf.clear()
+
+    # ----- public, thread-safe -------------------------------------------------------------------------------
+
+    @property
+    def pty_path(self) -> str:
+        """The current slave device (/dev/pts/N); changes on replug. Empty while unplugged."""
+        with self._runner.lock:
+            return self._pty_path if self._master is not None else ""
+
+    @property
+    def plugged(self) -> bool:
+        with self._runner.lock:
+            return self._master is not None
+
+    def unplug(self) -> None:
+        """Pull the USB cable: the gateway's port fails, the link disappears, the meter keeps queueing."""
+        with self._runner.lock:
+            self._close_pty()
+        self._runner.wake()
+
+    def replug(self) -> None:
+        """Plug it back: a new pty, the stable link re-pointed to it. No-op while plugged."""
+        with self._runner.lock:
+            if self._master is None:
+                self._replugs += 1
+                self._open_pty()
+        self._runner.wake()
+
+    def reboot(self, off_ms: int = 0) -> None:
+        """Reset the meter (boot count +1, seq from 1, RAM queue lost, energy kept); ``off_ms`` of darkness first."""
+        with self._runner.lock:
+            self.model.reboot(self._runner.now_ms(), off_ms=off_ms)
+            self._emit(self.model.advance_frames(self._runner.now_ms()))
+        self._runner.wake()
+
+    def corrupt_next(self, n: int = 1, direction: str = "tx") -> None:
+        """Flip one bit in each of the next ``n`` frames (``tx`` meter -> gateway, ``rx`` gateway -> meter)."""
+        with self._runner.lock:
+            self._faults(direction).corrupt_next += n
+
+    def drop_next(self, n: int = 1, direction: str = "tx") -> None:
+        """Lose the next ``n`` frames in ``direction``."""
+        with self._runner.lock:
+            self._faults(direction).drop_next += n
+
+    def set_corrupt_rate(self, rate: float, direction: str = "tx") -> None:
+        """Corrupt each frame in ``direction`` with probability ``rate`` (0 turns it off)."""
+        with self._runner.lock:
+            self._faults(direction).corrupt_rate = rate
+
+    def set_drop_rate(self, rate: float, direction: str = "tx") -> None:
+        """Lose each frame in ``direction`` with probability ``rate`` (0 turns it off)."""
+        with self._runner.lock:
+            self._faults(direction).drop_rate = rate
+
+    def set_drift_ppm(self, ppm: float) -> None:
+        """The meter's uptime clock runs ``ppm`` parts per million fast (negative: slow) from now on."""
+        with self._runner.lock:
+            self.model.set_drift_ppm(ppm, self._runner.now_ms())
+            self._emit(self.model.advance_frames(self._runner.now_ms()))
+        self._runner.wake()
+
+    def set_mains(self, on: bool) -> None:
+        """Supply present or absent (power cut: the meter, on USB power, reports NO_SIGNAL)."""
+        with self._runner.lock:
+            self.model.set_mains(on, self._runner.now_ms())
+            self._emit(self.model.advance_frames(self._runner.now_ms()))
+
+    def set_storage_fails(self, fails: bool) -> None:
+        """Make CONFIG answer status 2 (applied, not persisted) while ``fails``."""
+        with self._runner.lock:
+            self.model.storage_fails = fails
+
+    def log(self, level: int, text: str) -> None:
+        """Make the firmware send a LOG frame."""
+        with self._runner.lock:
+            self.model.log(level, text, self._runner.now_ms())
+            self._emit(self.model.advance_frames(self._runner.now_ms()))
+        self._runner.wake()
+
+    def truth(self) -> GroundTruth:
+        """A consistent snapshot of the meter's ground truth (see :class:`sim.meter.GroundTruth`)."""
+        with self._runner.lock:
+            return self.model.truth()
+
+    def stats(self) -> LinkStats:
+        with self._runner.lock:
+            return LinkStats(
+                plugged=self._master is not None,
+                connected=self._connected,
+                tx_frames=self._tx_frames,
+                tx_bytes=self._tx_bytes,
+                rx_bytes=self._rx_bytes,
+                tx_corrupted=self.tx_faults.corrupted,
+                tx_dropped=self.tx_faults.dropped,
+                rx_corrupted=self.rx_faults.corrupted,
+                rx_dropped=self.rx_faults.dropped,
+                tx_overflow=self._tx_overflow,
+                replugs=self._replugs,
+            )
+
+    def _faults(self, direction: str) -> LinkFaults:
+        if direction == "tx":
+            return self.tx_faults
+        if direction == "rx":
+            return self.rx_faults
+        raise ValueError(f"direction must be 'tx' or 'rx', not {direction!r}")
+
+    def close(self) -> None:
+        """Close the pty and remove the link (the runner calls this on stop)."""
+        with self._runner.lock:
+            self._close_pty()
