@@ -401,7 +401,8 @@ class MosquittoService(_ManagedProcess):
 
 _INFLUX_CONFIG: Final = """\
 # Written by sim/services.py; do not edit.
-reporting-enabled = false
+reporting-enabled = false  # Debian's influxdb 1.6 spelling
+reporting-disabled = true  # upstream 1.x spelling; the other one is ignored
 bind-address = "{host}:{rpc_port}"
 
 [meta]

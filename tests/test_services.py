@@ -7,8 +7,10 @@ shipped deploy/mosquitto/mosquitto.conf keeps all of it, also across a graceful 
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -104,7 +106,9 @@ def _queue_while_offline(
     sub.subscribe(topic, wait_for)
     sub.close()
     pub = clients(broker, f"pub-{uid}", v5=v5)
-    return _publish_all(pub, topic, n, wait_for)
+    sent = _publish_all(pub, topic, n, wait_for)
+    pub.close()
+    return sent
 
 
 def _drain(
@@ -186,6 +190,51 @@ def test_default_queue_limit_drops_silently(
     wait_for(lambda: b"marker" in sub.received, what="the marker published after the queue")
     lost = len(sent) - (sub.count() - 1)
     assert lost >= 3000, f"expected the default queue to drop most of {len(sent)} messages, lost {lost}"
+
+
+def test_factory_broker_with_passwords_and_acl(
+    mosquitto_factory: Callable[..., MosquittoService], tmp_path: Path, wait_for: WaitFor, unique_id: str
+) -> None:
+    """An extra broker with a password file and an ACL: anonymous clients are refused, users confined."""
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "gw", "secret"], check=True)
+    acl = tmp_path / "acl"
+    acl.write_text(f"user gw\ntopic readwrite cds-test/{unique_id}/#\n", encoding="utf-8")
+    secured = mosquitto_factory(password_file=passwords, acl_file=acl, allow_anonymous=False)
+
+    results: dict[str, Any] = {}
+
+    def connect(name: str, username: str | None, password: str | None) -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{unique_id}")
+        if username is not None:
+            client.username_pw_set(username, password)
+
+        def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+            results.setdefault(name, rc)
+            if rc.is_failure:
+                c.disconnect()  # no automatic reconnect attempts
+
+        client.on_connect = on_connect
+        client.on_message = lambda c, u, m: results.setdefault(f"{name}-msg", m.topic)
+        client.connect(secured.host, secured.port, keepalive=30)
+        client.loop_start()
+        return client
+
+    clients_ = [connect("anon", None, None), connect("wrong", "gw", "nope"), connect("gw", "gw", "secret")]
+    try:
+        wait_for(lambda: {"anon", "wrong", "gw"} <= results.keys(), what=lambda: f"three CONNACKs, have {results}")
+        assert results["anon"].is_failure and results["wrong"].is_failure
+        assert not results["gw"].is_failure
+        gw = clients_[2]
+        gw.subscribe("#", qos=1)  # the ACL filters what it may read
+        gw.publish("elsewhere/x", b"denied", qos=1).wait_for_publish(10)
+        gw.publish(f"cds-test/{unique_id}/ok", b"allowed", qos=1).wait_for_publish(10)
+        wait_for(lambda: "gw-msg" in results, what="the allowed message")
+        assert results["gw-msg"] == f"cds-test/{unique_id}/ok"
+    finally:
+        for client in clients_:
+            client.disconnect()
+            client.loop_stop()
 
 
 # --- InfluxDB --------------------------------------------------------------------------------------------------
