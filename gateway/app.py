@@ -1,0 +1,189 @@
+"""``python -m gateway run``: wires the queue, the serial links, the ingest thread, the forwarder and the status page.
+
+Threads: one per serial port (blocking reads), ``ingest`` (group commit + ACK), paho's network thread,
+``forwarder`` (the pump), ``status-http``; the main thread rescans port globs and waits for SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from gateway import contracts
+from gateway.forwarder import VERSION, Forwarder
+from gateway.ingest import Ingest
+from gateway.queue import DurableQueue
+from gateway.serial_link import SerialLink
+from gateway.settings import Settings
+from gateway.stats import Stats
+from gateway.statuspage import StatusServer
+
+log = logging.getLogger(__name__)
+
+_GLOB_CHARS = set("*?[")
+
+
+class _LazyForwarder:
+    """Breaks the construction cycle: the ingest publishes through the forwarder, which feeds configs to it."""
+
+    target: Forwarder | None = None
+
+    def wake(self) -> None:
+        if self.target:
+            self.target.wake()
+
+    def publish_device(self, info: contracts.DeviceInfo) -> None:
+        if self.target:
+            self.target.publish_device(info)
+
+    def publish_config_result(self, result: contracts.ConfigResult) -> None:
+        if self.target:
+            self.target.publish_config_result(result)
+
+
+class Gateway:
+    """The running gateway; :meth:`run` blocks until :meth:`shutdown` (or a signal)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        q = settings.queue
+        self.queue = DurableQueue(
+            q.path, max_rows=q.max_rows, max_bytes=q.max_bytes, max_age_s=q.max_age_days * 86400,
+            full_policy=q.full_policy, synchronous=q.synchronous,
+        )  # fmt: skip
+        proxy = _LazyForwarder()
+        self.ingest = Ingest(settings, self.queue, self.stats, proxy)
+        self.forwarder = Forwarder(
+            settings, self.queue, self.stats, self.ingest.submit_config, self.ingest.device_infos
+        )
+        proxy.target = self.forwarder
+        self.links: dict[str, SerialLink] = {}
+        self.status: StatusServer | None = None
+        self._stop = threading.Event()
+
+    # --- ports -----------------------------------------------------------------------------------------------------
+
+    def _scan_ports(self) -> None:
+        known_real = {os.path.realpath(p) for p in self.links}
+        for entry in self.settings.serial.ports:
+            paths = sorted(glob.glob(entry)) if _GLOB_CHARS & set(entry) else [entry]
+            for path in paths:
+                if path in self.links:
+                    continue
+                real = os.path.realpath(path)
+                if real in known_real and real != path:
+                    continue  # the same device reached through another symlink
+                s = self.settings.serial
+                link = SerialLink(
+                    path, self.ingest.events, self.stats, baudrate=s.baudrate,
+                    reopen_min_s=s.reopen_min_s, reopen_max_s=s.reopen_max_s,
+                )  # fmt: skip
+                self.links[path] = link
+                known_real.add(real)
+                log.info("watching serial port %s", path)
+                link.start()
+
+    # --- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.ingest.start()
+        self.forwarder.start()
+        st = self.settings.status
+        if st.enabled:
+            self.status = StatusServer(
+                st.bind, st.port, self.snapshot, username=st.username, password=st.password, refresh_s=st.refresh_s
+            )
+            self.status.start()
+            log.info("status page on http://%s:%d/", st.bind, self.status.port)
+        self._scan_ports()
+
+    def run(self) -> None:
+        """Start, then rescan port globs until stopped by SIGTERM/SIGINT or :meth:`shutdown`."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self.start()
+        log.info("gateway %s/%s running (queue %s, %d rows waiting)", self.settings.site, self.settings.gateway,
+                 self.settings.queue.path, self.queue.rows)  # fmt: skip
+        try:
+            while not self._stop.wait(self.settings.serial.rescan_s):
+                self._scan_ports()
+        finally:
+            self.stop()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        log.info("stopping")
+        for link in self.links.values():
+            link.stop()
+        self.ingest.stop()
+        self.forwarder.stop()
+        if self.status:
+            self.status.stop()
+        self.queue.close()
+
+    # --- the status page's one snapshot ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        s = self.stats.snapshot()
+        oldest = self.queue.oldest_ts() if self.queue.rows else None
+        with self.ingest.devices_lock:
+            meters = [
+                {
+                    "device": d.info.device, "port": d.info.port, "link": d.info.link, "firmware": d.info.firmware,
+                    "boot": d.info.boot, "report_period_ms": d.info.report_period_ms, "last_seen_ms": d.last_seen_ms,
+                    "last_reading": dict(d.last_reading), "meter_status": dict(d.meter_status),
+                    "readings": d.readings, "duplicates": d.duplicates,
+                }
+                for d in sorted(self.ingest.devices.values(), key=lambda d: d.info.device)
+            ]  # fmt: skip
+        by_port = {m["port"]: m["device"] for m in meters if m["link"] == "up"}
+        counters = self.queue.counters
+        f = self.forwarder
+        return {
+            "site": self.settings.site,
+            "gateway": self.settings.gateway,
+            "version": VERSION,
+            "now_ms": int(now * 1000),
+            "uptime_s": s["uptime_s"],
+            "meters": meters,
+            "links": [
+                {
+                    "port": p,
+                    "state": lk.state,
+                    "since": lk.since,
+                    "last_error": lk.last_error,
+                    "opens": lk.opens,
+                    "device": by_port.get(p),
+                }
+                for p, lk in sorted(self.links.items())
+            ],
+            "queue": {
+                "rows": self.queue.rows,
+                "bytes": self.queue.bytes,
+                "oldest_age_s": max(0.0, now - oldest / 1000) if oldest is not None else 0.0,
+                "max_rows": self.queue.max_rows,
+                "max_bytes": self.queue.max_bytes,
+                "policy": self.queue.full_policy,
+                **{k: counters.get(k, 0) for k in ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown")},
+            },
+            "broker": {
+                "state": f.state,
+                "since": f.since,
+                "host": self.settings.mqtt.host,
+                "port": self.settings.mqtt.port,
+                "last_error": f.last_error,
+                "inflight": f.inflight_messages,
+            },
+            "rates": {"in_per_s": s["rate_in"], "out_per_s": s["rate_out"]},
+            "counters": s["counters"],
+            "errors": s["errors"],
+        }

@@ -1,0 +1,354 @@
+"""The durable reading queue: SQLite in WAL mode, bounded, with counted overflow.
+
+Durability (why the settings are what they are):
+
+- ``journal_mode=WAL``: a commit appends to the ``-wal`` file; readers never block the writer, and a process killed
+  at any instant (kill -9) leaves either the whole transaction or none of it — SQLite replays or discards the WAL
+  tail on the next open.
+- The *writer* connection (readings + progress, committed before the meter is ACKed) uses
+  ``synchronous=FULL`` by default: the WAL is fsynced at every commit, so an ACKed reading also survives power
+  loss. ``NORMAL`` would skip that fsync (commits survive a process crash but the last ones may vanish on power
+  loss *after* the meter dropped them). Group commit makes FULL affordable: one fsync per commit window, not per
+  reading.
+- The *reader* connections (the forwarder deletes rows after PUBACK) use ``synchronous=NORMAL``: losing a delete
+  on power loss only means those readings are sent again, which at-least-once delivery and the backend's dedupe
+  by ``(device, boot, seq)`` absorb.
+
+Bounds: ``max_rows``, ``max_bytes`` (payload + 64 bytes per row) and ``max_age``. When full, ``drop-oldest``
+deletes the oldest rows in the same transaction as the insert and counts them (``dropped_full``); ``refuse-new``
+admits nothing more (see :meth:`DurableQueue.room`). Both are persisted in the ``counters`` table.
+
+Ordering: rows are delivered in commit order (``id``, AUTOINCREMENT so ids are never reused), which is oldest
+first per device — except a reading that was lost in transit and retransmitted later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from gateway.errors import QueueError
+from gateway.link import Progress
+
+log = logging.getLogger(__name__)
+
+ROW_OVERHEAD = 64
+"""Bytes counted per row on top of its payload (rowid, key columns, b-tree cell)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS progress (
+    device TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    contiguous INTEGER NOT NULL,
+    above TEXT NOT NULL,
+    anchor_uptime INTEGER,
+    anchor_ms INTEGER,
+    dropped_at_meter INTEGER NOT NULL,
+    PRIMARY KEY (device, boot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+SCHEMA_VERSION = 1
+PERSISTED_COUNTERS = ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown")
+
+
+class Row(NamedTuple):
+    """One reading to queue: its identity, measured time and the JSON payload sent upstream."""
+
+    device: str
+    boot: int
+    seq: int
+    ts: int
+    payload: bytes
+
+
+class Batch(NamedTuple):
+    """Consecutive queued rows ``first_id..last_id`` (inclusive) and their payloads, oldest first."""
+
+    first_id: int
+    last_id: int
+    payloads: list[bytes]
+
+
+class CommitResult(NamedTuple):
+    inserted: int
+    dropped_full: int
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise QueueError(f"cannot enable WAL mode (got {mode})", path)
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute("PRAGMA journal_size_limit=67108864")
+    return conn
+
+
+class DurableQueue:
+    """The queue file and its writer connection; :meth:`reader` gives per-thread read/delete connections.
+
+    The writer (``commit``, ``expire``, ``load_progress``) must be used by one thread only — the ingest thread.
+    Depth counters are shared, exact (deletes use ``RETURNING``) and safe to read from any thread.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_rows: int = 5_000_000,
+        max_bytes: int = 1_500_000_000,
+        max_age_s: float = 90 * 86400.0,
+        full_policy: Literal["drop-oldest", "refuse-new"] = "drop-oldest",
+        synchronous: Literal["full", "normal"] = "full",
+    ) -> None:
+        self.path = path
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.full_policy = full_policy
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._peek: sqlite3.Connection | None = None
+        self._peek_lock = threading.Lock()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open(synchronous)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise QueueError(f"cannot open queue: {exc}", path) from exc
+            aside = f"{path}.corrupt-{int(time.time())}"
+            log.error("queue file %s is corrupt (%s); moved aside to %s, starting empty", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                if Path(path + suffix).exists():
+                    Path(path + suffix).rename(aside + suffix)
+            self._db = self._open(synchronous)
+        rows, size = self._db.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM readings").fetchone()
+        self._rows: int = int(rows)
+        self._bytes: int = int(size) + int(rows) * ROW_OVERHEAD
+        self.counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        for name in PERSISTED_COUNTERS:
+            self.counters.setdefault(name, 0)
+
+    def _open(self, synchronous: str) -> sqlite3.Connection:
+        db = _connect(self.path, synchronous)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("SELECT count(*) FROM readings").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    # --- depth ------------------------------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def room(self) -> int:
+        """How many more rows fit right now. Under ``refuse-new`` the ingest admits at most this many."""
+        with self._lock:
+            by_rows = self.max_rows - self._rows
+            by_bytes = (self.max_bytes - self._bytes) // (ROW_OVERHEAD + 200)
+        return max(0, min(by_rows, by_bytes))
+
+    def _forget(self, rows: int, size: int) -> None:
+        with self._lock:
+            self._rows -= rows
+            self._bytes -= size + rows * ROW_OVERHEAD
+
+    # --- writer (ingest thread) ---------------------------------------------------------------------------------
+
+    def load_progress(self, device: str, boot: int) -> Progress:
+        """The stored progress of one boot, or a fresh one."""
+        row = self._db.execute(
+            "SELECT contiguous, above, anchor_uptime, anchor_ms, dropped_at_meter FROM progress "
+            "WHERE device = ? AND boot = ?",
+            (device, boot),
+        ).fetchone()
+        if row is None:
+            return Progress(device, boot)
+        contiguous, above, anchor_uptime, anchor_ms, dropped = row
+        return Progress(device, boot, contiguous, set(json.loads(above)), anchor_uptime, anchor_ms, dropped)
+
+    def commit(
+        self, rows: Sequence[Row], progress: Iterable[Progress] = (), counters: dict[str, int] | None = None
+    ) -> CommitResult:
+        """Insert ``rows`` and save ``progress`` and counter increments in ONE transaction, then return.
+
+        Only after this returns may the meters be ACKed. Under ``drop-oldest`` the oldest rows are deleted in the
+        same transaction to respect the bounds. Raises :class:`QueueError` (nothing committed) on failure.
+        """
+        new_bytes = sum(len(r.payload) for r in rows) + len(rows) * ROW_OVERHEAD
+        dropped = 0
+        dropped_bytes = 0
+        deltas = dict(counters or {})
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if rows and self.full_policy == "drop-oldest":
+                    dropped, dropped_bytes = self._make_room(len(rows), new_bytes)
+                if rows:
+                    db.executemany("INSERT INTO readings (device, boot, seq, ts, payload) VALUES (?, ?, ?, ?, ?)", rows)
+                for p in progress:
+                    db.execute(
+                        "INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            p.device,
+                            p.boot,
+                            p.contiguous,
+                            json.dumps(sorted(p.above)),
+                            p.anchor_uptime,
+                            p.anchor_ms,
+                            p.dropped_at_meter,
+                        ),
+                    )
+                if dropped:
+                    deltas["dropped_full"] = deltas.get("dropped_full", 0) + dropped
+                for name, delta in deltas.items():
+                    if delta:
+                        db.execute(
+                            "INSERT INTO counters VALUES (?, ?) "
+                            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                            (name, delta),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise QueueError(f"commit failed: {exc}", self.path) from exc
+        for name, delta in deltas.items():
+            self.counters[name] = self.counters.get(name, 0) + delta
+        for p in progress:
+            p.dirty = False
+        with self._lock:
+            self._rows += len(rows) - dropped
+            self._bytes += new_bytes - dropped_bytes - dropped * ROW_OVERHEAD
+        return CommitResult(len(rows), dropped)
+
+    def _make_room(self, n: int, size: int) -> tuple[int, int]:
+        dropped = 0
+        dropped_bytes = 0
+        while True:
+            with self._lock:
+                rows_over = self._rows - dropped + n - self.max_rows
+                bytes_over = self._bytes - dropped_bytes - dropped * ROW_OVERHEAD + size - self.max_bytes
+            if rows_over <= 0 and bytes_over <= 0:
+                return dropped, dropped_bytes
+            k = max(rows_over, 1, bytes_over // (ROW_OVERHEAD + 150) + 1)
+            lens = self._db.execute(
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?) "
+                "RETURNING length(payload)",
+                (k,),
+            ).fetchall()
+            if not lens:
+                return dropped, dropped_bytes
+            dropped += len(lens)
+            dropped_bytes += sum(x for (x,) in lens)
+
+    def expire(self, now_ms: int) -> int:
+        """Delete readings measured more than ``max_age`` ago; count them as ``expired``."""
+        cutoff = now_ms - int(self.max_age_s * 1000)
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            lens = db.execute("DELETE FROM readings WHERE ts < ? RETURNING length(payload)", (cutoff,)).fetchall()
+            if lens:
+                db.execute(
+                    "INSERT INTO counters VALUES ('expired', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (len(lens),),
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise QueueError(f"expiry failed: {exc}", self.path) from exc
+        if lens:
+            self.counters["expired"] += len(lens)
+            self._forget(len(lens), sum(x for (x,) in lens))
+        return len(lens)
+
+    # --- readers (forwarder and status page threads) ------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, "normal")
+            self._local.conn = conn
+        return conn
+
+    def fetch(self, after_id: int, limit: int) -> Batch | None:
+        """The next ``limit`` rows with id > ``after_id``, oldest first; None when there are none."""
+        rows = (
+            self._reader()
+            .execute("SELECT id, payload FROM readings WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+            .fetchall()
+        )
+        if not rows:
+            return None
+        return Batch(rows[0][0], rows[-1][0], [p for _, p in rows])
+
+    def delete(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Delete rows in the inclusive id ranges (PUBACKed batches) in one transaction; returns rows deleted."""
+        conn = self._reader()
+        lens: list[tuple[int]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for lo, hi in ranges:
+                lens += conn.execute(
+                    "DELETE FROM readings WHERE id BETWEEN ? AND ? RETURNING length(payload)", (lo, hi)
+                ).fetchall()
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise QueueError(f"delete failed: {exc}", self.path) from exc
+        self._forget(len(lens), sum(x for (x,) in lens))
+        return len(lens)
+
+    def oldest_ts(self) -> int | None:
+        """Measured time of the oldest queued reading (by commit order), or None when empty. Any thread."""
+        with self._peek_lock:
+            if self._peek is None:
+                self._peek = _connect(self.path, "normal")
+            row = self._peek.execute("SELECT ts FROM readings ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def close(self) -> None:
+        """Close the writer connection (reader connections close with their threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        with self._peek_lock:
+            if self._peek is not None:
+                self._peek.close()
+                self._peek = None
+        self._db.close()

@@ -1,0 +1,225 @@
+"""The local status page: ``/`` (HTML in pt-BR, refreshes itself), ``/status.json`` and ``/metrics``.
+
+A stdlib ``ThreadingHTTPServer`` in a daemon thread: small (no web framework in the gateway's RSS), read-only
+(GET and HEAD only), optionally behind HTTP basic authentication. All three views render the same snapshot
+dictionary, built by :meth:`gateway.app.Gateway.snapshot`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import html
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+Snapshot = dict[str, Any]
+
+LINK_PT = {"up": "conectado", "down": "desconectado", "connecting": "conectando", "stopped": "parado"}
+BROKER_PT = {
+    "connected": "conectado", "disconnected": "desconectado", "connecting": "conectando", "stopped": "parado",
+}  # fmt: skip
+POLICY_PT = {"drop-oldest": "descartar as mais antigas", "refuse-new": "recusar novas"}
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._snapshot()
+        for name, value in sorted(s["counters"].items()):
+            yield CounterMetricFamily(f"cds_gateway_{name}", f"Gateway counter {name} (since start)", value=value)
+        errors = CounterMetricFamily("cds_gateway_errors", "Errors by kind (since start)", labels=["kind"])
+        for kind, value in sorted(s["errors"].items()):
+            errors.add_metric([kind], value)
+        yield errors
+        q = s["queue"]
+        lost = CounterMetricFamily(
+            "cds_gateway_readings_lost", "Readings lost, by reason (persisted)", labels=["reason"]
+        )
+        for reason in ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown"):
+            lost.add_metric([reason], q[reason])
+        yield lost
+        yield GaugeMetricFamily("cds_gateway_queue_rows", "Readings waiting in the queue", value=q["rows"])
+        yield GaugeMetricFamily("cds_gateway_queue_bytes", "Bytes counted against queue.max_bytes", value=q["bytes"])
+        yield GaugeMetricFamily(
+            "cds_gateway_queue_oldest_age_seconds", "Age of the oldest unsent reading", value=q["oldest_age_s"]
+        )
+        b = s["broker"]
+        connected = int(b["state"] == "connected")
+        yield GaugeMetricFamily("cds_gateway_broker_connected", "1 when connected", value=connected)
+        yield GaugeMetricFamily("cds_gateway_inflight_messages", "Messages awaiting PUBACK", value=b["inflight"])
+        links = GaugeMetricFamily("cds_gateway_link_up", "1 when the port is open", labels=["port"])
+        for link in s["links"]:
+            links.add_metric([link["port"]], int(link["state"] == "up"))
+        yield links
+        seen = GaugeMetricFamily("cds_gateway_meter_last_seen_seconds", "Last frame from a meter", labels=["device"])
+        power = GaugeMetricFamily("cds_gateway_meter_power_watts", "Last active power", labels=["device"])
+        energy = GaugeMetricFamily("cds_gateway_meter_energy_kwh", "Last energy register", labels=["device"])
+        for m in s["meters"]:
+            seen.add_metric([m["device"]], m["last_seen_ms"] / 1000)
+            if m["last_reading"]:
+                power.add_metric([m["device"]], m["last_reading"]["p"])
+                energy.add_metric([m["device"]], m["last_reading"]["energy_kwh"])
+        yield from (seen, power, energy)
+
+
+def _fmt_time(ms: int) -> str:
+    if not ms:
+        return "—"
+    return time.strftime("%d/%m/%Y %H:%M:%S", time.localtime(ms / 1000))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} dias"
+
+
+def render_html(s: Snapshot, refresh_s: int) -> str:
+    """The pt-BR page. Every value is escaped."""
+    e = html.escape
+    q, b = s["queue"], s["broker"]
+    rows = []
+    for m in s["meters"]:
+        r = m["last_reading"] or {}
+        ms = m["meter_status"] or {}
+        rows.append(
+            "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in (
+                m["device"], m["port"], LINK_PT.get(m["link"], m["link"]), m["firmware"], m["boot"],
+                _fmt_time(r.get("ts", 0)), r.get("p", "—"), r.get("vrms", "—"), r.get("irms", "—"),
+                r.get("pf", "—"), r.get("freq", "—"),
+                f"{r['energy_kwh']:.3f}" if r else "—", m["readings"], m["duplicates"],
+                ms.get("queued", "—"), ms.get("dropped", "—"), ms.get("rx_errors", "—"),
+            )) + "</tr>"
+        )  # fmt: skip
+    links = "".join(
+        f"<tr><td>{e(lk['port'])}</td><td>{e(LINK_PT.get(lk['state'], lk['state']))}</td>"
+        f"<td>{e(lk['device'] or '—')}</td><td>{e(_fmt_time(int(lk['since'] * 1000)))}</td>"
+        f"<td>{e(lk['last_error'] or '—')}</td></tr>"
+        for lk in s["links"]
+    )
+    errors = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in sorted(s["errors"].items())) or (
+        "<tr><td colspan=2>nenhum</td></tr>"
+    )
+    counters = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in sorted(s["counters"].items()))
+    return f"""<!doctype html>
+<html lang="pt-BR"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{refresh_s}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>CDS — gateway {e(s["gateway"])}</title>
+<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;margin-bottom:1em}}
+td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:left}}th{{background:#eee}}</style></head><body>
+<h1>Gateway {e(s["gateway"])} — instalação {e(s["site"])}</h1>
+<p>Versão {e(s["version"])} · em funcionamento há {_age(s["uptime_s"])} · atualizado em {_fmt_time(s["now_ms"])}
+(a página recarrega a cada {refresh_s} s; <a href="status.json">JSON</a> · <a href="metrics">métricas</a>)</p>
+<h2>Medidores</h2>
+<table><tr><th>Medidor</th><th>Porta</th><th>Conexão</th><th>Firmware</th><th>Boot</th><th>Última leitura</th>
+<th>Potência ativa (W)</th><th>Tensão (V)</th><th>Corrente (A)</th><th>Fator de potência</th><th>Frequência (Hz)</th>
+<th>Energia ativa (kWh)</th><th>Leituras</th><th>Duplicadas</th><th>Fila no medidor</th>
+<th>Descartadas no medidor</th><th>Erros de recepção no medidor</th></tr>
+{"".join(rows) or "<tr><td colspan=17>nenhum medidor visto</td></tr>"}</table>
+<h2>Portas seriais</h2>
+<table><tr><th>Porta</th><th>Estado</th><th>Medidor</th><th>Desde</th><th>Último erro</th></tr>{links}</table>
+<h2>Fila local</h2>
+<table><tr><th>Leituras na fila</th><td>{q["rows"]} de {q["max_rows"]}</td></tr>
+<tr><th>Tamanho</th><td>{q["bytes"] / 1e6:.1f} MB de {q["max_bytes"] / 1e6:.0f} MB</td></tr>
+<tr><th>Leitura mais antiga não enviada</th><td>{_age(q["oldest_age_s"]) if q["rows"] else "—"}</td></tr>
+<tr><th>Política de fila cheia</th><td>{e(POLICY_PT.get(q["policy"], q["policy"]))}</td></tr>
+<tr><th>Descartadas por fila cheia</th><td>{q["dropped_full"]}</td></tr>
+<tr><th>Expiradas sem envio</th><td>{q["expired"]}</td></tr>
+<tr><th>Perdidas no medidor</th><td>{q["dropped_at_meter"]}</td></tr>
+<tr><th>Não recebidas (confirmadas por outro)</th><td>{q["skipped_unknown"]}</td></tr></table>
+<h2>Servidor MQTT (broker)</h2>
+<table><tr><th>Estado</th><td>{e(BROKER_PT.get(b["state"], b["state"]))}
+desde {_fmt_time(int(b["since"] * 1000))}</td></tr>
+<tr><th>Endereço</th><td>{e(b["host"])}:{b["port"]}</td></tr>
+<tr><th>Mensagens aguardando confirmação</th><td>{b["inflight"]}</td></tr>
+<tr><th>Último erro</th><td>{e(b["last_error"] or "—")}</td></tr>
+<tr><th>Taxa de entrada</th><td>{s["rates"]["in_per_s"]:.2f} leituras/s</td></tr>
+<tr><th>Taxa de envio</th><td>{s["rates"]["out_per_s"]:.2f} leituras/s</td></tr></table>
+<h2>Erros por tipo</h2><table><tr><th>Tipo</th><th>Quantidade</th></tr>{errors}</table>
+<h2>Contadores</h2><table><tr><th>Nome</th><th>Valor</th></tr>{counters}</table>
+</body></html>
+"""
+
+
+class StatusServer:
+    """Serves the three views of ``snapshot()`` on ``bind:port`` until :meth:`stop`."""
+
+    def __init__(
+        self, bind: str, port: int, snapshot: Callable[[], Snapshot], *, username: str = "cds",
+        password: str = "", refresh_s: int = 5,
+    ) -> None:  # fmt: skip
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_SnapshotCollector(snapshot))
+        expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode() if password else ""
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "cds-gateway"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                log.debug("http: " + fmt, *args)
+
+            def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if expected and not hmac.compare_digest(
+                    self.headers.get("Authorization", "").encode(), expected.encode()
+                ):
+                    self._send(401, "Senha necessária\n".encode(), "text/plain; charset=utf-8",
+                               {"WWW-Authenticate": 'Basic realm="CDS gateway", charset="UTF-8"'})  # fmt: skip
+                    return
+                path = self.path.split("?", 1)[0]
+                if path in ("/", "/index.html"):
+                    body = render_html(snapshot(), refresh_s).encode()
+                    self._send(200, body, "text/html; charset=utf-8")
+                elif path == "/status.json":
+                    self._send(200, json.dumps(snapshot()).encode(), "application/json")
+                elif path == "/metrics":
+                    self._send(200, generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
+                else:
+                    self._send(404, "Página não encontrada\n".encode(), "text/plain; charset=utf-8")
+
+            do_HEAD = do_GET
+
+            def _read_only(self) -> None:
+                self._send(405, b"Somente leitura\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD"})
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = _read_only
+
+        self.httpd = ThreadingHTTPServer((bind, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="status-http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
