@@ -202,7 +202,7 @@ class _ManagedProcess:
                 raise ServiceStartError(
                     f"{self.name} exited with status {code} while starting; {self.log_path}:\n{self._log_since(offset)}"
                 )
-            if self._ready():
+            if self._ready() and self._proc.poll() is None:  # ours answered, not a squatter on the port
                 return
             if time.monotonic() > deadline:
                 self.kill()
@@ -388,10 +388,26 @@ class MosquittoService(_ManagedProcess):
     def _ready(self) -> bool:
         return _mqtt_connack_received(self.host, self.port)
 
-    def save(self) -> None:
-        """Ask the broker to write its persistence file now (SIGUSR1), e.g. before a kill -9 test."""
-        if self._proc is not None and self.running:
-            os.kill(self._proc.pid, signal.SIGUSR1)
+    @property
+    def db_path(self) -> Path:
+        """The persistence file (``persistence_file`` of the shipped config, in ``data_dir``)."""
+        name = dict(shipped_mosquitto_options(self.base_config)).get("persistence_file", "mosquitto.db")
+        return self.data_dir / name
+
+    def save(self, timeout: float = 10.0) -> None:
+        """Write the persistence file now (SIGUSR1) and wait until it is complete, e.g. before a kill -9 test.
+
+        Mosquitto writes ``<db>.new`` and renames it over ``<db>``, so a new inode at ``db_path`` means done.
+        """
+        if self._proc is None or not self.running:
+            raise ServiceError("mosquitto is not running")
+        before = self.db_path.stat().st_ino if self.db_path.exists() else None
+        os.kill(self._proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while not (self.db_path.exists() and self.db_path.stat().st_ino != before):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"mosquitto did not write {self.db_path} within {timeout:.0f} s")
+            time.sleep(0.01)
 
     def __repr__(self) -> str:
         return f"MosquittoService({self.host}:{self.port}, running={self.running}, workdir={self.workdir})"

@@ -173,6 +173,40 @@ def test_backend_offline_5000_queued_loses_nothing(
     assert sub.received == sent
 
 
+def test_broker_kill9_after_save_keeps_queue(
+    broker: MosquittoService, clients: Callable[..., Client], wait_for: WaitFor, unique_id: str
+) -> None:
+    sent = _queue_while_offline(broker, clients, wait_for, unique_id, 1200, v5=True)
+    broker.save()
+    broker.kill()
+    assert not broker.running
+    broker.start()
+    sub = _drain(broker, clients, wait_for, unique_id, len(sent), v5=True)
+    assert sub.received == sent
+
+
+def test_broker_kill9_loses_what_came_after_the_last_autosave(
+    mosquitto_factory: Callable[..., MosquittoService],
+    clients: Callable[..., Client],
+    wait_for: WaitFor,
+    unique_id: str,
+) -> None:
+    """Documents Mosquitto's known gap (deploy/mosquitto/mosquitto.conf, Persistence): there is no per-message
+    log, so a crash loses the session and the messages accepted since the last save, PUBACKs notwithstanding.
+    If this ever fails, Mosquitto has become crash-safe and the config comment should say so."""
+    crashing = mosquitto_factory()
+    sent = _queue_while_offline(crashing, clients, wait_for, unique_id, 100, v5=True)
+    crashing.kill()
+    crashing.start()
+    sub = clients(crashing, f"sub-{unique_id}", persistent=True, v5=True)
+    wait_for(sub.connected.is_set, what="reconnection")
+    sub.subscribe(f"cds-test/{unique_id}/up", wait_for)
+    probe = clients(crashing, f"probe-{unique_id}", v5=True)
+    probe.mqtt.publish(f"cds-test/{unique_id}/up", b"marker", qos=1)
+    wait_for(lambda: b"marker" in sub.received, what="the marker")
+    assert len(sent) == 100 and sub.received == [b"marker"]
+
+
 def test_default_queue_limit_drops_silently(
     mosquitto_factory: Callable[..., MosquittoService],
     clients: Callable[..., Client],
