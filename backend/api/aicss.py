@@ -1,0 +1,160 @@
+"""AICSS meter endpoints: HTTP ingest for meters without a gateway, status, and CONFIG downlinks."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated, Any, Final
+
+import msgspec
+from litestar import Controller, Request, Response, get, post, put
+
+from backend.api.devices import DeviceOut, check_device, device_statuses
+from backend.auth import requires_role
+from backend.errors import BadRequestError, NotFoundError, UnavailableError
+from backend.validation import Rejection, parse_batch
+from gateway import contracts
+from gateway.contracts import ConfigRequest
+
+REASON_PT: Final = {
+    "oversize": "Lote grande demais.",
+    "invalid_json": "Corpo não é JSON válido.",
+    "schema": "Lote fora do formato ReadingBatch",
+    "future_timestamp": "Horário da medição muito à frente do relógio do servidor.",
+    "unrepresentable": "Valor não representável.",
+}
+
+
+class RejectedOut(msgspec.Struct):
+    device: str
+    boot: int
+    seq: int
+    reason: str
+    error: str
+
+
+class DadosOut(msgspec.Struct):
+    accepted: int
+    rejected: list[RejectedOut]
+
+
+class StatusOut(msgspec.Struct):
+    devices: int
+    devices_online: int
+    gateways: int
+    gateways_online: int
+    mqtt_connected: bool | None
+    unacked_messages: int | None
+    readings_ingested: int | None
+    items: list[DeviceOut]
+
+
+class ConfigIn(msgspec.Struct, frozen=True):
+    """A CONFIG for one meter; omitted fields keep the meter's current value."""
+
+    device: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
+    report_period_ms: Annotated[int, msgspec.Meta(ge=250, le=3_600_000)] | None = None
+    v_gain: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
+    i_gain: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
+    phase_cdeg: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] | None = None
+    site: Annotated[str, msgspec.Meta(pattern=contracts.ID_PATTERN)] | None = None
+    gateway: Annotated[str, msgspec.Meta(pattern=contracts.ID_PATTERN)] | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] | None = None
+
+
+class ConfigOut(msgspec.Struct):
+    device: str
+    request_id: int
+    status: str
+    """``applied``, ``rejected``, ``storage_error``, ``undeliverable``, ``timeout`` (the meter's answer) or
+    ``pending`` (no answer within the wait; the request stays queued for the gateway)."""
+    detail: str = ""
+    result: contracts.ConfigResult | None = None
+
+
+class AicssController(Controller):
+    path = "/api/v1/aicss"
+    tags = ["aicss"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
+
+    @post("/dados", guards=[requires_role("operator")], status_code=200)
+    async def dados(self, request: Request[Any, Any, Any], services: Any) -> Response[DadosOut]:
+        """Readings posted by a meter over HTTP: the same ReadingBatch, checks and idempotency as MQTT.
+
+        Returns:
+            200 with the counts when at least one reading was stored (refused ones listed); 400/413/422 when
+            the batch is unusable; the same batch posted twice is stored once.
+        """
+        s = services.settings
+        body = await request.body()
+        try:
+            parsed = parse_batch(body, now_ms=int(time.time() * 1000), max_future_ms=s.ingest_max_future_s * 1000,
+                                 max_bytes=s.ingest_max_payload_bytes)
+        except Rejection as rej:
+            services.metrics.rejected.labels(rej.reason).inc()
+            status = 413 if rej.reason == "oversize" else 400
+            raise BadRequestError(f"{REASON_PT.get(rej.reason, 'Lote recusado.')} ({rej.error[:300]})",
+                                  status_code=status) from rej
+        for r in parsed.rejected:
+            services.metrics.rejected.labels(r.reason).inc()
+        if parsed.lines:
+            await services.store.write(parsed.lines, parsed.spans)
+            services.metrics.readings_written.labels("http").inc(len(parsed.lines))
+            services.registry.note_readings(parsed.site, parsed.gateway,
+                                            {d: hi for d, (_, hi) in parsed.spans.items()})
+        out = DadosOut(accepted=parsed.accepted, rejected=[
+            RejectedOut(r.reading.device, r.reading.boot, r.reading.seq, r.reason, r.error) for r in parsed.rejected])
+        return Response(out, status_code=200 if parsed.lines else 422)
+
+    @get("/status")
+    async def status(self, services: Any, device: str | None = None) -> StatusOut:
+        """Meters' status (one with ``?device=``) and the ingest's state on this replica."""
+        if device is not None:
+            check_device(device)
+        items = await device_statuses(services.influx, services.settings, services.registry, device)
+        if device is not None and not items:
+            raise NotFoundError(f"Medidor {device} desconhecido.")
+        ingest = services.ingest
+        gws = services.registry.gateways.values()
+        return StatusOut(devices=len(items), devices_online=sum(d.online for d in items),
+                         gateways=len(gws), gateways_online=sum(g.status.online for g in gws),
+                         mqtt_connected=ingest.bridge.connected if ingest else None,
+                         unacked_messages=ingest.unacked if ingest else None,
+                         readings_ingested=ingest.written_readings if ingest else None, items=items)
+
+    @put("/config", guards=[requires_role("operator")])
+    async def config(self, data: ConfigIn, services: Any) -> ConfigOut:
+        """Send a CONFIG downlink to a meter and wait (bounded) for its answer.
+
+        Returns:
+            The meter's result (``applied``, ``rejected``...) or ``pending`` when none arrived in time.
+        """
+        check_device(data.device)
+        fields = (data.report_period_ms, data.v_gain, data.i_gain, data.phase_cdeg)
+        if all(f is None for f in fields):
+            raise BadRequestError("Nada a configurar: informe report_period_ms, v_gain, i_gain ou phase_cdeg.")
+        site, gateway = data.site, data.gateway
+        if site is None or gateway is None:
+            home = services.registry.device_home.get(data.device)
+            if home is None:
+                raise NotFoundError(f"Medidor {data.device} desconhecido: informe 'site' e 'gateway'.")
+            site, gateway = home
+        ingest = services.ingest
+        if ingest is None or not ingest.bridge.connected:
+            raise UnavailableError("Sem conexão com o broker MQTT; tente novamente.")
+        request_id = secrets.randbelow(0xFFFF) + 1
+        req = ConfigRequest(request_id=request_id, report_period_ms=data.report_period_ms, v_gain=data.v_gain,
+                            i_gain=data.i_gain, phase_cdeg=data.phase_cdeg)
+        from backend.errors import MqttUnavailableError
+
+        try:
+            await ingest.bridge.publish(contracts.config_topic(site, gateway, data.device),
+                                        contracts.json_encoder.encode(req), qos=1, timeout=5.0)
+        except MqttUnavailableError as exc:
+            raise UnavailableError("O broker MQTT não confirmou o envio; tente novamente.") from exc
+        timeout = data.timeout_s or services.settings.config_timeout_s
+        result = await services.registry.wait_config_result(data.device, request_id, timeout)
+        if result is None:
+            return ConfigOut(device=data.device, request_id=request_id, status="pending",
+                             detail=f"Sem resposta do medidor em {timeout:g} s; o pedido segue na fila do gateway.")
+        return ConfigOut(device=data.device, request_id=request_id, status=result.status, detail=result.detail,
+                         result=result)

@@ -1,0 +1,189 @@
+"""The Litestar application: ``create_app()`` factory, lifespan-managed clients, route list.
+
+Run it with ``python -m backend`` or any ASGI server: ``uvicorn --factory backend.app:create_app``.
+
+Extending (other modules of the backend, e.g. the analytics of issue 6): add controllers to
+:data:`ROUTE_HANDLERS` and, for long-lived work (scheduled pulls), an async context manager factory to
+:data:`LIFESPANS` — one import and one list entry here. Handlers may declare these parameters, injected by
+name: ``settings`` (:class:`~backend.settings.Settings`), ``influx`` (:class:`~backend.influx.InfluxClient`),
+``services`` (:class:`Services`). Every route requires a JWT (viewer or better) unless its handler sets
+``opt={"public": True}``; add ``guards=[requires_role("operator")]`` for more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ControllerRouterHandler
+
+from backend.api.aicss import AicssController
+from backend.api.devices import DevicesController
+from backend.api.health import health, metrics, ready
+from backend.api.readings import ReadingsController
+from backend.auth import Authenticator, authenticated, issue_token
+from backend.errors import ApiError, BackendError, InfluxError
+from backend.influx import InfluxClient
+from backend.ingest import IngestService
+from backend.logs import configure_logging
+from backend.metrics import Metrics
+from backend.registry import Registry
+from backend.rollups import RollupWorker
+from backend.settings import Settings, get_settings
+from backend.storage import ReadingStore, ensure_schema
+
+log = logging.getLogger(__name__)
+
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    health,
+    ready,
+    metrics,
+    issue_token,
+    DevicesController,
+    ReadingsController,
+    AicssController,
+    # --- analytics and ANEEL (issue 6): append controllers below this line -----------------------------------
+]
+
+LIFESPANS: list[Callable[[Litestar], AbstractAsyncContextManager[None]]] = [
+    # --- extra long-lived tasks (issue 6: scheduled ANEEL pulls...): append factories below this line -------
+]
+
+
+@dataclass
+class Services:
+    """Everything long-lived of one app instance (``app.state.services``)."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: Registry
+    authenticator: Authenticator
+    influx: InfluxClient | None = None
+    store: ReadingStore | None = None
+    ingest: IngestService | None = None
+    rollups: RollupWorker | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _services(request: Request[Any, Any, Any]) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def _influx(request: Request[Any, Any, Any]) -> InfluxClient:
+    influx = _services(request).influx
+    assert influx is not None, "InfluxDB client used outside the app lifespan"
+    return influx
+
+
+def _settings(request: Request[Any, Any, Any]) -> Settings:
+    return _services(request).settings
+
+
+@asynccontextmanager
+async def _core_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """InfluxDB client + schema, MQTT ingest, rollup worker; stopped in reverse order."""
+    services: Services = app.state.services
+    s = services.settings
+    async with InfluxClient(s.influx_url, username=s.influx_username, password=s.influx_password,
+                            token=s.influx_token, timeout=s.influx_timeout_s) as influx:
+        services.influx = influx
+        services.store = ReadingStore(influx, s)
+        if s.influx_manage_schema:
+            await _ensure_schema_retrying(influx, s)
+        async with contextlib.AsyncExitStack() as stack:
+            if s.ingest_enabled:
+                services.ingest = IngestService(s, services.store, services.registry, services.metrics)
+                await services.ingest.start()
+                stack.push_async_callback(services.ingest.stop)
+            if s.rollup_enabled:
+                services.rollups = RollupWorker(influx, s, services.metrics)
+                await services.rollups.start()
+                stack.push_async_callback(services.rollups.stop)
+            for factory in LIFESPANS:
+                await stack.enter_async_context(factory(app))
+            log.info("backend started", extra={"client_id": s.resolved_client_id(), "ingest": s.ingest_enabled})
+            yield
+
+
+async def _ensure_schema_retrying(influx: InfluxClient, settings: Settings) -> None:
+    """The schema must exist before ingest; wait for InfluxDB (it may start after us, e.g. in compose)."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+    from backend.errors import InfluxUnavailableError
+
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(InfluxUnavailableError),
+                                       wait=wait_exponential(multiplier=0.1, max=2), stop=stop_after_delay(120),
+                                       reraise=True):
+        with attempt:
+            await ensure_schema(influx, settings)
+
+
+def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
+    return Response({"status_code": exc.status_code, "detail": exc.detail}, status_code=exc.status_code)
+
+
+def _influx_error(request: Request[Any, Any, Any], exc: InfluxError) -> Response[dict[str, Any]]:
+    log.error("influx error in request", extra={"path": request.url.path, "error": str(exc)[:500]})
+    return Response({"status_code": 503, "detail": "Banco de dados de medições indisponível; tente novamente."},
+                    status_code=503)
+
+
+def _backend_error(request: Request[Any, Any, Any], exc: BackendError) -> Response[dict[str, Any]]:
+    log.error("backend error in request", extra={"path": request.url.path, "error": str(exc)[:500]})
+    return Response({"status_code": 503, "detail": "Serviço temporariamente indisponível."}, status_code=503)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    detail = exc.detail
+    if exc.status_code == 400 and getattr(exc, "extra", None):
+        detail = "Requisição inválida: verifique os parâmetros."
+    body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
+    if getattr(exc, "extra", None):
+        body["extra"] = exc.extra
+    return Response(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the application. ``settings`` defaults to the environment (``BACKEND_*``)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    services = Services(settings=settings, metrics=Metrics(), registry=Registry(),
+                        authenticator=Authenticator(settings))
+    if services.authenticator.secret_is_ephemeral:
+        log.warning("BACKEND_JWT_SECRET is not set: tokens are signed with a random key of this process only")
+    openapi = OpenAPIConfig(
+        title="CDS — API do backend",
+        version="1.0.0",
+        description="Medições, dispositivos e configuração dos medidores AICSS. Autenticação: Bearer JWT.",
+        path="/docs",
+        render_plugins=[SwaggerRenderPlugin()],
+        components=Components(security_schemes={
+            "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}),
+        security=[{"BearerToken": []}],
+    )
+    app = Litestar(
+        route_handlers=list(ROUTE_HANDLERS),
+        guards=[authenticated],
+        dependencies={"settings": Provide(_settings, sync_to_thread=False),
+                      "influx": Provide(_influx, sync_to_thread=False),
+                      "services": Provide(_services, sync_to_thread=False)},
+        lifespan=[_core_lifespan],
+        openapi_config=openapi,
+        exception_handlers={ApiError: _api_error, InfluxError: _influx_error, BackendError: _backend_error,
+                            HTTPException: _http_error},
+        debug=settings.debug,
+        logging_config=None,  # backend.logs owns logging (JSON lines)
+    )
+    app.state.services = services
+    app.state.authenticator = services.authenticator
+    return app

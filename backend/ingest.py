@@ -1,0 +1,323 @@
+"""MQTT ingest: uplink readings into InfluxDB, acknowledged only after InfluxDB accepted them.
+
+Flow (all on the asyncio loop; paho's thread only hands messages over, see backend/mqtt.py)::
+
+    broker --$share/<group>/cds/v1/+/+/up/readings--> on_message --parse--> current batch
+        --(batch_points reached or flush_ms elapsed)--> sealed queue --> writer tasks
+        --ReadingStore.write (raw points, then dirty marks; tenacity retries while InfluxDB is unavailable)-->
+        PUBACK of every message of the batch, in arrival order
+
+- **Backpressure**: nothing is acknowledged while InfluxDB is down, so the broker stops sending after
+  ``mqtt_receive_maximum`` unacknowledged messages and queues the rest in our persistent session.
+- **Bad input**: a payload that cannot be used is counted by reason, published to
+  ``cds/v1/_deadletter/<original topic>`` with the error (JSON envelope), then acknowledged so it never blocks
+  the queue. Readings refused one by one (future timestamps) are dead-lettered as a ReadingBatch of just
+  those readings while the rest of the batch is written. A batch InfluxDB refuses with a 4xx (e.g. a field
+  type conflict) is retried message by message so only the guilty message is dead-lettered.
+- Retained gateway status, device info and config results (non-shared subscriptions) update the Registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
+
+from backend.errors import InfluxRejectedError, InfluxUnavailableError, MqttUnavailableError
+from backend.metrics import Metrics
+from backend.mqtt import Incoming, MqttBridge
+from backend.registry import Registry
+from backend.settings import Settings
+from backend.storage import ReadingStore, Span
+from backend.validation import ParsedBatch, Rejection, parse_batch, topic_ids
+from gateway import contracts
+from gateway.contracts import ReadingBatch
+
+log = logging.getLogger(__name__)
+
+_DEAD_LETTER_MAX_PAYLOAD: Final = 65536
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """Payload published on ``cds/v1/_deadletter/<original topic>``."""
+
+    reason: str
+    error: str
+    topic: str
+    received_at_ms: int
+    payload: str
+    """The original payload (UTF-8, invalid bytes replaced, truncated to 64 KiB)."""
+    truncated: bool = False
+
+
+_dl_encoder: Final = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One received message awaiting its PUBACK; ``remaining`` counts the jobs (write, dead letter) left."""
+
+    msg: Incoming
+    remaining: int = 0
+
+
+@dataclass(slots=True)
+class _Item:
+    pending: _Pending
+    parsed: ParsedBatch
+
+
+@dataclass(slots=True)
+class _Batch:
+    items: list[_Item] = field(default_factory=list)
+    points: int = 0
+    sealed: bool = False
+
+
+def merge_spans(items: list[_Item]) -> dict[str, Span]:
+    out: dict[str, Span] = {}
+    for item in items:
+        for device, (lo, hi) in item.parsed.spans.items():
+            cur = out.get(device)
+            out[device] = (lo, hi) if cur is None else (min(cur[0], lo), max(cur[1], hi))
+    return out
+
+
+class IngestService:
+    """Owns the MQTT bridge and the batching writers of one replica."""
+
+    def __init__(self, settings: Settings, store: ReadingStore, registry: Registry, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        group = settings.mqtt_share_group
+        self.bridge = MqttBridge(settings, self.on_message, [
+            (f"$share/{group}/{contracts.READINGS_FILTER}", 1),
+            (contracts.STATUS_FILTER, 1),
+            (contracts.DEVICES_FILTER, 1),
+            (contracts.CONFIG_RESULT_FILTER, 1),
+        ])
+        self._acks: deque[_Pending] = deque()
+        self._current = _Batch()
+        self._sealed: asyncio.Queue[_Batch] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self.written_readings = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for i in range(max(1, self.settings.ingest_writes_in_flight)):
+            self._writers.append(asyncio.create_task(self._writer(), name=f"ingest-writer-{i}"))
+        await self.bridge.start()
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Write and acknowledge what is pending (bounded wait), then disconnect; the rest is redelivered."""
+        self._seal()
+        deadline = time.monotonic() + drain_timeout
+        while (self._busy or not self._sealed.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.bridge.stop()
+        for task in [*self._writers, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._writers, *self._tasks, return_exceptions=True)
+
+    @property
+    def unacked(self) -> int:
+        return len(self._acks)
+
+    # --- receiving ------------------------------------------------------------------------------------------
+
+    def on_message(self, msg: Incoming) -> None:
+        """Called on the loop for every message; never raises (bad input is dead-lettered)."""
+        pending = _Pending(msg)
+        self._acks.append(pending)
+        try:
+            if msg.topic.endswith("/up/readings"):
+                self._on_readings(pending)
+            else:
+                self._on_state(pending)
+        except Exception as exc:  # a bug must not stop ingest: keep the message aside and go on
+            log.exception("unexpected error handling message", extra={"topic": msg.topic})
+            self._reject(pending, Rejection("internal_error", repr(exc)))
+        self._drain_acks()
+
+    def _on_readings(self, pending: _Pending) -> None:
+        msg = pending.msg
+        try:
+            site, gateway = topic_ids(msg.topic)
+            parsed = parse_batch(msg.payload, now_ms=int(time.time() * 1000),
+                                 max_future_ms=self.settings.ingest_max_future_s * 1000,
+                                 max_bytes=self.settings.ingest_max_payload_bytes, site=site, gateway=gateway)
+        except Rejection as rej:
+            self._reject(pending, rej)
+            return
+        if parsed.rejected:
+            for r in parsed.rejected:
+                self.metrics.rejected.labels(r.reason).inc()
+            first = parsed.rejected[0]
+            payload = contracts.json_encoder.encode(
+                ReadingBatch(site=site, gateway=gateway, readings=[r.reading for r in parsed.rejected]))
+            self._spawn_dead_letter(pending, msg.topic, payload, first.reason,
+                                    f"{len(parsed.rejected)} reading(s) refused: {first.error}")
+        if parsed.lines:
+            pending.remaining += 1
+            self._add(_Item(pending, parsed))
+        self.metrics.messages.labels("readings", "accepted" if parsed.lines else "rejected").inc()
+
+    def _on_state(self, pending: _Pending) -> None:
+        msg = pending.msg
+        try:
+            site, gateway, rest = contracts.split_topic(msg.topic)
+            empty = len(msg.payload) == 0
+            if rest == "status":
+                self.registry.update_gateway(site, gateway,
+                                             None if empty else contracts.status_decoder.decode(msg.payload))
+                kind = "status"
+            elif rest.startswith("devices/"):
+                device = rest.removeprefix("devices/")
+                info = None if empty else contracts.device_decoder.decode(msg.payload)
+                if info is not None and info.device != device:
+                    raise Rejection("topic_mismatch", f"DeviceInfo for {info.device} under topic of {device}")
+                self.registry.update_device(site, gateway, device, info)
+                kind = "device"
+            elif rest == "up/config-result":
+                self.registry.config_result(contracts.config_result_decoder.decode(msg.payload))
+                kind = "config_result"
+            else:
+                raise Rejection("bad_topic", f"unexpected topic {msg.topic[:200]!r}")
+        except msgspec.ValidationError as exc:
+            self._reject(pending, Rejection("schema", str(exc)))
+            return
+        except msgspec.DecodeError as exc:
+            self._reject(pending, Rejection("invalid_json", str(exc)))
+            return
+        except ValueError as exc:
+            self._reject(pending, Rejection("bad_topic", str(exc)))
+            return
+        except Rejection as rej:
+            self._reject(pending, rej)
+            return
+        self.metrics.messages.labels(kind, "accepted").inc()
+
+    # --- dead letters -----------------------------------------------------------------------------------------
+
+    def _reject(self, pending: _Pending, rej: Rejection) -> None:
+        self.metrics.rejected.labels(rej.reason).inc()
+        self.metrics.messages.labels("any", "rejected").inc()
+        log.warning("payload rejected", extra={"topic": pending.msg.topic[:200], "reason": rej.reason,
+                                               "error": rej.error[:500]})
+        self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, rej.reason, rej.error)
+
+    def _spawn_dead_letter(self, pending: _Pending, topic: str, payload: bytes, reason: str, error: str) -> None:
+        pending.remaining += 1
+        task = asyncio.create_task(self._dead_letter(pending, topic, payload, reason, error))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dead_letter(self, pending: _Pending, topic: str, payload: bytes, reason: str, error: str) -> None:
+        envelope = DeadLetter(reason=reason, error=error[:2000], topic=topic, received_at_ms=int(time.time() * 1000),
+                              payload=payload[:_DEAD_LETTER_MAX_PAYLOAD].decode("utf-8", "replace"),
+                              truncated=len(payload) > _DEAD_LETTER_MAX_PAYLOAD)
+        try:
+            await self.bridge.publish(f"{contracts.DEAD_LETTER_ROOT}/{topic}", _dl_encoder.encode(envelope),
+                                      qos=1, timeout=10.0)
+        except MqttUnavailableError as exc:
+            self.metrics.dead_letter_failures.inc()
+            log.error("dead letter not published", extra={"topic": topic[:200], "error": str(exc)})
+        self._done(pending)
+
+    # --- batching and writing ---------------------------------------------------------------------------------
+
+    def _add(self, item: _Item) -> None:
+        batch = self._current
+        if not batch.items:
+            asyncio.get_running_loop().call_later(self.settings.ingest_flush_ms / 1000, self._seal_if, batch)
+        batch.items.append(item)
+        batch.points += item.parsed.accepted
+        self.metrics.pending_points.set(batch.points)
+        if batch.points >= self.settings.ingest_batch_points:
+            self._seal()
+
+    def _seal_if(self, batch: _Batch) -> None:
+        if batch is self._current:
+            self._seal()
+
+    def _seal(self) -> None:
+        batch = self._current
+        if batch.items:
+            batch.sealed = True
+            self._sealed.put_nowait(batch)
+            self._current = _Batch()
+            self.metrics.pending_points.set(0)
+
+    async def _writer(self) -> None:
+        while True:
+            batch = await self._sealed.get()
+            self._busy += 1
+            try:
+                await self._write_items(batch.items)
+            finally:
+                self._busy -= 1
+
+    async def _write_items(self, items: list[_Item]) -> None:
+        lines = [line for item in items for line in item.parsed.lines]
+        spans = merge_spans(items)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(InfluxUnavailableError),
+                wait=wait_exponential(multiplier=0.05, max=self.settings.ingest_retry_max_s),
+                stop=stop_never, reraise=True,
+            ):
+                with attempt:
+                    started = time.perf_counter()
+                    try:
+                        await self.store.write(lines, spans)
+                    except InfluxUnavailableError as exc:
+                        self.metrics.write_errors.labels("unavailable").inc()
+                        log.warning("influx write failed, retrying", extra={"error": str(exc)[:300],
+                                                                            "points": len(lines)})
+                        raise
+                    self.metrics.write_seconds.observe(time.perf_counter() - started)
+        except InfluxRejectedError as exc:
+            self.metrics.write_errors.labels("rejected").inc()
+            if len(items) > 1:  # find the guilty message(s): write each alone
+                for item in items:
+                    await self._write_items([item])
+                return
+            item = items[0]
+            self._reject_written(item, exc)
+            return
+        self.written_readings += len(lines)
+        self.metrics.readings_written.labels("mqtt").inc(len(lines))
+        for item in items:
+            last = {d: hi for d, (_, hi) in item.parsed.spans.items()}
+            self.registry.note_readings(item.parsed.site, item.parsed.gateway, last)
+            self._done(item.pending)
+
+    def _reject_written(self, item: _Item, exc: InfluxRejectedError) -> None:
+        pending = item.pending
+        self.metrics.rejected.labels("influx_rejected").inc()
+        log.error("influx refused a message", extra={"topic": pending.msg.topic[:200], "error": str(exc)[:500]})
+        self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, "influx_rejected", str(exc))
+        self._done(pending)
+
+    # --- acknowledgements -------------------------------------------------------------------------------------
+
+    def _done(self, pending: _Pending) -> None:
+        pending.remaining -= 1
+        self._drain_acks()
+
+    def _drain_acks(self) -> None:
+        acks = self._acks
+        while acks and acks[0].remaining <= 0:
+            self.bridge.ack(acks.popleft().msg)
+        self.metrics.inflight.set(len(acks))

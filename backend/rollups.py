@@ -1,0 +1,194 @@
+"""Backend-managed rollups to 1 minute and 1 hour, correct for late and replayed data.
+
+InfluxDB's continuous queries only ever look at the latest interval, so readings that arrive late (a gateway
+back after a day offline) or are replayed would never reach the rollups. Instead every write of raw readings
+is followed by a *dirty mark* (backend/storage.py: minute range + devices, timestamped with the write time)
+and this worker recomputes exactly the marked windows:
+
+1. read the watermark (``marks.rollup_state``; the write time up to which marks were processed);
+2. read marks written in ``(watermark - overlap, now - settle]`` — the overlap re-reads marks of writes that
+   became visible late (a slow /write), the settle delay leaves in-progress writes for the next pass;
+3. merge them into windows (minute-aligned, at most a day each) with their device sets;
+4. ``SELECT ... INTO r1m FROM raw ... GROUP BY time(1m), *`` per window, then the same from ``r1m`` into
+   ``r1h`` for the enclosing hours;
+5. store the new watermark.
+
+Every step is idempotent: a recomputed window overwrites the same points (measurement + tags + bucket time),
+so two replicas running the worker, or a pass repeated after a crash, never corrupt data.
+
+Rollup fields (both ``r1m`` and ``r1h``, measurement ``readings``, tags site/gateway/device):
+``n`` (readings), ``energy_first``/``energy_last``/``energy_min``/``energy_max`` (register, mWh, integers),
+``boot_min``/``boot_max``, ``vrms_mean``/``_min``/``_max``, ``irms_mean``/``_max``, ``p_mean``/``_min``/``_max``,
+``s_mean``/``_max``, ``pf_mean``/``_min``, ``freq_mean``, and ``<x>_sum`` for vrms, irms, p, s, pf, freq
+(the hourly means are sum/n of the minutes, i.e. exact means over the readings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from backend.errors import InfluxError
+from backend.influx import InfluxClient
+from backend.metrics import Metrics
+from backend.settings import Settings
+from backend.storage import DIRTY, HOUR_MS, MINUTE_MS, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, table
+
+log = logging.getLogger(__name__)
+
+DAY_MS: Final = 86_400_000
+OVERLAP_NS: Final = 60 * 10**9
+MAX_DEVICE_FILTER: Final = 200
+"""Windows touching more devices than this are recomputed for all devices (cheaper than a huge regex)."""
+_DEVICE_RE: Final = re.compile(r"^[0-9a-f]{16}$")
+
+_SUMMED: Final = ("vrms", "irms", "p", "s", "pf", "freq")
+
+RAW_TO_1M: Final = ", ".join([
+    "count(p) AS n",
+    "first(energy_mwh) AS energy_first", "last(energy_mwh) AS energy_last",
+    "min(energy_mwh) AS energy_min", "max(energy_mwh) AS energy_max",
+    "min(boot) AS boot_min", "max(boot) AS boot_max",
+    "mean(vrms) AS vrms_mean", "min(vrms) AS vrms_min", "max(vrms) AS vrms_max",
+    "mean(irms) AS irms_mean", "max(irms) AS irms_max",
+    "mean(p) AS p_mean", "min(p) AS p_min", "max(p) AS p_max",
+    "mean(s) AS s_mean", "max(s) AS s_max",
+    "mean(pf) AS pf_mean", "min(pf) AS pf_min",
+    "mean(freq) AS freq_mean",
+    *[f"sum({f}) AS {f}_sum" for f in _SUMMED],
+])
+
+M1_TO_1H: Final = ", ".join([
+    "sum(n) AS n",
+    "first(energy_first) AS energy_first", "last(energy_last) AS energy_last",
+    "min(energy_min) AS energy_min", "max(energy_max) AS energy_max",
+    "min(boot_min) AS boot_min", "max(boot_max) AS boot_max",
+    "sum(vrms_sum) / sum(n) AS vrms_mean", "min(vrms_min) AS vrms_min", "max(vrms_max) AS vrms_max",
+    "sum(irms_sum) / sum(n) AS irms_mean", "max(irms_max) AS irms_max",
+    "sum(p_sum) / sum(n) AS p_mean", "min(p_min) AS p_min", "max(p_max) AS p_max",
+    "sum(s_sum) / sum(n) AS s_mean", "max(s_max) AS s_max",
+    "sum(pf_sum) / sum(n) AS pf_mean", "min(pf_min) AS pf_min",
+    "sum(freq_sum) / sum(n) AS freq_mean",
+    *[f"sum({f}_sum) AS {f}_sum" for f in _SUMMED],
+])
+
+
+@dataclass(slots=True)
+class Window:
+    """A time range [start, end) in ms and the devices to recompute in it (None = all)."""
+
+    start: int
+    end: int
+    devices: set[str] | None
+
+
+def merge_windows(marks: list[tuple[int, int, set[str]]], align: int, max_len: int = DAY_MS) -> list[Window]:
+    """Overlapping or touching ranges merged (device sets united), aligned to ``align``, split at ``max_len``."""
+    aligned = sorted((s - s % align, e if e % align == 0 else e - e % align + align, d) for s, e, d in marks)
+    merged: list[Window] = []
+    for start, end, devs in aligned:
+        if merged and start <= merged[-1].end:
+            last = merged[-1]
+            last.end = max(last.end, end)
+            if last.devices is not None:
+                last.devices |= devs
+        else:
+            merged.append(Window(start, end, set(devs)))
+    out: list[Window] = []
+    for w in merged:
+        if w.devices is not None and len(w.devices) > MAX_DEVICE_FILTER:
+            w.devices = None
+        s = w.start
+        while s < w.end:
+            e = min(w.end, s + max_len)
+            out.append(Window(s, e, w.devices))
+            s = e
+    return out
+
+
+def _device_filter(devices: set[str] | None) -> str:
+    if devices is None:
+        return ""
+    valid = sorted(d for d in devices if _DEVICE_RE.fullmatch(d))  # ids are hex: safe inside the regex
+    if not valid:
+        return " AND device = ''"
+    return f" AND device =~ /^({'|'.join(valid)})$/"
+
+
+class RollupWorker:
+    """Periodic rollup passes (``run_once`` is also called directly by tests and the benchmark)."""
+
+    def __init__(self, influx: InfluxClient, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.influx = influx
+        self.settings = settings
+        self.metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.passes = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="rollups")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+                if self.metrics:
+                    self.metrics.rollup_passes.labels("ok").inc()
+            except InfluxError as exc:
+                if self.metrics:
+                    self.metrics.rollup_passes.labels("error").inc()
+                log.warning("rollup pass failed", extra={"error": str(exc)[:300]})
+            await asyncio.sleep(self.settings.rollup_interval_s)
+
+    async def _watermark(self) -> int:
+        rows = await self.influx.rows(f"SELECT last(watermark_ns) FROM {table(self.settings, RP_MARKS, STATE)}",
+                                      db=self.settings.influx_db, epoch="ns")
+        return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else 0
+
+    async def run_once(self, now_ns: int | None = None) -> int:
+        """One pass; returns the number of windows recomputed (1m + 1h)."""
+        async with self._lock:
+            s = self.settings
+            hi = (now_ns or time.time_ns()) - int(s.rollup_settle_s * 1e9)
+            lo = max(0, await self._watermark() - OVERLAP_NS)
+            if hi <= lo:
+                return 0
+            rows = await self.influx.rows(
+                f"SELECT start_ms, end_ms, devices FROM {table(s, RP_MARKS, DIRTY)} WHERE time > $lo AND time <= $hi",
+                db=s.influx_db, params={"lo": lo, "hi": hi}, epoch="ns")
+            marks = [(int(r["start_ms"]), int(r["end_ms"]), set(str(r["devices"]).split(",")))
+                     for r in rows if r.get("start_ms") is not None and r.get("end_ms") is not None]
+            windows_1m = merge_windows(marks, MINUTE_MS)
+            for w in windows_1m:
+                await self._recompute(w, RP_RAW, RP_1M, RAW_TO_1M, "1m")
+            windows_1h = merge_windows([(w.start, w.end, w.devices or set()) for w in windows_1m
+                                        if w.devices is not None], HOUR_MS)
+            windows_1h += merge_windows([(w.start, w.end, set()) for w in windows_1m if w.devices is None], HOUR_MS)
+            for w in windows_1h:
+                if w.devices is not None and not w.devices:
+                    w.devices = None
+                await self._recompute(w, RP_1M, RP_1H, M1_TO_1H, "1h")
+            # A new point per pass (the marks RP expires old ones); last() finds the newest.
+            await self.influx.write([f"{STATE} watermark_ns={hi}i {time.time_ns()}"], s.influx_db, rp=RP_MARKS,
+                                    precision="ns")
+            self.passes += 1
+            return len(windows_1m) + len(windows_1h)
+
+    async def _recompute(self, w: Window, src: str, dst: str, fields: str, label: str) -> None:
+        s = self.settings
+        q = (f"SELECT {fields} INTO {table(s, dst)} FROM {table(s, src)} "
+             f"WHERE time >= $start AND time < $end{_device_filter(w.devices)} "
+             f"GROUP BY time({'1m' if label == '1m' else '1h'}), * fill(none)")
+        await self.influx.execute(q, db=s.influx_db, params={"start": w.start * 1_000_000, "end": w.end * 1_000_000})
+        if self.metrics:
+            self.metrics.rollup_windows.labels(label).inc()

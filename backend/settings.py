@@ -1,0 +1,220 @@
+"""The backend's one settings object, read from ``BACKEND_*`` environment variables.
+
+Every field below maps to the environment variable ``BACKEND_<FIELD NAME IN UPPER CASE>`` (``mqtt_port`` ->
+``BACKEND_MQTT_PORT``). Secrets may instead be given as a file path in ``BACKEND_<FIELD>_FILE`` (Docker/K8s
+secrets); the file's content, stripped, is used. Nothing else in the backend reads ``os.environ``.
+
+Booleans accept 1/0, true/false, yes/no, on/off. Durations of retention policies use InfluxQL duration
+literals (``30d``, ``52w``, ``INF``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from backend.errors import ConfigError
+
+ENV_PREFIX: Final = "BACKEND_"
+_SECRET_FIELDS: Final = frozenset({"jwt_secret", "mqtt_password", "influx_password", "influx_token", "users"})
+_DURATION_RE: Final = r"^(INF|([0-9]+(ns|u|µ|ms|s|m|h|d|w))+)$"
+
+
+class User(msgspec.Struct, frozen=True):
+    """An API user: ``password_hash`` comes from ``python -m backend hash-password``."""
+
+    username: str
+    role: str
+    password_hash: str
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """All backend configuration. Defaults suit a local run against ``127.0.0.1``."""
+
+    # --- HTTP server -------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Address uvicorn binds (``python -m backend``)."""
+    port: int = 8000
+    """TCP port of the REST API."""
+    log_level: str = "INFO"
+    """Root log level; logs are JSON lines on stderr."""
+    debug: bool = False
+    """Litestar debug mode (tracebacks in responses). Never in production."""
+
+    # --- MQTT ----------------------------------------------------------------------------------------------
+    mqtt_host: str = "127.0.0.1"
+    """Broker host."""
+    mqtt_port: int = 1883
+    """Broker port (8883 for the TLS listener of deploy/mosquitto)."""
+    mqtt_username: str = ""
+    """Broker user (the ``backend`` user of deploy/mosquitto/acl); empty = anonymous."""
+    mqtt_password: str = ""
+    """Broker password (secret; or ``BACKEND_MQTT_PASSWORD_FILE``)."""
+    mqtt_tls: bool = False
+    """Connect with TLS."""
+    mqtt_ca_file: str = ""
+    """CA bundle to verify the broker's certificate (empty = system store)."""
+    mqtt_client_id: str = ""
+    """Stable client id of this replica; the persistent session (and messages in flight to it) is keyed by it,
+    so a restarted replica MUST reuse its id. Empty = ``cds-backend-<hostname>``."""
+    mqtt_share_group: str = "cds-backend"
+    """Shared-subscription group: replicas with the same group split the uplink readings."""
+    mqtt_session_expiry_s: int = 30 * 86400
+    """MQTT 5 session expiry: how long the broker keeps this replica's session and queue while it is away."""
+    mqtt_receive_maximum: int = 1000
+    """MQTT 5 receive maximum: unacknowledged messages the broker may have in flight to us (the broker may
+    cap it lower, Mosquitto's max_inflight_messages). Bounds memory while InfluxDB is slow or down."""
+    mqtt_keepalive_s: int = 30
+    """MQTT keepalive."""
+
+    # --- ingest --------------------------------------------------------------------------------------------
+    ingest_enabled: bool = True
+    """Run the MQTT ingest (disable for an API-only replica)."""
+    ingest_batch_points: int = 5000
+    """Write to InfluxDB when this many points are pending..."""
+    ingest_flush_ms: int = 50
+    """...or when the oldest pending message waited this long."""
+    ingest_writes_in_flight: int = 2
+    """Concurrent /write requests."""
+    ingest_max_payload_bytes: int = 262144
+    """Larger uplink payloads are dead-lettered as ``oversize``."""
+    ingest_max_future_s: int = 86400
+    """Readings timestamped more than this far ahead of the backend's clock are dead-lettered."""
+    ingest_retry_max_s: float = 5.0
+    """Cap of the exponential backoff between retries of a failed /write (retried until it succeeds)."""
+
+    # --- InfluxDB (v1 HTTP API) ----------------------------------------------------------------------------
+    influx_url: str = "http://127.0.0.1:8086"
+    """Base URL of the InfluxDB v1 API (1.x, 2.x compat endpoints or 3.x)."""
+    influx_username: str = ""
+    """InfluxDB 1.x user (``u``/``p`` parameters); empty = no auth."""
+    influx_password: str = ""
+    """InfluxDB 1.x password (secret)."""
+    influx_token: str = ""
+    """InfluxDB 2.x/3.x token sent as ``Authorization: Token ...`` (secret); overrides user/password."""
+    influx_db: str = "cds"
+    """Database holding readings, rollups and the backend's bookkeeping."""
+    influx_timeout_s: float = 10.0
+    """HTTP timeout of one InfluxDB request."""
+    influx_manage_schema: bool = True
+    """Create the database and retention policies at startup (off when an admin manages them)."""
+    retention_raw: str = "30d"
+    """Retention of raw readings (RP ``raw``, the default RP)."""
+    retention_1m: str = "400d"
+    """Retention of the 1-minute rollup (RP ``r1m``)."""
+    retention_1h: str = "INF"
+    """Retention of the 1-hour rollup (RP ``r1h``)."""
+
+    # --- rollups -------------------------------------------------------------------------------------------
+    rollup_enabled: bool = True
+    """Run the rollup worker (idempotent: several replicas may run it)."""
+    rollup_interval_s: float = 5.0
+    """Pause between rollup passes."""
+    rollup_settle_s: float = 2.0
+    """Dirty marks younger than this are left for the next pass (writes still becoming visible)."""
+
+    # --- API and auth --------------------------------------------------------------------------------------
+    jwt_secret: str = ""
+    """HMAC key of the JWTs (secret; all replicas need the same). Empty = random per process (dev only)."""
+    jwt_ttl_s: int = 3600
+    """Lifetime of issued tokens."""
+    jwt_issuer: str = "cds"
+    """``iss`` claim of issued tokens (checked on the way in)."""
+    users: tuple[User, ...] = ()
+    """API users as JSON: ``[{"username": "ana", "role": "admin", "password_hash": "scrypt$..."}]`` (secret;
+    or ``BACKEND_USERS_FILE``)."""
+    config_timeout_s: float = 10.0
+    """How long ``PUT /api/v1/aicss/config`` waits for the meter's answer before reporting ``pending``."""
+    device_online_s: int = 120
+    """A device is online when its gateway is online and it reported within this many seconds."""
+    readings_max_points: int = 20000
+    """Most points one readings request may return (pt-BR error beyond)."""
+
+    # --- analytics (issue 6: ANEEL tariffs, consumption, cost) — fields added below this line -------------
+    sites_file: str = ""
+    """TOML file with the sites' pricing configuration (distributor, subgroup, modality, taxes, billing day,
+    devices, groups); see docs/analytics.md. Empty = no site can be priced."""
+    aneel_base_url: str = "https://dadosabertos.aneel.gov.br"
+    """ANEEL's CKAN portal (the fake of ``python -m sim.aneel_fake`` for an offline demo)."""
+    aneel_sync_enabled: bool = True
+    """Pull tariffs and bandeiras on a schedule inside the backend (idempotent across replicas)."""
+    aneel_sync_interval_s: float = 86400.0
+    """Time between successful pulls (a failed pull is retried after ``aneel_retry_s``)."""
+    aneel_retry_s: float = 900.0
+    """Wait after a failed pull (ANEEL down) before trying again; the last good data keeps being served."""
+    aneel_timeout_s: float = 20.0
+    """HTTP timeout of one ANEEL request."""
+    aneel_attempts: int = 5
+    """Attempts per ANEEL request (timeouts, 5xx, HTML pages), with exponential backoff."""
+    aneel_backoff_max_s: float = 15.0
+    """Cap of the backoff between attempts."""
+    analytics_max_power_w: float = 50000.0
+    """A register step implying more power than this is treated as a spike (or a reset, if confirmed)."""
+    alerts_enabled: bool = True
+    """Evaluate alerts periodically and publish them (retained) on ``cds/v1/{site}/alerts``."""
+    alerts_interval_s: float = 60.0
+    """Time between alert evaluations."""
+    alerts_offline_s: int = 600
+    """A meter silent for longer than this is reported offline."""
+    alerts_pf_min: float = 0.92
+    """Power factor below this (with a real load) raises an alert (ANEEL's reference value)."""
+
+    def resolved_client_id(self) -> str:
+        """The MQTT client id of this replica (see ``mqtt_client_id``)."""
+        return self.mqtt_client_id or f"cds-backend-{socket.gethostname()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``environ`` (default ``os.environ``); ConfigError names the bad variable."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for name in cls.__struct_fields__:
+            key = ENV_PREFIX + name.upper()
+            if key in env:
+                raw[name] = env[key]
+            elif name in _SECRET_FIELDS and key + "_FILE" in env:
+                try:
+                    raw[name] = Path(env[key + "_FILE"]).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ConfigError(f"{key}_FILE: cannot read {env[key + '_FILE']!r}: {exc}") from exc
+        if "users" in raw:
+            try:
+                raw["users"] = msgspec.json.decode(raw["users"])
+            except msgspec.DecodeError as exc:
+                raise ConfigError(f"{ENV_PREFIX}USERS is not valid JSON: {exc}") from exc
+        try:
+            settings = msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid backend setting: {exc} (variables {ENV_PREFIX}<FIELD>)") from exc
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Cross-field checks; raises ConfigError."""
+        import re
+
+        for name in ("retention_raw", "retention_1m", "retention_1h"):
+            if not re.fullmatch(_DURATION_RE, getattr(self, name)):
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {getattr(self, name)!r} is not an InfluxQL "
+                                  "duration such as 30d, 52w or INF")
+        if not re.fullmatch(r"^[A-Za-z0-9_-]{1,64}$", self.influx_db):
+            raise ConfigError(f"{ENV_PREFIX}INFLUX_DB: {self.influx_db!r} must match [A-Za-z0-9_-]{{1,64}}")
+        if not re.fullmatch(r"^[A-Za-z0-9_.-]{1,64}$", self.mqtt_share_group):
+            raise ConfigError(f"{ENV_PREFIX}MQTT_SHARE_GROUP must match [A-Za-z0-9_.-]{{1,64}}")
+        if not 1 <= self.mqtt_receive_maximum <= 65535:
+            raise ConfigError(f"{ENV_PREFIX}MQTT_RECEIVE_MAXIMUM must be within 1..65535")
+        for user in self.users:
+            if user.role not in ("viewer", "operator", "admin"):
+                raise ConfigError(f"user {user.username!r}: role {user.role!r} is not viewer/operator/admin")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings from the environment (cached; tests pass a Settings to create_app)."""
+    return Settings.from_env()

@@ -1,0 +1,110 @@
+"""Validation of uplink reading batches, shared by MQTT ingest and ``POST /api/v1/aicss/dados``.
+
+A payload is rejected whole when it cannot be trusted as a batch (too big, not JSON, wrong schema — msgspec's
+strict decoding also refuses NaN/infinity and out-of-range numbers —, site/gateway not matching the topic the
+broker's ACL allowed). Readings that are individually implausible (timestamp too far in the future) are
+rejected one by one, so the good readings of the same batch are kept. Every rejection has a ``reason`` from
+:data:`REASONS`, used as the metrics label and in the dead letter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from backend.lineprotocol import LineProtocolError, reading_line
+from backend.storage import Span
+from gateway import contracts
+from gateway.contracts import Reading, ReadingBatch
+
+REASONS: Final = (
+    "oversize", "invalid_json", "schema", "bad_topic", "topic_mismatch", "future_timestamp",
+    "unrepresentable", "influx_rejected",
+)  # fmt: skip
+
+
+class Rejection(Exception):
+    """A whole payload refused; ``reason`` is one of REASONS, ``error`` the technical detail."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(f"{reason}: {error}")
+        self.reason = reason
+        self.error = error
+
+
+@dataclass(slots=True)
+class RejectedReading:
+    reading: Reading
+    reason: str
+    error: str
+
+
+@dataclass(slots=True)
+class ParsedBatch:
+    """The accepted part of a batch as line protocol, plus what was refused."""
+
+    site: str
+    gateway: str
+    lines: list[str]
+    spans: dict[str, Span]
+    rejected: list[RejectedReading] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.lines)
+
+
+def topic_ids(topic: str) -> tuple[str, str]:
+    """(site, gateway) of an uplink readings topic; Rejection('bad_topic') when it is not one."""
+    try:
+        site, gateway, rest = contracts.split_topic(topic)
+    except ValueError as exc:
+        raise Rejection("bad_topic", str(exc)) from exc
+    if rest != "up/readings" or not contracts.is_ident(site) or not contracts.is_ident(gateway):
+        raise Rejection("bad_topic", f"topic {topic[:200]!r} is not cds/v1/<site>/<gateway>/up/readings "
+                                     "with valid ids")
+    return site, gateway
+
+
+def parse_batch(
+    payload: bytes,
+    *,
+    now_ms: int,
+    max_future_ms: int,
+    max_bytes: int,
+    site: str | None = None,
+    gateway: str | None = None,
+) -> ParsedBatch:
+    """Decode and check one ReadingBatch. ``site``/``gateway`` (from the topic) must match the payload's."""
+    if len(payload) > max_bytes:
+        raise Rejection("oversize", f"payload of {len(payload)} bytes exceeds {max_bytes}")
+    try:
+        batch: ReadingBatch = contracts.batch_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise Rejection("schema", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise Rejection("invalid_json", str(exc)) from exc
+    if site is not None and (batch.site != site or batch.gateway != gateway):
+        raise Rejection("topic_mismatch", f"payload names {batch.site}/{batch.gateway} but was published "
+                                          f"under {site}/{gateway}")
+    out = ParsedBatch(batch.site, batch.gateway, [], {})
+    limit = now_ms + max_future_ms
+    spans = out.spans
+    for r in batch.readings:
+        if r.ts > limit:
+            out.rejected.append(RejectedReading(r, "future_timestamp",
+                                                f"ts {r.ts} is more than {max_future_ms} ms ahead of {now_ms}"))
+            continue
+        try:
+            out.lines.append(reading_line(batch.site, batch.gateway, r))
+        except LineProtocolError as exc:
+            out.rejected.append(RejectedReading(r, "unrepresentable", str(exc)))
+            continue
+        span = spans.get(r.device)
+        if span is None:
+            spans[r.device] = (r.ts, r.ts)
+        elif r.ts < span[0] or r.ts > span[1]:
+            spans[r.device] = (min(span[0], r.ts), max(span[1], r.ts))
+    return out
