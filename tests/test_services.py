@@ -19,7 +19,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from sim.services import InfluxError, InfluxService, MosquittoService, shipped_mosquitto_options
+from gateway.contracts import is_ident
+from sim.services import (
+    InfluxError,
+    InfluxService,
+    MosquittoService,
+    ServiceNotInstalledError,
+    find_binary,
+    shipped_mosquitto_options,
+)
 
 WaitFor = Callable[..., Any]
 
@@ -117,6 +125,40 @@ def _drain(
     sub = clients(broker, f"sub-{uid}", persistent=True, v5=v5)
     wait_for(lambda: sub.count() >= n, timeout=60, what=lambda: f"{n} queued messages (have {sub.count()})")
     return sub
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def test_missing_binary_names_the_setup_script() -> None:
+    with pytest.raises(ServiceNotInstalledError, match=r"bash scripts/setup\.sh"):
+        find_binary("cds-no-such-server", "/nonexistent/cds-no-such-server")
+
+
+def test_unique_id_is_a_valid_site_id_named_after_the_test(unique_id: str) -> None:
+    assert is_ident(unique_id)
+    assert unique_id.startswith("unique_id_is_a_valid_site_id")
+
+
+def test_wait_for_fails_with_what_it_waited_for(wait_for: WaitFor) -> None:
+    assert wait_for(lambda: 42, timeout=0.1) == 42
+    with pytest.raises(pytest.fail.Exception, match="waiting for the impossible; last value: 0"):
+        wait_for(lambda: 0, timeout=0.05, what="the impossible")
+
+
+@pytest.mark.asyncio
+async def test_wait_for_async_accepts_sync_and_async_predicates(wait_for_async: WaitFor) -> None:
+    calls = 0
+
+    async def ready_on_third_call() -> str:
+        nonlocal calls
+        calls += 1
+        return "ready" if calls >= 3 else ""
+
+    assert await wait_for_async(ready_on_third_call, timeout=5) == "ready"
+    assert await wait_for_async(lambda: True, timeout=5) is True
+    with pytest.raises(pytest.fail.Exception, match="waiting for nothing"):
+        await wait_for_async(lambda: None, timeout=0.05, what="nothing")
 
 
 # --- broker ----------------------------------------------------------------------------------------------------
