@@ -1,0 +1,131 @@
+"""Scheduled ANEEL pulls into the real InfluxDB: idempotent upserts, change reports, ANEEL down, two replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import pytest
+import pytest_asyncio
+
+from backend.aneel import AneelClient
+from backend.aneel_records import TARIFFS_RESOURCE
+from backend.aneel_sites import parse_sites
+from backend.aneel_store import AneelData, AneelStore, sync
+from backend.influx import InfluxClient
+from sim.aneel_fake import REAL_TARIFFS, FakeCkan
+
+SITES = list(parse_sites("""
+[[site]]
+id = "bh"
+distributor = "CEMIG-D"
+[[site]]
+id = "rio"
+distributor = "60444437000146"
+modality = "Branca"
+""").values())
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCkan]:
+    server = FakeCkan().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture
+async def store(influx, unique_id: str) -> AsyncIterator[AneelStore]:  # type: ignore[no-untyped-def]
+    async with InfluxClient(influx.url) as client:
+        s = AneelStore(client, unique_id)
+        await s.ensure_schema()
+        yield s
+        await client.execute(f'DROP DATABASE "{unique_id}"', epoch=None)
+
+
+def client_for(fake: FakeCkan) -> AneelClient:
+    return AneelClient(fake.url, timeout_s=0.5, attempts=2, backoff_s=0.01, backoff_max_s=0.02)
+
+
+@pytest.mark.asyncio
+async def test_sync_stores_tariffs_and_flags_and_repull_is_idempotent(fake: FakeCkan, store: AneelStore) -> None:
+    async with client_for(fake) as c:
+        first = await sync(c, store, SITES)
+        assert first.ok, first.error
+        assert first.distributors == ["06981180000116", "60444437000146"]
+        # CEMIG-D B1 rows with base "Tarifa de Aplicação": 3.589 (3 subclasses/details) + 3.459 twice; Light 4.
+        assert first.tariffs == 9 and len(first.added) == 9 and first.unchanged == 0
+        assert len(first.flags_added) == 24
+        second = await sync(c, store, SITES)
+    assert second.ok and second.added == [] and second.changed == [] and second.unchanged == 9
+    assert len(await store.tariffs()) == 9
+    assert len(await store.months()) == 24
+    data = AneelData(store)
+    await data.load()
+    choice = data.tariffs.energy_tariffs("06981180000116", dt.date(2026, 6, 1), subgroup="B1",
+                                         modality="Convencional")
+    assert choice["Não se aplica"].record.energy_rs_kwh == Decimal("0.90329")
+    assert data.flags.flag_for(dt.date(2026, 5, 1)).adder_rs_mwh == Decimal("18.85")
+
+
+@pytest.mark.asyncio
+async def test_sync_reports_a_changed_tariff_and_a_new_month(fake: FakeCkan, store: AneelStore) -> None:
+    async with client_for(fake) as c:
+        assert (await sync(c, store, SITES)).ok
+        rows = [dict(r) for r in REAL_TARIFFS]
+        for r in rows:
+            if r["SigAgente"] == "LIGHT SESA" and r["DscModalidadeTarifaria"] == "Convencional":
+                r["VlrTUSD"] = "580,00"  # a retified REH
+        fake.replace_records(TARIFFS_RESOURCE, rows)
+        fake.add_records("0591b8f6-fe54-437b-b72b-1aa2efd46e42", [{
+            "DatGeracaoConjuntoDados": "2026-10-05", "DatCompetencia": "2026-10-01", "NomBandeiraAcionada": "Verde",
+            "VlrAdicionalBandeira": ",00"}])
+        report = await sync(c, store, SITES)
+    assert report.ok
+    assert len(report.changed) == 1 and "TUSD 578.56->580.00" in report.changed[0]
+    assert report.flags_added == ["10/2026 Verde"]
+    light = [r for r in await store.tariffs() if r.distributor == "LIGHT SESA" and r.modality == "Convencional"]
+    assert [r.tusd for r in light] == [Decimal("580.00")]
+
+
+@pytest.mark.asyncio
+async def test_aneel_down_keeps_last_good_data_and_reports_age(fake: FakeCkan, store: AneelStore) -> None:
+    async with client_for(fake) as c:
+        assert (await sync(c, store, SITES)).ok
+        data = AneelData(store, refresh_s=0)
+        await data.load()
+        fake.inject("html", count=50)
+        report = await sync(c, store, SITES)
+    assert not report.ok and "indisponível" in report.error
+    status = await store.status()
+    assert status.last_error and status.age_s is not None and status.age_s >= 0
+    assert status.last_ok_at is not None and status.last_attempt_at is not None
+    await data.load(force=True)
+    assert len(data.tariffs.records) == 9  # still served
+
+
+@pytest.mark.asyncio
+async def test_influx_down_serves_the_in_memory_copy(fake: FakeCkan, store: AneelStore, influx) -> None:  # type: ignore[no-untyped-def]
+    async with client_for(fake) as c:
+        assert (await sync(c, store, SITES)).ok
+    data = AneelData(store, refresh_s=0)
+    await data.load()
+    influx.stop()
+    try:
+        await data.load(force=True)
+        assert data.load_error and len(data.tariffs.records) == 9
+    finally:
+        influx.start(timeout=60)
+
+
+@pytest.mark.asyncio
+async def test_two_replicas_syncing_at_once_write_the_same_data(fake: FakeCkan, store: AneelStore) -> None:
+    async with client_for(fake) as a, client_for(fake) as b:
+        ra, rb = await asyncio.gather(sync(a, store, SITES, replica="r1"), sync(b, store, SITES, replica="r2"))
+    assert ra.ok and rb.ok
+    stored = await store.tariffs()
+    assert len(stored) == 9 and len({r.natural_key() for r in stored}) == 9
+    assert len(await store.months()) == 24
