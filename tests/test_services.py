@@ -194,6 +194,20 @@ def test_broker_round_trips_qos1(
     assert pub.acked == 1
 
 
+def test_mqtt_recorder_sees_retained_and_live_messages(
+    broker: MosquittoService, clients: Callable[..., Client], mqtt_recorder: Callable[..., Any], unique_id: str
+) -> None:
+    pub = clients(broker, f"pub-{unique_id}")
+    pub.mqtt.publish(f"cds-test/{unique_id}/status", b"retained", qos=1, retain=True).wait_for_publish(10)
+    recorder = mqtt_recorder(f"cds-test/{unique_id}/#")
+    pub.mqtt.publish(f"cds-test/{unique_id}/live", b"live", qos=1)
+    assert recorder.wait_count(2) == [
+        (f"cds-test/{unique_id}/status", b"retained", True),
+        (f"cds-test/{unique_id}/live", b"live", False),
+    ]
+    pub.mqtt.publish(f"cds-test/{unique_id}/status", b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+
+
 @pytest.mark.parametrize("v5", [False, True], ids=["mqtt311_clean_session_false", "mqtt5_session_expiry"])
 def test_broker_restart_keeps_offline_session_queue(
     broker: MosquittoService, clients: Callable[..., Client], wait_for: WaitFor, unique_id: str, v5: bool
