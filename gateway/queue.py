@@ -211,10 +211,10 @@ class DurableQueue:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if rows and self.full_policy == "drop-oldest":
-                    dropped, dropped_bytes = self._make_room(len(rows), new_bytes)
                 if rows:
                     db.executemany("INSERT INTO readings (device, boot, seq, ts, payload) VALUES (?, ?, ?, ?, ?)", rows)
+                if rows and self.full_policy == "drop-oldest":
+                    dropped, dropped_bytes = self._trim(len(rows), new_bytes)
                 for p in progress:
                     db.execute(
                         "INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -252,7 +252,8 @@ class DurableQueue:
             self._bytes += new_bytes - dropped_bytes - dropped * ROW_OVERHEAD
         return CommitResult(len(rows), dropped)
 
-    def _make_room(self, n: int, size: int) -> tuple[int, int]:
+    def _trim(self, n: int, size: int) -> tuple[int, int]:
+        """Inside the commit, after inserting ``n`` rows of ``size`` bytes: delete the oldest rows over the bounds."""
         dropped = 0
         dropped_bytes = 0
         while True:
