@@ -41,6 +41,11 @@ CONFIG_GAIN_RANGE: Final = (1, 10_000_000)
 CONFIG_PHASE_RANGE: Final = (-1000, 1000)
 
 
+def _whole_ms(t: float) -> int:
+    """Milliseconds elapsed, as the firmware's counter shows them (ignoring float dust like 999.9999999)."""
+    return math.floor(t + 1e-6)
+
+
 class ProducedReading(NamedTuple):
     """Ground truth for one reading as first sent (without RESENT)."""
 
@@ -95,6 +100,9 @@ class MeterModel:
     EEPROM contents before that power-on (the first boot reports ``boot_count + 1``). ``report_period_ms`` may be
     below the protocol's 250 ms minimum for tests (CONFIG still enforces the range). ``integration_step_ms`` is how
     finely the load is sampled inside a window; the energy register integrates those samples.
+    ``uptime_start_ms`` is the uptime counter's value at reset (the firmware's is 0; a test of the 49.7-day wrap
+    starts near 2^32). ``drift_ppm``: the meter's crystal error. ``record_truth=False`` keeps no per-reading
+    history (long demo runs).
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class MeterModel:
         resend_min_ms: int = RESEND_MIN_MS,
         status_interval_ms: int = STATUS_INTERVAL_MS,
         drift_ppm: float = 0.0,
+        uptime_start_ms: int = 0,
         calibration: Calibration | None = None,
         uncalibrated: bool = False,
         record_truth: bool = True,
@@ -142,6 +151,7 @@ class MeterModel:
         self._mains_before = True
         self._mains_since = float(start_ms)
         self._drift_rate = 1 + drift_ppm * 1e-6
+        self.uptime_start_ms = uptime_start_ms
         # ground truth
         self.produced: list[ProducedReading] = []
         self.dropped_keys: set[tuple[int, int]] = set()
@@ -173,23 +183,23 @@ class MeterModel:
     @property
     def uptime_ms(self) -> int:
         """The meter's uptime counter now (wraps at 2^32 on the wire)."""
-        return int(self._uptime(self.now_ms)) & U32
+        return _whole_ms(self._uptime(self.now_ms)) & U32
 
     # ----- boot --------------------------------------------------------------------------------------------------
 
     def _power_on(self, t_ms: int) -> None:
         self.boot_count = (self.boot_count + 1) & U32
         self.report_period_ms, self.calibration, self.uncalibrated = self._stored_config
-        self._t_anchor, self._up_anchor = float(t_ms), 0.0
+        self._t_anchor, self._up_anchor = float(t_ms), float(self.uptime_start_ms)
         self.next_seq = 1
         self.queue: deque[frames.Reading] = deque()
         self.dropped = 0
         self.rx_errors = 0
         self._decoder = frames.Decoder()
         self._energy_uj -= self._energy_uj % 3_600_000  # the sub-mWh remainder lived in RAM
-        self._window_start = 0.0
-        self._next_status = float(self.status_interval_ms)
-        self._rto_start = 0.0
+        self._window_start = self._up_anchor
+        self._next_status = self._up_anchor + self.status_interval_ms
+        self._rto_start = self._up_anchor
         self.acked[self.boot_count] = 0
         self._hello(resync=True)
         self._status()
@@ -319,7 +329,7 @@ class MeterModel:
         pf = 0 if no_signal or s <= 0 else max(-1000, min(1000, round(p / s * 1000)))
         reading = frames.Reading(
             seq=self.next_seq,
-            uptime_ms=int(up_end) & U32,
+            uptime_ms=_whole_ms(up_end) & U32,
             vrms_mv=min(U32, round(vrms * 1000)),
             irms_ma=min(U32, round(irms * 1000)),
             p_dw=round(p * 10),
