@@ -225,3 +225,28 @@ def explain(bill: Bill) -> list[str]:
     out.append(f"Total: R$ {_fmt(bill.total)}")
     out.extend(f"Aviso: {w}" for w in bill.warnings)
     return out
+
+
+def unit_prices(
+    site: SiteConfig, day: dt.date, tariffs: TariffBook, flags: BandeiraBook, *, modality: str | None = None
+) -> dict[str, Decimal]:
+    """R$/kWh with taxes per posto on ``day``: ((TUSD + TE + bandeira) / 1000) / ((1 − ICMS)(1 − PIS − COFINS)).
+
+    Used for quick estimates (reports, forecasts) where a full cycle bill is not what is asked.
+    """
+    mod = modality or site.modality
+    cnpj = tariffs.resolve_cnpj(site.distributor)
+    choices = tariffs.energy_tariffs(cnpj, day, subgroup=site.subgroup, modality=mod, subclass=site.subclass,
+                                     klass=site.klass, detail=site.detail)
+    adder = flags.flag_for(day).adder_rs_mwh
+    factor = (1 - site.icms) * (1 - site.pis - site.cofins)
+    return {posto: (c.record.tusd + c.record.te_rs_mwh + adder) / 1000 / factor for posto, c in choices.items()}
+
+
+def quick_cost(kwh_by_posto: Mapping[str, float], prices: Mapping[str, Decimal]) -> Decimal:
+    """Energy per posto × price per posto (Convencional: every kWh at the single ``"Não se aplica"`` price)."""
+    if "Não se aplica" in prices:
+        total = sum(kwh_by_posto.values())
+        return money(Decimal(str(round(total, 6))) * prices["Não se aplica"])
+    return money(sum((Decimal(str(round(kwh_by_posto.get(p, 0.0), 6))) * price for p, price in prices.items()),
+                     Decimal(0)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -260,3 +260,79 @@ def consumption(
         peak_at=_iso(peak_at, tz) if peak_at is not None else None, resets=resets, spikes=spikes, jumps=jumps,
         gaps=gaps,
     )
+
+
+# --- reading the registers from InfluxDB ------------------------------------------------------------------------
+
+Resolution = Literal["raw", "r1m", "r1h"]
+WINDOW_MS: Final = {"raw": 0, "r1m": 60_000, "r1h": HOUR_MS}
+DAY_MS: Final = 86_400_000
+
+
+def choose_resolution(start_ms: int, end_ms: int, granularity: Granularity) -> Resolution:
+    """Raw readings for up to 2 days at 15 min/1 h; the 1-min rollup up to 40 days (or whenever 15-min buckets
+    are asked); the 1-hour rollup beyond."""
+    span = end_ms - start_ms
+    if span <= 2 * DAY_MS and granularity in ("15min", "hour"):
+        return "raw"
+    if span <= 40 * DAY_MS or granularity == "15min":
+        return "r1m"
+    return "r1h"
+
+
+def gap_for(resolution: Resolution) -> int:
+    return max(15 * 60_000, 2 * WINDOW_MS[resolution])
+
+
+async def fetch_samples(
+    influx: Any,
+    db: str,
+    start_ms: int,
+    end_ms: int,
+    resolution: Resolution,
+    *,
+    site: str | None = None,
+    devices: Sequence[str] = (),
+) -> dict[str, list[Sample]]:
+    """Register samples per device in ``[start_ms - pad, end_ms]`` (the pad gives the baseline before the start).
+
+    Rollup windows become two samples: ``energy_first`` at the window start (with ``boot_min``) and
+    ``energy_last`` just before its end (with ``boot_max``), so a reset inside a window is still recognisable.
+    Site and device ids are bound parameters, never spliced into the query text.
+    """
+    from backend.influx import quote_ident
+
+    if not site and not devices:
+        raise ValueError("site or devices required")
+    pad = {"raw": 15 * 60_000, "r1m": HOUR_MS, "r1h": DAY_MS}[resolution]
+    where = [f"time >= {int(start_ms - pad)}ms", f"time <= {int(end_ms)}ms"]
+    params: dict[str, str] = {}
+    if site:
+        where.append("site = $site")
+        params["site"] = site
+    if devices:
+        ors = []
+        for i, d in enumerate(devices):
+            params[f"d{i}"] = d
+            ors.append(f"device = $d{i}")
+        where.append("(" + " OR ".join(ors) + ")")
+    table = f"{quote_ident(db)}.{quote_ident(resolution)}.{quote_ident('readings')}"
+    cols = "energy_mwh, boot" if resolution == "raw" else "energy_first, energy_last, boot_min, boot_max"
+    series = await influx.query(f"SELECT {cols} FROM {table} WHERE {' AND '.join(where)} GROUP BY device",
+                                db=db, params=params)
+    out: dict[str, list[Sample]] = {}
+    width = WINDOW_MS[resolution]
+    for s in series:
+        dev = s.tags.get("device", "")
+        samples = out.setdefault(dev, [])
+        if resolution == "raw":
+            for t, e, b in s.values:
+                if e is not None:
+                    samples.append(Sample(int(t), int(e), int(b) if b is not None else -1))
+        else:
+            for t, first, last, bmin, bmax in s.values:
+                if first is None or last is None:
+                    continue
+                samples.append(Sample(int(t), int(first), int(bmin) if bmin is not None else -1))
+                samples.append(Sample(int(t) + width - 1, int(last), int(bmax) if bmax is not None else -1))
+    return out
