@@ -141,10 +141,10 @@ class MeterRunner:
         with self.lock:
             for meter in self._meters:
                 meter.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
@@ -157,8 +157,9 @@ class MeterRunner:
 
     def wake(self) -> None:
         """Make the service thread re-evaluate now (after a fault injection or a new meter)."""
-        with contextlib.suppress(OSError):  # a full pipe means it is already woken; a closed one, stopped
-            os.write(self._wake_w, b"w")
+        with self.lock, contextlib.suppress(OSError):  # a full pipe: already woken
+            if self._wake_w >= 0:  # under the lock, so a stopped runner's fd number is never reused by mistake
+                os.write(self._wake_w, b"w")
 
     def wait_until(self, predicate: Any, timeout: float = 10.0, interval: float = 0.005) -> bool:
         """Poll ``predicate()`` until it is true or ``timeout`` wall seconds pass; returns its last value."""
