@@ -98,21 +98,26 @@ static void on_adc_trigger(struct avr_irq_t *irq, uint32_t value, void *param)
     g_conv_last_cycle = g_avr->cycle;
 }
 
+/* The simulated EEPROM array itself. simavr 1.6's AVR_IOCTL_EEPROM_GET with a NULL buffer hands out a pointer to
+ * it (its return value is not meaningful), so loads and saves are plain copies. */
+static uint8_t *eeprom_mem(void)
+{
+    avr_eeprom_desc_t d = {.ee = 0, .offset = 0, .size = EEPROM_SIZE};
+    avr_ioctl(g_avr, AVR_IOCTL_EEPROM_GET, &d);
+    return d.ee;
+}
+
 static void eeprom_io(const char *path, int save)
 {
     uint8_t buf[EEPROM_SIZE];
-    avr_eeprom_desc_t d = {.ee = buf, .offset = 0, .size = EEPROM_SIZE};
+    uint8_t *mem = eeprom_mem();
     FILE *f;
-    if (!path)
+    if (!path || !mem)
         return;
     if (save) {
-        if (avr_ioctl(g_avr, AVR_IOCTL_EEPROM_GET, &d) < 0)
-            return;
-        if (d.ee != buf)
-            memcpy(buf, d.ee, EEPROM_SIZE);
         f = fopen(path, "wb");
         if (f) {
-            fwrite(buf, 1, EEPROM_SIZE, f);
+            fwrite(mem, 1, EEPROM_SIZE, f);
             fclose(f);
         }
         return;
@@ -121,7 +126,7 @@ static void eeprom_io(const char *path, int save)
     if (!f)
         return;
     if (fread(buf, 1, EEPROM_SIZE, f) == EEPROM_SIZE)
-        avr_ioctl(g_avr, AVR_IOCTL_EEPROM_SET, &d);
+        memcpy(mem, buf, EEPROM_SIZE);
     fclose(f);
 }
 
@@ -290,14 +295,15 @@ int main(int argc, char **argv)
             g_reset = 0;
             eeprom_io(eeprom_path, 1);
             {
+                /* A reset keeps the EEPROM, as on the real chip: save it around simavr's reset. */
                 uint8_t keep[EEPROM_SIZE];
-                avr_eeprom_desc_t d = {.ee = keep, .offset = 0, .size = EEPROM_SIZE};
-                avr_ioctl(g_avr, AVR_IOCTL_EEPROM_GET, &d);
-                if (d.ee != keep)
-                    memcpy(keep, d.ee, EEPROM_SIZE);
+                uint8_t *mem = eeprom_mem();
+                if (mem)
+                    memcpy(keep, mem, EEPROM_SIZE);
                 avr_reset(g_avr);
-                d.ee = keep;
-                avr_ioctl(g_avr, AVR_IOCTL_EEPROM_SET, &d);
+                mem = eeprom_mem();
+                if (mem)
+                    memcpy(mem, keep, EEPROM_SIZE);
             }
             g_xon = 1;
             resets++;

@@ -204,8 +204,17 @@ void hal_idle(void)
     sleep_mode();
 }
 
-void hal_atomic_begin(void) { TIMSK1 &= (uint8_t)~_BV(OCIE1A); }
-void hal_atomic_end(void) { TIMSK1 |= _BV(OCIE1A); }
+/* A global cli/sei section rather than masking OCIE1A: a compare match during the section stays pending and is
+ * served at sei (simavr 1.6 drops an interrupt whose enable bit was off when its flag rose). The sections only
+ * copy a few dozen bytes, so a sample is delayed by a few microseconds at most, never lost. */
+static uint8_t s_sreg;
+void hal_atomic_begin(void)
+{
+    uint8_t sreg = SREG;
+    cli();
+    s_sreg = sreg;
+}
+void hal_atomic_end(void) { SREG = s_sreg; }
 
 void hal_eeprom_read(uint16_t addr, void *buf, uint8_t len)
 {

@@ -11,6 +11,7 @@ Missing tools fail the run with a hint to run ``bash scripts/setup.sh``: CI must
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -157,10 +158,8 @@ class SimMeter:
         with_stats = [ln for ln in err.splitlines() if ln.startswith("STATS ")]
         if with_stats:
             self.stats = {k: float(v) for k, v in (kv.split("=") for kv in with_stats[-1].split()[1:])}
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
         return self.stats
 
 

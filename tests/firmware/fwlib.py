@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
+
 class Wave(ctypes.Structure):
     """Mirror of wave_t (firmware/sim/waveform.h)."""
 

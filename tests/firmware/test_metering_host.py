@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass, field
 
 import pytest
-
 from fwlib import FACTORY, Calib, Result, Wave
 
 pytestmark = pytest.mark.firmware
