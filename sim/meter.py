@@ -61,7 +61,8 @@ class GroundTruth(NamedTuple):
 
     Keys are ``(boot, seq)``. A correct chain delivers every produced reading exactly once, except those in
     :meth:`may_miss`: discarded from a full queue, lost in RAM by a reset, or still unacknowledged in the queue.
-    Every reading at or below ``acked[boot]`` was acknowledged, so the gateway claimed it durable.
+    Every reading at or below ``acked[boot]`` was acknowledged: the gateway claimed it durable, or declared it
+    dropped at the meter after a STATUS.
     """
 
     device: str
@@ -82,8 +83,11 @@ class GroundTruth(NamedTuple):
         return set(self.dropped) | set(self.lost) | set(self.unacked)
 
     def must_have(self) -> set[tuple[int, int]]:
-        """Readings the gateway acknowledged: it must have them durably."""
-        return {(r.boot, r.seq) for r in self.produced if r.seq <= self.acked.get(r.boot, 0)}
+        """Readings the gateway acknowledged, except those the meter had discarded (a STATUS told the gateway to
+        move its ACK past them): the gateway must hold these durably."""
+        return {
+            (r.boot, r.seq) for r in self.produced if r.seq <= self.acked.get(r.boot, 0)
+        } - self.dropped
 
 
 class Calibration(NamedTuple):
