@@ -28,6 +28,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ControllerRouterHandler
 
 from backend.api.aicss import AicssController
+from backend.api.analytics import AnalyticsController, analytics_lifespan
+from backend.api.aneel import AneelController
 from backend.api.devices import DevicesController
 from backend.api.health import health, metrics, ready
 from backend.api.readings import ReadingsController
@@ -53,10 +55,13 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     ReadingsController,
     AicssController,
     # --- analytics and ANEEL (issue 6): append controllers below this line -----------------------------------
+    AnalyticsController,
+    AneelController,
 ]
 
 LIFESPANS: list[Callable[[Litestar], AbstractAsyncContextManager[None]]] = [
     # --- extra long-lived tasks (issue 6: scheduled ANEEL pulls...): append factories below this line -------
+    analytics_lifespan,
 ]
 
 
