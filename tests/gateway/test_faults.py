@@ -1,0 +1,180 @@
+"""Fault tests: the gateway as a real subprocess, meters simulated on ptys, the real Mosquitto, a persistent
+subscriber checking every reading against the simulator's ground truth (see conftest.check_delivery)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from sim.runner import MeterRunner
+from sim.services import MosquittoService
+from tests.gateway.conftest import Collector, GatewayProcess, check_delivery
+
+PERIOD_MS = 20
+
+
+def add_meters(sim: MeterRunner, n: int, **kwargs: Any) -> list[Any]:
+    """Meters reporting every 20 ms with a STATUS every 500 ms. ``queue_capacity`` defaults to 256 (5 s) so
+    that only the tests about meter-side loss see the firmware's 16-reading ring overflow."""
+    kwargs.setdefault("queue_capacity", 256)
+    return [sim.add_meter(report_period_ms=PERIOD_MS, status_interval_ms=500, **kwargs) for _ in range(n)]
+
+
+def test_broker_stopped_and_restarted_loses_nothing(
+    sim: MeterRunner, broker: MosquittoService, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    meters = add_meters(sim, 2)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 40, 10, what="first readings")
+    broker.stop()
+    wait_for(lambda: gw.status()["broker"]["state"] != "connected", 10, what="gateway notices the broker is gone")
+    base = gw.counter("readings_committed")
+    wait_for(lambda: gw.counter("readings_committed") >= base + 150, 20, what="150 readings queued while down")
+    assert gw.status()["queue"]["rows"] >= 150
+    broker.start()
+    figures = check_delivery(meters, collector, gw, wait_for)
+    assert figures["dropped_at_meter_truth"] == 0 and figures["dropped_full"] == 0
+    assert gw.counter("mqtt_connects") >= 2
+
+
+def test_gateway_kill9_at_random_moments_20_times_loses_nothing(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    """SIGKILL the gateway 20 times, each after a random number of further commits or PUBACKs (seeded), with
+    the firmware's real 16-reading ring: what the meters discard while the gateway is down is counted."""
+    rng = random.Random(0xCD5)
+    meters = add_meters(sim, 2, queue_capacity=16)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    for _ in range(20):
+        gw.start()
+        counter = rng.choice(["readings_committed", "messages_acked", "acks_sent"])
+        target = rng.randint(1, 40)
+        wait_for(lambda c=counter, n=target: gw.counter(c) >= n, 15, what=f"{target} {counter}")  # type: ignore[misc]
+        gw.kill9()
+    gw.start()
+    figures = check_delivery(meters, collector, gw, wait_for)
+    assert figures["dropped_full"] == 0
+    assert figures["max_ts_error_ms"] < 1000, figures
+
+
+def test_meter_unplugged_and_replugged_loses_nothing(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    meters = add_meters(sim, 2)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 40, 10, what="first readings")
+    unplugged = meters[0]
+    for _ in range(3):
+        unplugged.unplug()
+        wait_for(lambda: any(lk["state"] != "up" for lk in gw.status()["links"]), 10, what="link down")
+        produced = len(unplugged.truth().produced)
+        wait_for(lambda p=produced: len(unplugged.truth().produced) >= p + 25, 10, what="readings while unplugged")
+        unplugged.replug()
+        wait_for(lambda: all(lk["state"] == "up" for lk in gw.status()["links"]), 10, what="link up again")
+    figures = check_delivery(meters, collector, gw, wait_for)
+    assert figures["dropped_at_meter_truth"] == 0 and figures["dropped_full"] == 0
+    device_msgs = collector.topic_payloads(f"/devices/{unplugged.device}")
+    assert any(b'"link":"down"' in p for p in device_msgs) and device_msgs and b'"link":"up"' in device_msgs[-1]
+    assert gw.status()["errors"].get("serial_io", 0) >= 3
+
+
+def test_meter_unplugged_longer_than_its_queue_counts_dropped_at_meter(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    (meter,) = add_meters(sim, 1, queue_capacity=16)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 20, 10, what="first readings")
+    meter.unplug()
+    wait_for(lambda: len(meter.truth().dropped) >= 30, 10, what="the meter's ring overflows")
+    meter.replug()
+    figures = check_delivery([meter], collector, gw, wait_for)
+    assert figures["dropped_at_meter_truth"] >= 30  # and check_delivery proved the gateway counted exactly these
+
+
+def test_meter_reboot_loses_nothing_but_the_readings_lost_in_its_ram(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    meters = add_meters(sim, 2)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 40, 10, what="first readings")
+    for off_ms in (0, 200, 0):
+        n = collector.count()
+        meters[0].reboot(off_ms=off_ms)
+        wait_for(lambda n=n: collector.count() >= n + 30, 10, what="readings after the reboot")  # type: ignore[misc]
+    figures = check_delivery(meters, collector, gw, wait_for)
+    assert {b for _, b, _ in collector.keys(meters[0].device)} == {1, 2, 3, 4}
+    assert figures["dropped_full"] == 0
+
+
+def test_corrupt_and_dropped_frames_both_directions_lose_nothing(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    meters = add_meters(sim, 2)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 20, 10, what="first readings")
+    for m in meters:
+        for direction in ("tx", "rx"):
+            m.set_corrupt_rate(0.1, direction)
+            m.set_drop_rate(0.1, direction)
+    n = collector.count()
+    wait_for(lambda: collector.count() >= n + 300, 30, what="300 readings through the noisy links")
+    for m in meters:
+        for direction in ("tx", "rx"):
+            m.set_corrupt_rate(0, direction)
+            m.set_drop_rate(0, direction)
+    figures = check_delivery(meters, collector, gw, wait_for)
+    errors = gw.status()["errors"]
+    assert sum(v for k, v in errors.items() if k.startswith("frame_")) > 0, errors
+    assert figures["dropped_full"] == 0 and figures["dropped_at_meter_truth"] == 0
+
+
+def test_disk_queue_full_drops_oldest_and_counts_them(
+    sim: MeterRunner, broker: MosquittoService, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    meters = add_meters(sim, 2)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")], queue={"max_rows": 100, "full_policy": "drop-oldest"})
+    gw.start()
+    wait_for(lambda: collector.count() >= 20, 10, what="first readings")
+    broker.stop()
+    wait_for(lambda: gw.status()["queue"]["dropped_full"] >= 150, 20, what="queue overflow")
+    assert gw.status()["queue"]["rows"] <= 100
+    broker.start()
+    figures = check_delivery(meters, collector, gw, wait_for)
+    assert figures["dropped_full"] >= 150  # check_delivery proved: missing == dropped_full, nothing else
+
+
+def test_disk_queue_full_refuse_new_leaves_readings_at_the_meter(
+    sim: MeterRunner, broker: MosquittoService, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    (meter,) = add_meters(sim, 1, queue_capacity=16)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")], queue={"max_rows": 60, "full_policy": "refuse-new"})
+    gw.start()
+    wait_for(lambda: collector.count() >= 20, 10, what="first readings")
+    broker.stop()
+    wait_for(lambda: gw.counter("refused_full") > 0 and len(meter.truth().dropped) >= 20, 20, what="refusals")
+    assert gw.status()["queue"]["rows"] <= 60
+    broker.start()
+    figures = check_delivery([meter], collector, gw, wait_for)
+    assert figures["dropped_full"] == 0 and figures["dropped_at_meter_truth"] >= 20
