@@ -34,15 +34,31 @@ TARGET_PAIRS = 3200
 
 
 def build(out: Path) -> tuple[int, int]:
-    subprocess.run(["make", "-s", "-C", str(ROOT / "firmware"), f"O={out}", "fw", "sim"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["make", "-s", "-C", str(ROOT / "firmware"), f"O={out}", "fw", "sim"], check=True, stdout=subprocess.DEVNULL
+    )
     sec = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\.\S+)\s+(\d+)", (out / "size.txt").read_text(), re.M)}
     return sec.get(".text", 0) + sec.get(".data", 0), sec.get(".data", 0) + sec.get(".bss", 0) + sec.get(".noinit", 0)
 
 
 def run(out: Path, sim_seconds: float) -> tuple[dict[str, float], list[int], int]:
-    proc = subprocess.Popen([str(out / "simmeter"), "-w", "-t", str(sim_seconds), "--vrms", "220", "--irms", "10",
-                             "--phase", "60", str(out / "meter.elf")], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            str(out / "simmeter"),
+            "-w",
+            "-t",
+            str(sim_seconds),
+            "--vrms",
+            "220",
+            "--irms",
+            "10",
+            "--phase",
+            "60",
+            str(out / "meter.elf"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     pty = proc.stderr.readline().split()[1]
     fd = os.open(pty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -89,13 +105,19 @@ def main() -> None:
         print(f"flash: {flash} B = {flash / 24576:.1%} of the 24 KB budget ({flash / 32768:.1%} of 32 KB)")
         print(f"static RAM (.data+.bss): {ram} B = {ram / 1229:.1%} of the 1.2 KB budget ({ram / 2048:.1%} of 2 KB)")
         stats, rates, readings = run(out, args.sim_seconds)
-        print(f"harness: {stats['sim_s']:.1f} simulated s in {stats['wall_s']:.2f} wall s = "
-              f"{stats['ratio']:.2f} simulated s per wall s (x real time)")
-        print(f"ADC conversions/s counted by the harness: {stats['conv_rate']:.1f} "
-              f"({stats['conv_rate'] / (2 * TARGET_PAIRS):.4f} of the 6400/s timer setting)")
+        print(
+            f"harness: {stats['sim_s']:.1f} simulated s in {stats['wall_s']:.2f} wall s = "
+            f"{stats['ratio']:.2f} simulated s per wall s (x real time)"
+        )
+        print(
+            f"ADC conversions/s counted by the harness: {stats['conv_rate']:.1f} "
+            f"({stats['conv_rate'] / (2 * TARGET_PAIRS):.4f} of the 6400/s timer setting)"
+        )
         if rates:
-            print(f"sample pairs/s reported by the firmware (STATUS): min {min(rates)} max {max(rates)} "
-                  f"({min(rates) / TARGET_PAIRS:.4f} of {TARGET_PAIRS})")
+            print(
+                f"sample pairs/s reported by the firmware (STATUS): min {min(rates)} max {max(rates)} "
+                f"({min(rates) / TARGET_PAIRS:.4f} of {TARGET_PAIRS})"
+            )
         print(f"readings received: {readings}")
 
 

@@ -3,6 +3,7 @@
 - ``fw_build`` (session): runs ``make -C firmware O=<tmp>`` (avr-gcc firmware, gcc host library, libsimavr
   harness) once and returns the paths; it also writes the avr-size figures to ``<tmp>/size.json``.
 - ``cds`` (session): the host build of the portable C core (``libcds.so``) loaded with ctypes.
+- ``figure`` (function): ``figure(text)`` records a measured figure for the terminal summary.
 - ``simmeter`` (function): ``simmeter(*args, eeprom=None) -> SimMeter`` starts the harness on the real AVR ELF
   with a pseudo-terminal; the test talks to it with ``gateway.frames``. Every harness is stopped after the test.
 
@@ -51,6 +52,22 @@ def _sections(size_a: str) -> dict[str, int]:
         if m:
             out[m.group(1)] = int(m.group(2))
     return out
+
+
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figure() -> Callable[[str], None]:
+    """Record a measured figure (accuracy, size, rates): printed in the terminal summary so CI logs show it."""
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("firmware figures")
+        for line in FIGURES:
+            terminalreporter.line(line)
 
 
 @pytest.fixture(scope="session")
@@ -122,8 +139,9 @@ class SimMeter:
                 return
             self.received.extend(self.decoder.feed(data))
 
-    def next_frame(self, pred: Callable[[frames.Frame | frames.FrameError], bool], timeout: float = 30.0,
-                   what: str = "frame") -> frames.Frame | frames.FrameError:
+    def next_frame(
+        self, pred: Callable[[frames.Frame | frames.FrameError], bool], timeout: float = 30.0, what: str = "frame"
+    ) -> frames.Frame | frames.FrameError:
         """Return the next received frame (after the last one returned) that satisfies ``pred``."""
         deadline = time.monotonic() + timeout
         while True:

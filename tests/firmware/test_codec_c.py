@@ -17,8 +17,16 @@ pytestmark = pytest.mark.firmware
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "frames.json").read_text())
 CLASSES: dict[int, type[Any]] = {
     cls.kind: cls
-    for cls in (frames.Hello, frames.Reading, frames.Status, frames.Log, frames.ConfigResult, frames.Ack,
-                frames.Config, frames.Sync)
+    for cls in (
+        frames.Hello,
+        frames.Reading,
+        frames.Status,
+        frames.Log,
+        frames.ConfigResult,
+        frames.Ack,
+        frames.Config,
+        frames.Sync,
+    )
 }
 BYTES_FIELDS = {"device_id", "text"}
 SIGNED = {"p_dw", "pf_milli", "phase_cdeg"}

@@ -14,8 +14,16 @@ from gateway import frames
 
 pytestmark = pytest.mark.firmware
 
-RESULT_220V_2KW = {"vrms_mv": 220000, "irms_ma": 10000, "p_mw": 2_000_000, "s_mva": 2_200_000, "pf_milli": 909,
-                   "freq_mhz": 60000, "clip": 0, "pairs": 3200}
+RESULT_220V_2KW = {
+    "vrms_mv": 220000,
+    "irms_ma": 10000,
+    "p_mw": 2_000_000,
+    "s_mva": 2_200_000,
+    "pf_milli": 909,
+    "freq_mhz": 60000,
+    "clip": 0,
+    "pairs": 3200,
+}
 
 
 class HostMeter:
@@ -164,8 +172,12 @@ def test_config_applied_stored_and_kept_across_boots(meter: HostMeter, cds: ctyp
 @pytest.mark.parametrize(
     "bad",
     [
-        {"report_period_ms": 249}, {"report_period_ms": 3_600_001}, {"v_gain": 10_000_001},
-        {"i_gain": 10_000_001}, {"phase_cdeg": 1001}, {"phase_cdeg": -1001},
+        {"report_period_ms": 249},
+        {"report_period_ms": 3_600_001},
+        {"v_gain": 10_000_001},
+        {"i_gain": 10_000_001},
+        {"phase_cdeg": 1001},
+        {"phase_cdeg": -1001},
     ],
     ids=lambda d: "_".join(f"{k}_{v}" for k, v in d.items()),
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -36,8 +37,10 @@ class Case:
         vr = self.vrms * math.sqrt(1 + self.vh3**2 + self.vh5**2)
         ir = self.irms * math.sqrt(1 + self.ih3**2 + self.ih5**2)
         phi = math.radians(self.phase_deg)
-        p = self.vrms * self.irms * (
-            math.cos(phi) + self.vh3 * self.ih3 * math.cos(3 * phi) + self.vh5 * self.ih5 * math.cos(5 * phi)
+        p = (
+            self.vrms
+            * self.irms
+            * (math.cos(phi) + self.vh3 * self.ih3 * math.cos(3 * phi) + self.vh5 * self.ih5 * math.cos(5 * phi))
         )
         return vr, ir, p, p / (vr * ir)
 
@@ -52,18 +55,42 @@ CASES = [
     Case("127v_harmonics_3_5", 127.0, 6.0, phase_deg=15.0, vh3=0.03, vh5=0.02, ih3=0.35, ih5=0.2),
     Case("220v_harmonics_3_5", 220.0, 12.0, phase_deg=-10.0, vh3=0.04, vh5=0.03, ih3=0.25, ih5=0.12),
     Case("127v_noise_dc_offset", 127.0, 9.0, phase_deg=25.0, v_dc_mv=40.0, i_dc_mv=-30.0, noise_mv=6.0),
-    Case("220v_noise_dc_harmonics_inductive", 220.0, 15.0, phase_deg=60.0, vh3=0.03, ih3=0.3, ih5=0.1,
-         v_dc_mv=-55.0, i_dc_mv=45.0, noise_mv=8.0),
+    Case(
+        "220v_noise_dc_harmonics_inductive",
+        220.0,
+        15.0,
+        phase_deg=60.0,
+        vh3=0.03,
+        ih3=0.3,
+        ih5=0.1,
+        v_dc_mv=-55.0,
+        i_dc_mv=45.0,
+        noise_mv=8.0,
+    ),
     Case("127v_59_9hz", 127.0, 10.0, phase_deg=30.0, freq_hz=59.9),
     Case("220v_60_1hz", 220.0, 10.0, phase_deg=-20.0, freq_hz=60.1),
 ]
 
 
 def make_wave(case: Case) -> Wave:
-    w = Wave(freq_hz=case.freq_hz, vrms=case.vrms, irms=case.irms, phase_deg=case.phase_deg, vh3=case.vh3,
-             vh5=case.vh5, ih3=case.ih3, ih5=case.ih5, v_dc_mv=case.v_dc_mv, i_dc_mv=case.i_dc_mv,
-             noise_mv=case.noise_mv, v_mv_per_v=5.0, i_mv_per_a=1000.0 / 30.0, bias_mv=2500.0, vref_mv=5000.0,
-             rng=0x9E3779B97F4A7C15)
+    w = Wave(
+        freq_hz=case.freq_hz,
+        vrms=case.vrms,
+        irms=case.irms,
+        phase_deg=case.phase_deg,
+        vh3=case.vh3,
+        vh5=case.vh5,
+        ih3=case.ih3,
+        ih5=case.ih5,
+        v_dc_mv=case.v_dc_mv,
+        i_dc_mv=case.i_dc_mv,
+        noise_mv=case.noise_mv,
+        v_mv_per_v=5.0,
+        i_mv_per_a=1000.0 / 30.0,
+        bias_mv=2500.0,
+        vref_mv=5000.0,
+        rng=0x9E3779B97F4A7C15,
+    )
     for k, v in case.extra.items():
         setattr(w, k, v)
     return w
@@ -82,7 +109,7 @@ def rel(measured: float, true: float) -> float:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_accuracy_against_analytic(cds: ctypes.CDLL, case: Case) -> None:
+def test_accuracy_against_analytic(cds: ctypes.CDLL, case: Case, figure: Callable[[str], None]) -> None:
     vr, ir, p, pf = case.analytic()
     results, _ = run(cds, make_wave(case), 6)
     worst = {"v": 0.0, "i": 0.0, "p": 0.0, "pf": 0.0, "f": 0.0}
@@ -94,8 +121,10 @@ def test_accuracy_against_analytic(cds: ctypes.CDLL, case: Case) -> None:
         worst["f"] = max(worst["f"], abs(r.freq_mhz / 1e3 - case.freq_hz))
         assert r.clip == 0
         assert r.pairs == 3200
-    print(f"\nACCURACY {case.id}: V {worst['v']*100:.3f} %  I {worst['i']*100:.3f} %  P {worst['p']*100:.3f} %  "
-          f"PF {worst['pf']:.4f}  f {worst['f']*1000:.1f} mHz")
+    figure(
+        f"host {case.id}: V {worst['v'] * 100:.3f} %  I {worst['i'] * 100:.3f} %  P {worst['p'] * 100:.3f} %  "
+        f"PF {worst['pf']:.4f}  f {worst['f'] * 1000:.1f} mHz"
+    )
     assert worst["v"] < 0.005
     assert worst["i"] < 0.005
     assert worst["p"] < 0.005
@@ -104,12 +133,12 @@ def test_accuracy_against_analytic(cds: ctypes.CDLL, case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", [CASES[3], CASES[9]], ids=lambda c: c.id)
-def test_energy_over_one_hour_within_0_1_percent(cds: ctypes.CDLL, case: Case) -> None:
+def test_energy_over_one_hour_within_0_1_percent(cds: ctypes.CDLL, case: Case, figure: Callable[[str], None]) -> None:
     _, _, p, _ = case.analytic()
     results, energy_mwh = run(cds, make_wave(case), 3600)
     expected_mwh = p * 1000.0  # W x 1 h = mWh x 1000 / 1000
     err = rel(energy_mwh, expected_mwh)
-    print(f"\nENERGY_1H {case.id}: {energy_mwh} mWh vs {expected_mwh:.0f} mWh analytic: {err*100:.4f} %")
+    figure(f"host energy 1 h {case.id}: {energy_mwh} mWh vs {expected_mwh:.0f} mWh analytic: {err * 100:.4f} %")
     assert abs(err) < 0.001
     assert energy_mwh == pytest.approx(sum(r.p_mw for r in results) / 3600, abs=1.0)
 

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.firmware
 Start = Callable[..., SimMeter]
 
 
-def analytic(vrms: float, irms: float, phase: float, vh3: float = 0, vh5: float = 0, ih3: float = 0,
-             ih5: float = 0) -> tuple[float, float, float]:
+def analytic(
+    vrms: float, irms: float, phase: float, vh3: float = 0, vh5: float = 0, ih3: float = 0, ih5: float = 0
+) -> tuple[float, float, float]:
     phi = math.radians(phase)
     v = vrms * math.sqrt(1 + vh3**2 + vh5**2)
     i = irms * math.sqrt(1 + ih3**2 + ih5**2)
@@ -31,8 +32,17 @@ def analytic(vrms: float, irms: float, phase: float, vh3: float = 0, vh5: float 
 SIM_CASES = {
     "127v_resistive": {"vrms": 127.0, "irms": 7.874, "phase": 0.0},
     "220v_inductive_pf05": {"vrms": 220.0, "irms": 22.727, "phase": 60.0},
-    "127v_capacitive_harmonics_dc_noise": {"vrms": 127.0, "irms": 6.0, "phase": -30.0, "vh3": 0.03, "ih3": 0.3,
-                                           "ih5": 0.1, "vdc": 40.0, "idc": -25.0, "noise": 5.0},
+    "127v_capacitive_harmonics_dc_noise": {
+        "vrms": 127.0,
+        "irms": 6.0,
+        "phase": -30.0,
+        "vh3": 0.03,
+        "ih3": 0.3,
+        "ih5": 0.1,
+        "vdc": 40.0,
+        "idc": -25.0,
+        "noise": 5.0,
+    },
 }
 
 
@@ -47,7 +57,7 @@ def reading(sm: SimMeter, pred: Callable[[frames.Reading], bool] | None = None) 
 
 
 @pytest.mark.parametrize("name", list(SIM_CASES))
-def test_hello_and_readings_match_injected_waveform(simmeter: Start, name: str) -> None:
+def test_hello_and_readings_match_injected_waveform(simmeter: Start, name: str, figure: Callable[[str], None]) -> None:
     params = SIM_CASES[name]
     sm = simmeter("-t", "20", *harness_args(params))
     hello = sm.next_of(frames.Hello)
@@ -55,8 +65,7 @@ def test_hello_and_readings_match_injected_waveform(simmeter: Start, name: str) 
     assert hello.device == "a1c5500000000001" and hello.report_period_ms == 1000 and hello.boot_count == 1
     first = reading(sm)
     assert first.seq == 1 and first.flags & frames.FLAG_FIRST_AFTER_BOOT
-    v, i, p = analytic(**{k: params[k] for k in ("vrms", "irms", "phase", "vh3", "vh5", "ih3", "ih5")
-                          if k in params})
+    v, i, p = analytic(**{k: params[k] for k in ("vrms", "irms", "phase", "vh3", "vh5", "ih3", "ih5") if k in params})
     worst = {"v": 0.0, "i": 0.0, "p": 0.0, "pf": 0.0, "f": 0.0}
     for seq in (2, 3):
         r = reading(sm, lambda f, s=seq: f.seq == s)  # type: ignore[misc]
@@ -71,9 +80,11 @@ def test_hello_and_readings_match_injected_waveform(simmeter: Start, name: str) 
     status = sm.next_of(frames.Status, pred=lambda s: s.next_seq >= 4)
     assert isinstance(status, frames.Status)
     stats = sm.stop()
-    print(f"\nSIM_ACCURACY {name}: V {worst['v']*100:.3f} %  I {worst['i']*100:.3f} %  P {worst['p']*100:.3f} %  "
-          f"PF {worst['pf']:.4f}  f {worst['f']*1000:.1f} mHz  sample pairs/s {status.sample_rate_hz}  "
-          f"harness {stats.get('ratio', 0):.2f} sim-s/s, {stats.get('conv_rate', 0):.1f} conversions/s")
+    figure(
+        f"simavr {name}: V {worst['v'] * 100:.3f} %  I {worst['i'] * 100:.3f} %  P {worst['p'] * 100:.3f} %  "
+        f"PF {worst['pf']:.4f}  f {worst['f'] * 1000:.1f} mHz  sample pairs/s {status.sample_rate_hz}  "
+        f"harness {stats.get('ratio', 0):.2f} sim-s/s, {stats.get('conv_rate', 0):.1f} conversions/s"
+    )
     assert worst["v"] < 0.01 and worst["i"] < 0.01 and worst["p"] < 0.01
     assert worst["pf"] < 0.01 and worst["f"] < 0.05
     assert 3180 <= status.sample_rate_hz <= 3200
@@ -131,7 +142,10 @@ def test_reset_increments_boot_count_and_keeps_energy(simmeter: Start, tmp_path:
     # depending on which side of the mark window 60 closed), plus the energy of this boot's first window
     restored = first.energy_mwh - first.p_dw / 10 / 3.6
     assert any(abs(restored - by_seq[k].energy_mwh) <= 0.01 * per_window + 1 for k in (59, 60)), (
-        restored, by_seq[59].energy_mwh, by_seq[60].energy_mwh)
+        restored,
+        by_seq[59].energy_mwh,
+        by_seq[60].energy_mwh,
+    )
     stats = sm.stop()
     assert stats["resets"] == 1
     assert eeprom.stat().st_size == 1024  # the harness persisted the EEPROM image
@@ -150,8 +164,8 @@ def test_garbled_commands_counted_then_config_applied(simmeter: Start) -> None:
     ack = frames.encode(frames.Ack(hello.boot_count, 0))
     garbled = bytearray(ack)
     garbled[4] ^= 0x10
-    sm.send_bytes(bytes(garbled))              # CRC error
-    sm.send_bytes(ack[:6] + b"\x00")           # truncated
+    sm.send_bytes(bytes(garbled))  # CRC error
+    sm.send_bytes(ack[:6] + b"\x00")  # truncated
     sm.send_bytes(os.urandom(8).replace(b"\x00", b"\x01") * 12 + b"\x00")  # oversize noise
     sm.send(frames.Config(77, report_period_ms=100))  # out of range: rejected
     rej = sm.next_of(frames.ConfigResult)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from conftest import FirmwareBuild
 
@@ -11,10 +13,11 @@ FLASH_BUDGET = 24 * 1024
 RAM_BUDGET = 1229  # 1.2 KB (of the ATmega328P's 2048 B, the rest is stack)
 
 
-def test_avr_size_within_budget(fw_build: FirmwareBuild, capsys: pytest.CaptureFixture[str]) -> None:
-    with capsys.disabled():
-        print(f"\nAVR_SIZE flash {fw_build.flash_bytes} B of {FLASH_BUDGET} B budget (32768 B chip), "
-              f"static RAM {fw_build.ram_bytes} B of {RAM_BUDGET} B budget (2048 B chip)")
+def test_avr_size_within_budget(fw_build: FirmwareBuild, figure: Callable[[str], None]) -> None:
+    figure(
+        f"avr-size: flash {fw_build.flash_bytes} B of {FLASH_BUDGET} B budget (32768 B chip), "
+        f"static RAM {fw_build.ram_bytes} B of {RAM_BUDGET} B budget (2048 B chip)"
+    )
     assert fw_build.flash_bytes <= FLASH_BUDGET
     assert fw_build.ram_bytes <= RAM_BUDGET
     hex_text = fw_build.hex.read_text()
