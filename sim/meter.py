@@ -300,7 +300,7 @@ class MeterModel:
         if not on:  # supply off, meter on USB power: noise on the voltage channel only
             return Sample(0.4, 0.0, 0.0, 0.0, 0.0, 0.0), 0.0
         vrms, irms = math.sqrt(sv2 / n), math.sqrt(si2 / n)
-        return Sample(vrms, irms, sp / n, vrms * irms, 0.0, sf / n), energy_j * 1e6
+        return Sample(vrms, irms, sp / n, vrms * irms, 0.0, sf / on), energy_j * 1e6
 
     def _close_window(self, t_end: float, *, partial: bool) -> None:
         t_start = self._true_ms(self._window_start)

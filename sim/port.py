@@ -133,11 +133,9 @@ class VirtualMeter:
 
     def _emit(self, out: list[bytes]) -> None:
         """Frames the meter wrote on its UART: through the fault injector onto the pty (if anyone listens)."""
-        if not out:
-            return
+        if not out or not self._connected or self._master is None:
+            return  # nobody has the port open: the bytes go nowhere (and no fault is spent on them)
         out = self.tx_faults.apply(out)
-        if not self._connected or self._master is None:
-            return
         for frame in out:
             if len(self._txbuf) + len(frame) > TX_BUFFER_MAX:
                 self._tx_overflow += 1
