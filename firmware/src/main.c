@@ -59,7 +59,7 @@ int main(void)
 
     for (;;) {
         metering_acc_t acc;
-        uint8_t got;
+        uint8_t got, overrun;
         int16_t c;
         uint32_t now = hal_millis();
 
@@ -73,7 +73,11 @@ int main(void)
 
         hal_atomic_begin();
         got = metering_take(&s_metering, &acc);
+        overrun = s_metering.overrun;
+        s_metering.overrun = 0;
         hal_atomic_end();
+        if (overrun) /* a window finished before the previous one was taken: its reading is missing */
+            meter_log(&s_meter, 2, CDS_STR("metering window overrun: one reading lost"));
         if (got) {
             metering_result_t r;
             metering_compute(&acc, &s_meter.calib, BOARD_PAIR_RATE_HZ, &r);
