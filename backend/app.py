@@ -28,7 +28,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ControllerRouterHandler
 
 from backend.api.aicss import AicssController
-from backend.api.analytics import AnalyticsController, analytics_lifespan
+from backend.api.analytics import AnalyticsController, analytics_lifespan, dashboard_router
 from backend.api.aneel import AneelController
 from backend.api.devices import DevicesController
 from backend.api.health import health, metrics, ready
@@ -57,6 +57,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     # --- analytics and ANEEL (issue 6): append controllers below this line -----------------------------------
     AnalyticsController,
     AneelController,
+    dashboard_router,
 ]
 
 LIFESPANS: list[Callable[[Litestar], AbstractAsyncContextManager[None]]] = [

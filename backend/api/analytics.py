@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Litestar, Request, Response, get
+from litestar.static_files import create_static_files_router
 
 from backend.alerts import AlertEngine, AlertList
 from backend.aneel_sites import SiteConfig, SiteConfigError, load_sites
@@ -417,6 +418,12 @@ class AnalyticsController(Controller):
                 current = await engine.evaluate_site(s)
             out.append(current)
         return out
+
+
+dashboard_router = create_static_files_router(
+    path="/painel", directories=[Path(__file__).resolve().parent.parent / "dashboard"], html_mode=True,
+    opt={"public": True}, name="painel", include_in_schema=False)
+"""The pt-BR dashboard (static HTML/JS/CSS; it asks for a login and then calls the API with the token)."""
 
 
 def _age(a: AlertList) -> float:

@@ -183,3 +183,12 @@ async def test_aneel_endpoints_and_admin_sync(api: tuple[AsyncTestClient[Any], s
     assert r.status_code == 400
     r = await client.get("/api/v1/analytics/consumo", params={"site": "x"})
     assert r.status_code == 401
+
+
+@pytest.mark.asyncio
+async def test_dashboard_is_served_without_a_token(api: tuple[AsyncTestClient[Any], str]) -> None:
+    client, _ = api
+    r = await client.get("/painel/")
+    assert r.status_code == 200 and "Consumo de energia" in r.text and 'lang="pt-BR"' in r.text
+    js = await client.get("/painel/app.js")
+    assert js.status_code == 200 and "/api/v1/analytics/relatorios" in js.text
