@@ -379,3 +379,22 @@ def test_same_seed_same_bytes_different_seed_different_bytes() -> None:
 
     assert run(5) == run(5)
     assert run(5) != run(6)
+
+
+@pytest.mark.parametrize("nominal", [127, 220])
+def test_a_day_of_readings_fits_the_mqtt_contract(nominal: int) -> None:
+    # every reading the meter makes must survive the gateway's conversion and the backend's validating decoder
+    from gateway import contracts
+
+    m = MeterModel(DEVICE, start_ms=START_MS, seed=f"contract-{nominal}", nominal_v=nominal,
+                   report_period_ms=30_000, integration_step_ms=1000, resend_min_ms=10**12)
+    got = fresh(decode(m.advance(START_MS + 86_400_000)))
+    assert len(got) == 2880
+    for i in range(0, len(got), contracts.MAX_BATCH):
+        batch = contracts.ReadingBatch(
+            site="s", gateway="g",
+            readings=[contracts.reading_from_frame(DEVICE, 1, START_MS + 30_000 * r.seq, r) for r in got[i : i + 500]],
+        )
+        assert contracts.batch_decoder.decode(contracts.json_encoder.encode(batch)) == batch
+    assert all(0 < r.pf_milli <= 1000 and r.s_dva >= r.p_dw > 0 for r in got)
+    assert max(r.p_dw for r in got) > 10 * min(r.p_dw for r in got)  # the day has peaks and valleys

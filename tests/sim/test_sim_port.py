@@ -254,3 +254,38 @@ def test_cli_prints_ports_and_exits_cleanly_on_sigterm(tmp_path: Path, gateways:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_scheduled_faults_reboot_and_corrupt(tmp_path: Path, gateways: list[Gateway]) -> None:
+    links = tmp_path / "cli-faults"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim", "meters", "--count", "1", "--seed", "f", "--period-ms", "20",
+         "--speed", "4", "--link-dir", str(links), "--reboot-every", "2", "--corrupt-rate", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        fields = dict(part.split("=", 1) for part in proc.stdout.readline().split()[1:])
+        gw = Gateway(fields["link"])
+        gateways.append(gw)
+        gw.send(frames.Sync())
+        gw.until(lambda: any(h.boot_count >= 2 for h in gw.hellos()), "a HELLO after a scheduled reboot")
+        gw.until(lambda: len(gw.errors) >= 3, "corrupted frames")
+        assert {e.reason for e in gw.errors} <= {"crc", "cobs", "short", "length"}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=TIMEOUT) == 0
+        assert proc.stderr is not None and "fault: rebooted" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_profile_prints_a_day() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sim", "profile", "--seed", "4", "--voltage", "220", "--date", "2026-01-15"],
+        capture_output=True, text=True, cwd=REPO, check=True, timeout=TIMEOUT,
+    ).stdout.splitlines()
+    assert len(out) == 26 and out[-1].startswith("day") and out[-1].endswith("kWh")
+    hourly = [float(line.split()[1]) for line in out[1:25]]
+    assert float(out[-1].split()[1]) == pytest.approx(sum(hourly), abs=0.02)
