@@ -1,9 +1,20 @@
-"""ctypes mirrors of the host build of the firmware core (firmware/host/host_api.c), shared by the tests."""
+"""Helpers shared by the firmware tests: ctypes mirrors of the host build of the core (firmware/host/host_api.c),
+the build record, and SimMeter, the real ELF running in the libsimavr harness."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from gateway import frames
 
 
 class Wave(ctypes.Structure):
@@ -100,3 +111,96 @@ def load_cds(path: Path) -> ctypes.CDLL:
     lib.cds_eeprom_fail.argtypes = [ctypes.c_int]
     lib.cds_storage_slots.restype = ctypes.c_uint32
     return lib
+
+
+@dataclass(frozen=True)
+class FirmwareBuild:
+    out: Path
+    elf: Path
+    hex: Path
+    lib: Path
+    harness: Path
+    flash_bytes: int
+    ram_bytes: int
+
+
+class SimMeter:
+    """The real firmware ELF running in the libsimavr harness, its UART on a pty, spoken to with gateway.frames."""
+
+    def __init__(self, harness: Path, elf: Path, args: list[str], eeprom: Path | None) -> None:
+        cmd = [str(harness), "-w"]
+        if eeprom is not None:
+            cmd += ["-e", str(eeprom)]
+        cmd += [*args, str(elf)]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()
+        if not line.startswith("PTY "):
+            self.proc.kill()
+            raise RuntimeError(f"harness did not start: {line!r}")
+        self.pty = line.split()[1]
+        self.fd = os.open(self.pty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        self.decoder = frames.Decoder()
+        self.received: list[frames.Frame | frames.FrameError] = []
+        self._cursor = 0
+        self.stats: dict[str, float] = {}
+        os.write(self.fd, b"\x00")  # the harness starts the MCU on the host's first byte
+
+    def send(self, frame: frames.Frame) -> None:
+        self.send_bytes(frames.encode(frame))
+
+    def send_bytes(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def _pump(self, timeout: float) -> None:
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if r:
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError:  # the harness closed the pty
+                time.sleep(0)
+                return
+            self.received.extend(self.decoder.feed(data))
+
+    def next_frame(
+        self, pred: Callable[[frames.Frame | frames.FrameError], bool], timeout: float = 30.0, what: str = "frame"
+    ) -> frames.Frame | frames.FrameError:
+        """Return the next received frame (after the last one returned) that satisfies ``pred``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._cursor < len(self.received):
+                f = self.received[self._cursor]
+                self._cursor += 1
+                if pred(f):
+                    return f
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout} s; received {self.received[-8:]}")
+            if self.proc.poll() is not None:
+                self._pump(0)
+                if self._cursor >= len(self.received):
+                    raise AssertionError(f"harness exited before {what}; received {self.received[-8:]}")
+            self._pump(0.05)
+
+    def next_of(self, cls: type, timeout: float = 30.0, pred: Callable[..., bool] | None = None):  # type: ignore[no-untyped-def]
+        return self.next_frame(lambda f: isinstance(f, cls) and (pred is None or pred(f)), timeout, cls.__name__)
+
+    def reset(self) -> None:
+        """Reset the MCU inside the harness; EEPROM is kept, like a power cycle."""
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def stop(self) -> dict[str, float]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        with_stats = [ln for ln in err.splitlines() if ln.startswith("STATS ")]
+        if with_stats:
+            self.stats = {k: float(v) for k, v in (kv.split("=") for kv in with_stats[-1].split()[1:])}
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        return self.stats
