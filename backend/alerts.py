@@ -182,7 +182,7 @@ class AlertEngine:
         samples = await fetch_samples(self.influx, self.settings.influx_db, start, hour_end, "r1h", site=site.id)
         out: list[Alert] = []
         for dev, ss in samples.items():
-            c = consumption([ss], start, hour_end, "hour", gap_ms=2 * HOUR_MS, with_peak=False,
+            c = consumption([ss], start, hour_end, "hour", gap_ms=2 * HOUR_MS, min_dt_ms=HOUR_MS, with_peak=False,
                             max_power_w=self.settings.analytics_max_power_w)
             if not c.buckets:
                 continue

@@ -55,18 +55,23 @@ class RegisterStats(msgspec.Struct):
     gaps: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
 
-def _plausible(a: Sample, b: Sample, max_power_w: float) -> bool:
+def _plausible(a: Sample, b: Sample, max_power_w: float, min_dt_ms: int = 1_000) -> bool:
     delta = b.energy_mwh - a.energy_mwh
     if delta < 0:
         return False
-    dt_ms = max(b.ts_ms - a.ts_ms, 1_000)
+    dt_ms = max(b.ts_ms - a.ts_ms, min_dt_ms)
     return delta * 3600 / dt_ms <= max_power_w  # mWh over ms -> W
 
 
 def register_intervals(
-    samples: Iterable[Sample], *, max_power_w: float = 50_000.0, gap_ms: int = 15 * 60_000
+    samples: Iterable[Sample], *, max_power_w: float = 50_000.0, gap_ms: int = 15 * 60_000, min_dt_ms: int = 1_000
 ) -> tuple[list[Interval], RegisterStats]:
-    """Consecutive register samples -> energy intervals, with resets, spikes and gaps handled (see module doc)."""
+    """Consecutive register samples -> energy intervals, with resets, spikes and gaps handled (see module doc).
+
+    ``min_dt_ms`` floors the time used in the power plausibility check: with rollups the step from one window's
+    last value to the next window's first happened somewhere within a window, not in the 1 ms between the
+    sample times, so it is judged over a window width.
+    """
     ordered = sorted(samples, key=lambda s: s.ts_ms)
     stats = RegisterStats()
     out: list[Interval] = []
@@ -83,7 +88,7 @@ def register_intervals(
         # Register restarted from zero: b's value is what was consumed since the reset (if plausible).
         stats.resets += 1
         zero = Sample(a.ts_ms, 0, a.boot)
-        emit(a, b, b.energy_mwh if _plausible(zero, b, max_power_w) else 0)
+        emit(a, b, b.energy_mwh if _plausible(zero, b, max_power_w, min_dt_ms) else 0)
 
     for s in ordered:
         stats.samples += 1
@@ -93,7 +98,7 @@ def register_intervals(
         if s.ts_ms == base.ts_ms:
             continue
         if pending is None:
-            if _plausible(base, s, max_power_w):
+            if _plausible(base, s, max_power_w, min_dt_ms):
                 emit(base, s, s.energy_mwh - base.energy_mwh)
                 base = s
             elif s.boot != base.boot and s.boot >= 0 and base.boot >= 0 and s.energy_mwh < base.energy_mwh:
@@ -102,11 +107,11 @@ def register_intervals(
             else:
                 pending = s
             continue
-        if _plausible(base, s, max_power_w):
+        if _plausible(base, s, max_power_w, min_dt_ms):
             stats.spikes += 1  # the pending sample was off; s continues the good series
             emit(base, s, s.energy_mwh - base.energy_mwh)
             base, pending = s, None
-        elif _plausible(pending, s, max_power_w):
+        elif _plausible(pending, s, max_power_w, min_dt_ms):
             if pending.energy_mwh < base.energy_mwh:
                 accept_reset(base, pending)
             else:
@@ -230,6 +235,7 @@ def consumption(
     tz: ZoneInfo = TZ,
     max_power_w: float = 50_000.0,
     gap_ms: int = 15 * 60_000,
+    min_dt_ms: int = 1_000,
     with_peak: bool = True,
 ) -> Consumption:
     """Sum of several devices' consumption (one device, a group or a site) in calendar buckets."""
@@ -240,7 +246,7 @@ def consumption(
     resets = spikes = jumps = 0
     gaps: list[tuple[str, str]] = []
     for samples in samples_by_device:
-        intervals, st = register_intervals(samples, max_power_w=max_power_w, gap_ms=gap_ms)
+        intervals, st = register_intervals(samples, max_power_w=max_power_w, gap_ms=gap_ms, min_dt_ms=min_dt_ms)
         resets, spikes, jumps = resets + st.resets, spikes + st.spikes, jumps + st.jumps
         gaps.extend((_iso(a, tz), _iso(b, tz)) for a, b in st.gaps)
         mwh, e = allocate(intervals, edges)
@@ -270,18 +276,37 @@ DAY_MS: Final = 86_400_000
 
 
 def choose_resolution(start_ms: int, end_ms: int, granularity: Granularity) -> Resolution:
-    """Raw readings for up to 2 days at 15 min/1 h; the 1-min rollup up to 40 days (or whenever 15-min buckets
-    are asked); the 1-hour rollup beyond."""
+    """Raw readings for up to 2 days at 15 min/1 h; the 1-min rollup for 15-min buckets; the 1-hour rollup
+    otherwise (hour, day, week and month buckets all fall on hour boundaries, so hourly registers are exact)."""
     span = end_ms - start_ms
     if span <= 2 * DAY_MS and granularity in ("15min", "hour"):
         return "raw"
-    if span <= 40 * DAY_MS or granularity == "15min":
+    if granularity == "15min":
         return "r1m"
     return "r1h"
 
 
+PEAK_MAX_SPAN_MS: Final = 40 * DAY_MS
+"""Peak demand needs 15-min windows, i.e. the 1-min rollup; beyond this span it is not computed."""
+
+
+def peak_of(samples_by_device: Iterable[Iterable[Sample]], start_ms: int, end_ms: int, *, gap_ms: int,
+            min_dt_ms: int = 1_000, max_power_w: float = 50_000.0, tz: ZoneInfo = TZ) -> tuple[float | None,
+                                                                                            str | None]:
+    """Peak demand (kW, 15-min window) of the sum of several devices."""
+    intervals: list[Interval] = []
+    for samples in samples_by_device:
+        intervals += register_intervals(samples, max_power_w=max_power_w, gap_ms=gap_ms, min_dt_ms=min_dt_ms)[0]
+    kw, at = peak_demand(intervals, start_ms, end_ms, tz)
+    return kw, _iso(at, tz) if at is not None else None
+
+
 def gap_for(resolution: Resolution) -> int:
     return max(15 * 60_000, 2 * WINDOW_MS[resolution])
+
+
+def min_dt_for(resolution: Resolution) -> int:
+    return max(1_000, WINDOW_MS[resolution])
 
 
 async def fetch_samples(

@@ -29,6 +29,7 @@ from backend.aneel_store import AneelData, AneelScheduler, AneelStore, aneel_cli
 from backend.billing import Bill, estimate_bill, explain, quick_cost, unit_prices
 from backend.consumption import (
     GRANULARITIES,
+    PEAK_MAX_SPAN_MS,
     TZ,
     Consumption,
     Granularity,
@@ -36,6 +37,8 @@ from backend.consumption import (
     consumption,
     fetch_samples,
     gap_for,
+    min_dt_for,
+    peak_of,
 )
 from backend.errors import BadRequestError, NotFoundError, UnavailableError
 from backend.forecast import Forecast, forecast_daily
@@ -136,9 +139,16 @@ class AnalyticsService:
         res = choose_resolution(start_ms, end_ms, granularity)
         samples = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, res,
                                       site=scope.site_id, devices=scope.devices)
-        peak_ok = with_peak and res != "r1h"
-        return consumption(samples.values(), start_ms, end_ms, granularity, gap_ms=gap_for(res),
-                           max_power_w=self.settings.analytics_max_power_w, with_peak=peak_ok)
+        max_w = self.settings.analytics_max_power_w
+        c = consumption(samples.values(), start_ms, end_ms, granularity, gap_ms=gap_for(res), max_power_w=max_w,
+                        min_dt_ms=min_dt_for(res), with_peak=with_peak and res != "r1h")
+        if with_peak and res == "r1h" and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
+            fine = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, "r1m",
+                                       site=scope.site_id, devices=scope.devices)
+            kw, at = peak_of(fine.values(), start_ms, end_ms, gap_ms=gap_for("r1m"), min_dt_ms=min_dt_for("r1m"),
+                             max_power_w=max_w)
+            c = msgspec.structs.replace(c, peak_kw=kw, peak_at=at)
+        return c
 
     def _site(self, scope: Scope) -> SiteConfig:
         if scope.site is None:
