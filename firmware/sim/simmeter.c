@@ -8,6 +8,8 @@
  *                       the host opens the port); that byte is delivered to the UART too (send 0x00)
  *     -e FILE           EEPROM image: loaded at start if it exists, written back on exit and on every reset
  *     -l LINK           also create a symlink LINK to the pty
+ *     --device-id HEX   write the identity record (16 hex digits) into the EEPROM before start, as the factory
+ *                       does (with the firmware's own storage code), so several simulated meters differ
  *     --vrms V --irms A --phase DEG --freq HZ --vh3 R --vh5 R --ih3 R --ih5 R
  *     --vdc MV --idc MV --noise MV --sensor-lag DEG      waveform, see waveform.h
  *   SIGUSR1 resets the MCU (EEPROM kept), as a power cycle would.
@@ -34,6 +36,8 @@
 #include <sim_elf.h>
 #include <sim_io.h>
 
+#include "../lib/hal.h"
+#include "../lib/storage/storage.h"
 #include "waveform.h"
 
 #define EEPROM_SIZE 1024
@@ -130,6 +134,36 @@ static void eeprom_io(const char *path, int save)
     fclose(f);
 }
 
+/* storage.c's HAL, on the simulated EEPROM: the harness writes records exactly as the firmware would. */
+void hal_eeprom_read(uint16_t addr, void *buf, uint8_t len)
+{
+    uint8_t *mem = eeprom_mem();
+    if (mem)
+        memcpy(buf, mem + addr, len);
+}
+
+uint8_t hal_eeprom_write(uint16_t addr, const void *buf, uint8_t len)
+{
+    uint8_t *mem = eeprom_mem();
+    if (!mem)
+        return 0;
+    memcpy(mem + addr, buf, len);
+    return 1;
+}
+
+static int parse_id(const char *hex, uint8_t id[8])
+{
+    if (strlen(hex) != 16)
+        return -1;
+    for (int k = 0; k < 8; k++) {
+        unsigned v;
+        if (sscanf(hex + 2 * k, "%2x", &v) != 1)
+            return -1;
+        id[k] = (uint8_t)v;
+    }
+    return 0;
+}
+
 static double wall_now(void)
 {
     struct timespec ts;
@@ -171,7 +205,7 @@ static int open_pty(const char *link)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: simmeter [-t s] [-w] [-e eeprom.bin] [-l link] [--vrms V --irms A --phase deg "
+    fprintf(stderr, "usage: simmeter [-t s] [-w] [-e eeprom.bin] [-l link] [--device-id hex16] [--vrms V --irms A --phase deg "
                     "--freq Hz --vh3 r --vh5 r --ih3 r --ih5 r --vdc mV --idc mV --noise mV --sensor-lag deg] "
                     "firmware.elf\n");
     exit(2);
@@ -183,10 +217,11 @@ int main(int argc, char **argv)
         {"vrms", 1, 0, 'V'}, {"irms", 1, 0, 'I'}, {"phase", 1, 0, 'P'}, {"freq", 1, 0, 'F'},
         {"vh3", 1, 0, '3'}, {"vh5", 1, 0, '5'}, {"ih3", 1, 0, '4'}, {"ih5", 1, 0, '6'},
         {"vdc", 1, 0, 'D'}, {"idc", 1, 0, 'd'}, {"noise", 1, 0, 'N'}, {"sensor-lag", 1, 0, 'S'},
+        {"device-id", 1, 0, 'i'},
         {0, 0, 0, 0}};
     double limit = 0, t0, wall;
     int wait_host = 0, opt, resets = 0, state = cpu_Running;
-    const char *eeprom_path = 0, *link = 0;
+    const char *eeprom_path = 0, *link = 0, *device_id = 0;
     elf_firmware_t fw;
     uint32_t flags = 0;
     struct sigaction sa;
@@ -215,6 +250,7 @@ int main(int argc, char **argv)
         case 'd': g_wave.i_dc_mv = atof(optarg); break;
         case 'N': g_wave.noise_mv = atof(optarg); break;
         case 'S': g_wave.sensor_lag_deg = atof(optarg); break;
+        case 'i': device_id = optarg; break;
         default: usage();
         }
     }
@@ -244,6 +280,14 @@ int main(int argc, char **argv)
     g_avr->sleep = no_sleep;
     g_avr->log = 0;
     eeprom_io(eeprom_path, 0);
+    if (device_id) {
+        uint8_t id[8];
+        if (parse_id(device_id, id) < 0) {
+            fprintf(stderr, "simmeter: --device-id needs 16 hex digits\n");
+            return 2;
+        }
+        storage_save_id(id);
+    }
 
     avr_ioctl(g_avr, AVR_IOCTL_UART_GET_FLAGS('0'), &flags);
     flags &= ~(uint32_t)(AVR_UART_FLAG_STDIO | AVR_UART_FLAG_POLL_SLEEP);

@@ -158,9 +158,10 @@ def test_reset_increments_boot_count_and_keeps_energy(simmeter: Start, tmp_path:
 
 
 def test_garbled_commands_counted_then_config_applied(simmeter: Start) -> None:
-    sm = simmeter("-t", "30", "--vrms", "127", "--irms", "3")
+    sm = simmeter("-t", "30", "--vrms", "127", "--irms", "3", "--device-id", "a1c5500000000042")
     hello = sm.next_of(frames.Hello)
     assert isinstance(hello, frames.Hello)
+    assert hello.device == "a1c5500000000042"  # the factory identity record in EEPROM
     ack = frames.encode(frames.Ack(hello.boot_count, 0))
     garbled = bytearray(ack)
     garbled[4] ^= 0x10
