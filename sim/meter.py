@@ -204,7 +204,6 @@ class MeterModel:
         self._window_start = self._up_anchor
         self._next_status = self._up_anchor + self.status_interval_ms
         self._rto_start = self._up_anchor
-        self.acked[self.boot_count] = 0
         self._hello(resync=True)
         self._status()
 

@@ -77,7 +77,7 @@ class VirtualMeter:
         os.set_blocking(master, False)
         self._master = master
         self._connected = False
-        tmp = self.link_path.with_name(self.link_path.name + ".new")
+        tmp = self.link_path.with_name(f".{self.link_path.name}.new")  # hidden: a gateway's glob never sees it
         tmp.unlink(missing_ok=True)
         os.symlink(self._pty_path, tmp)
         os.replace(tmp, self.link_path)  # atomic: the link never dangles between two ptys
