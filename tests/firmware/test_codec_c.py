@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import frames
 
@@ -168,3 +170,26 @@ def test_c_and_python_codecs_agree(cds: ctypes.CDLL, frame: frames.Frame) -> Non
 def test_log_with_invalid_level_is_not_encoded(cds: ctypes.CDLL) -> None:
     wire, _ = c_encode(cds, frames.Log.kind, {"level": 5, "text": "x"})
     assert wire == b""
+
+
+def _python_events(data: bytes) -> list[str]:
+    out = []
+    for f in frames.Decoder().feed(data):
+        out.append(f.reason if isinstance(f, frames.FrameError) else type(f).__name__.lower())
+    return out
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=80),
+            st.sampled_from([frames.encode(f) for f in (frames.Sync(), frames.Ack(1, 2), frames.Log(1, "ok"))]),
+        ),
+        max_size=6,
+    ).map(b"".join)
+)
+def test_c_stream_decoder_agrees_with_python_on_any_bytes(cds: ctypes.CDLL, data: bytes) -> None:
+    events, max_pending = c_stream(cds, data)
+    assert events == _python_events(data)
+    assert max_pending <= frames.MAX_ENCODED
