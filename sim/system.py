@@ -1,0 +1,309 @@
+"""Run the whole CDS system on one machine with local defaults: ``python -m sim.system`` (README's run command).
+
+Starts, each as its own process and in this order: Mosquitto and InfluxDB (Debian's binaries, our configs, data
+kept in the state folder so a restart resumes), a fake ANEEL CKAN server (no internet needed), N simulated
+meters on pseudo-terminals, the gateway reading them, and the backend (ingest, API, dashboard). It prints where to
+look, restarts any child that dies (the product's processes resume where they were), and stops everything on
+Ctrl-C / SIGTERM.
+
+``--smoke`` is the self-test used by the test suite: it waits until readings from every meter are queryable
+through the REST API, prints what it saw and exits 0 (1 if that did not happen within ``--timeout``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Final
+
+import httpx
+
+from sim.services import InfluxService, MosquittoService
+
+REPO: Final = Path(__file__).resolve().parent.parent
+SITE: Final = "casa-1"
+GATEWAY: Final = "gw-1"
+ADMIN_USER: Final = "admin"
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else any free port (a system-wide broker may hold 1883)."""
+    for candidate in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Child:
+    """A supervised child process; restarted with backoff when it exits on its own."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.log is not None:
+            self.log.close()
+
+
+class System:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state = Path(args.state_dir).resolve()
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.logs = self.state / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+        self.python = sys.executable
+        self.broker = MosquittoService(self.state / "mosquitto", _port(args.mqtt_port))
+        self.influx = InfluxService(self.state / "influxdb", _port(args.influx_port))
+        self.backend_port = _port(args.http_port)
+        self.status_port = _port(args.status_port)
+        self.aneel_port = _port(args.aneel_port)
+        self.password = self._secret("admin-password", lambda: secrets.token_urlsafe(9))
+        self.devices: list[str] = []
+
+    def _secret(self, name: str, make: object) -> str:
+        path = self.state / name
+        if not path.exists():
+            path.write_text(make())  # type: ignore[operator]
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "GATEWAY_"))}
+        env.update(extra)
+        return env
+
+    def _child(self, name: str, argv: list[str], **env: str) -> Child:
+        child = Child(name, argv, self._env(**env), self.logs / f"{name}.log")
+        child.start()
+        self.children.append(child)
+        return child
+
+    # --- the parts -------------------------------------------------------------------------------------------
+
+    def start_meters(self) -> None:
+        link_dir = self.state / "meters"
+        argv = [self.python, "-m", "sim", "meters", "--count", str(self.args.meters), "--seed", str(self.args.seed),
+                "--voltage", str(self.args.voltage), "--period-ms", str(self.args.period_ms),
+                "--link-dir", str(link_dir)]
+        # The meters print one METER line each on stdout: read those, then let the rest go to the log.
+        log = (self.logs / "meters.log").open("ab")
+        proc = subprocess.Popen(argv, cwd=REPO, env=self._env(), stdout=subprocess.PIPE, stderr=log,
+                                start_new_session=True)
+        assert proc.stdout is not None
+        while len(self.devices) < self.args.meters:
+            line = proc.stdout.readline().decode()
+            if not line:
+                raise RuntimeError(f"the simulator exited early; see {self.logs / 'meters.log'}")
+            fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+            if line.startswith("METER"):
+                self.devices.append(fields["device"])
+        threading.Thread(target=self._drain, args=(proc.stdout, log), daemon=True).start()
+        self.children.append(Child("meters", argv, self._env(), self.logs / "meters.log", proc=proc, log=log))
+
+    @staticmethod
+    def _drain(stream: IO[bytes], log: IO[bytes]) -> None:
+        for chunk in iter(lambda: stream.read(4096), b""):
+            log.write(chunk)
+
+    def gateway_config(self) -> Path:
+        path = self.state / "gateway.toml"
+        path.write_text(
+            f'site = "{SITE}"\ngateway = "{GATEWAY}"\n\n'
+            f'[serial]\nports = ["{self.state / "meters"}/ttyAICSS-*"]\nrescan_s = 1.0\n\n'
+            f'[queue]\npath = "{self.state / "gateway-queue.sqlite3"}"\n\n'
+            f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n\n'
+            f'[status]\nbind = "127.0.0.1"\nport = {self.status_port}\n'
+        )
+        return path
+
+    def sites_file(self) -> Path:
+        path = self.state / "sites.toml"
+        devices = ", ".join(f'"{d}"' for d in self.devices)
+        path.write_text(
+            "# Written by python -m sim.system for the local demo; see docs/analytics.md.\n"
+            f'[[site]]\nid = "{SITE}"\nname = "Casa de demonstração"\ndistributor = "CEMIG-D"\n'
+            'subgroup = "B1"\nmodality = "Convencional"\nicms = "0.18"\npis = "0.0110"\ncofins = "0.0507"\n'
+            f"billing_day = 0\nphases = 2\nnominal_voltage = {self.args.voltage}\ndevices = [{devices}]\n"
+        )
+        return path
+
+    def backend_env(self) -> dict[str, str]:
+        from backend.auth import hash_password
+
+        users = [{"username": ADMIN_USER, "role": "admin", "password_hash": hash_password(self.password)}]
+        return {
+            "BACKEND_HOST": "127.0.0.1",
+            "BACKEND_PORT": str(self.backend_port),
+            "BACKEND_MQTT_HOST": self.broker.host,
+            "BACKEND_MQTT_PORT": str(self.broker.port),
+            "BACKEND_MQTT_CLIENT_ID": "cds-backend-local-1",
+            "BACKEND_INFLUX_URL": self.influx.url,
+            "BACKEND_JWT_SECRET": self._secret("jwt-secret", lambda: secrets.token_urlsafe(32)),
+            "BACKEND_USERS": json.dumps(users),
+            "BACKEND_SITES_FILE": str(self.sites_file()),
+            "BACKEND_ANEEL_BASE_URL": f"http://127.0.0.1:{self.aneel_port}",
+        }
+
+    def start(self) -> None:
+        print("CDS: iniciando Mosquitto e InfluxDB ...", flush=True)
+        self.broker.start()
+        self.influx.start(timeout=60)
+        self._child("aneel-fake", [self.python, "-m", "sim.aneel_fake", "--port", str(self.aneel_port)])
+        self.start_meters()
+        self._child("gateway", [self.python, "-m", "gateway", "run", "--config", str(self.gateway_config())])
+        self._child("backend", [self.python, "-m", "backend"], **self.backend_env())
+
+    def wait_http(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            try:
+                if httpx.get(url, timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            self.supervise_once()
+            self.stopping.wait(0.2)
+        raise RuntimeError(f"{url} did not answer within {timeout:.0f} s; logs in {self.logs}")
+
+    def banner(self) -> None:
+        api = f"http://127.0.0.1:{self.backend_port}"
+        print(
+            "\nCDS está rodando (dados em {state}):\n"
+            "  Painel (dashboard):       {api}/painel/   usuário {user}, senha {pw}\n"
+            "  API REST e documentação:  {api}/schema/swagger\n"
+            "  Página de status do gateway: http://127.0.0.1:{sp}/\n"
+            "  Broker MQTT:              {bh}:{bp}   (mosquitto_sub -h {bh} -p {bp} -t 'cds/v1/#' -v)\n"
+            "  InfluxDB (API v1):        {iu}   (banco 'cds')\n"
+            "  ANEEL simulada:           http://127.0.0.1:{ap}/api/3/action/datastore_search\n"
+            "  Medidores simulados:      {devs}\n"
+            "  Logs:                     {logs}\n"
+            "Ctrl-C para parar.".format(
+                state=self.state, api=api, user=ADMIN_USER, pw=self.password, sp=self.status_port,
+                bh=self.broker.host, bp=self.broker.port, iu=self.influx.url, ap=self.aneel_port,
+                devs=", ".join(self.devices), logs=self.logs,
+            ),
+            flush=True,
+        )
+
+    def supervise_once(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None or child.proc.poll() is None or self.stopping.is_set():
+                continue
+            if child.next_start == 0.0:
+                child.restarts += 1
+                child.next_start = now + min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+                print(f"CDS: {child.name} saiu (código {child.proc.returncode}); reiniciando "
+                      f"(log: {child.log_path})", flush=True)
+            elif now >= child.next_start:
+                child.next_start = 0.0
+                if child.log is not None:
+                    child.log.close()
+                child.start()
+
+    def smoke(self) -> bool:
+        """True once every meter has readings queryable through the REST API."""
+        api = f"http://127.0.0.1:{self.backend_port}"
+        token = httpx.post(f"{api}/api/v1/auth/token", json={"username": ADMIN_USER, "password": self.password},
+                           timeout=10).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + self.args.timeout
+        seen: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            self.supervise_once()
+            for device in self.devices:
+                r = httpx.get(f"{api}/api/v1/devices/{device}/readings", params={"resolution": "raw"},
+                              headers=headers, timeout=10)
+                if r.status_code == 200:
+                    seen[device] = len(r.json().get("points", []))
+            if len(seen) == len(self.devices) and all(seen.values()):
+                print(f"CDS smoke: leituras consultáveis pela API para todos os medidores: {seen}", flush=True)
+                return True
+            time.sleep(0.5)
+        print(f"CDS smoke: FALHOU, leituras vistas: {seen}; logs em {self.logs}", flush=True)
+        return False
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for child in reversed(self.children):
+            child.stop()
+        self.influx.stop()
+        self.broker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.system", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--state-dir", default=str(REPO / "var" / "local"), help="data, configs and logs")
+    ap.add_argument("--meters", type=int, default=3)
+    ap.add_argument("--seed", default="1")
+    ap.add_argument("--voltage", type=int, choices=(127, 220), default=127)
+    ap.add_argument("--period-ms", type=int, default=1000)
+    ap.add_argument("--mqtt-port", type=int, default=18830)
+    ap.add_argument("--influx-port", type=int, default=18086)
+    ap.add_argument("--http-port", type=int, default=8000)
+    ap.add_argument("--status-port", type=int, default=8080)
+    ap.add_argument("--aneel-port", type=int, default=18765)
+    ap.add_argument("--smoke", action="store_true", help="exit 0 once readings are queryable (self-test)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="--smoke deadline, seconds")
+    args = ap.parse_args(argv)
+
+    system = System(args)
+    signal.signal(signal.SIGTERM, lambda *_: system.stopping.set())
+    try:
+        system.start()
+        system.wait_http(f"http://127.0.0.1:{system.backend_port}/health", 90)
+        system.wait_http(f"http://127.0.0.1:{system.status_port}/status.json", 60)
+        system.banner()
+        if args.smoke:
+            return 0 if system.smoke() else 1
+        while not system.stopping.is_set():
+            system.supervise_once()
+            system.stopping.wait(1.0)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("CDS: parando ...", flush=True)
+        system.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
