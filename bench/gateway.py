@@ -1,0 +1,253 @@
+"""Gateway benchmarks; prints figures and ratios against the raw limit measured in the same run.
+
+    .venv/bin/python bench/gateway.py            # full sizes (1,000,000-reading drain, 20 s sustained)
+    .venv/bin/python bench/gateway.py --quick    # smaller sizes, for a smoke run
+
+1. sustained: 16 simulated meters (ptys) at 1 reading/s into a real ``python -m gateway run`` subprocess and a real
+   Mosquitto: the gateway's CPU % (of one core) and peak RSS.
+2. drain: a queue file pre-filled with N readings is forwarded by the gateway subprocess to Mosquitto while a
+   subscriber consumes them: readings/s, against raw paho publishing of the same batch payloads (same QoS 1,
+   same in-flight window, same subscriber) in the same run.
+3. queue: committed readings/s through DurableQueue.commit (synchronous=FULL, the shipped default, and NORMAL) at
+   several group-commit sizes, against plain SQLite inserts (default rollback journal, one transaction) of the
+   same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway import contracts  # noqa: E402
+from gateway.forwarder import batch_payload  # noqa: E402
+from gateway.link import Progress  # noqa: E402
+from gateway.queue import DurableQueue, Row  # noqa: E402
+from sim.runner import MeterRunner  # noqa: E402
+from sim.services import MosquittoService, free_port  # noqa: E402
+
+SITE, GW = "bench", "gw-1"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def make_rows(n: int, devices: int = 8, start_ms: int | None = None) -> list[Row]:
+    start = start_ms or int(time.time() * 1000) - n
+    rows = []
+    for i in range(n):
+        dev = f"a1c55000000000{i % devices:02x}"
+        seq = i // devices + 1
+        r = contracts.Reading(
+            device=dev, boot=1, seq=seq, ts=start + i, vrms=127.123, irms=3.456, p=401.2, s=439.3, pf=0.913,
+            freq=60.002, energy_mwh=123_456_789 + i, flags=0,
+        )  # fmt: skip
+        rows.append(Row(dev, 1, seq, start + i, contracts.json_encoder.encode(r)))
+    return rows
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def write_config(workdir: Path, broker: MosquittoService, ports: str, queue: Path, **mqtt_extra: object) -> Path:
+    extra = "".join(f"{k} = {v!r}\n" for k, v in mqtt_extra.items())
+    conf = workdir / "gateway.toml"
+    conf.write_text(
+        f'site = "{SITE}"\ngateway = "{GW}"\nlog_level = "WARNING"\n'
+        f'[serial]\nports = ["{ports}"]\nrescan_s = 0.5\n'
+        f'[queue]\npath = "{queue}"\nmax_rows = 20000000\nmax_bytes = 10000000000\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nreconnect_min_s = 0.2\n{extra}'
+        f'[status]\nbind = "127.0.0.1"\nport = {free_port()}\n'
+    )
+    return conf
+
+
+class Counter:
+    """A subscriber that decodes every batch (like the backend would) and counts readings."""
+
+    def __init__(self, broker: MosquittoService, topic: str) -> None:
+        self.n = 0
+        self.first = 0.0
+        self.last = 0.0
+        self._ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}-{time.time()}",
+                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self._ready.wait(10)
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        k = len(contracts.batch_decoder.decode(msg.payload).readings)
+        now = time.perf_counter()
+        if not self.n:
+            self.first = now
+        self.n += k
+        self.last = now
+
+    def wait(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.n < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.n >= n
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def bench_sustained(tmp: Path, broker: MosquittoService, meters: int, seconds: float) -> None:
+    with MeterRunner(speed=1.0, link_dir=tmp / "links", seed="bench") as runner:
+        for _ in range(meters):
+            runner.add_meter(report_period_ms=1000)
+        conf = write_config(tmp, broker, str(tmp / "links" / "*"), tmp / "sustained.sqlite3")
+        sub = Counter(broker, contracts.readings_topic(SITE, GW))
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(conf)], cwd=REPO)
+        try:
+            time.sleep(3.0)  # warm-up: imports, ports opened, first readings (not synchronisation: a warm-up window)
+            n0, cpu0, t0 = sub.n, proc_cpu_s(proc.pid), time.monotonic()
+            rss = 0.0
+            while time.monotonic() - t0 < seconds:
+                rss = max(rss, proc_rss_mb(proc.pid))
+                time.sleep(0.25)
+            cpu1, t1, n1 = proc_cpu_s(proc.pid), time.monotonic(), sub.n
+        finally:
+            proc.terminate()
+            proc.wait(15)
+            sub.close()
+    print(f"[sustained] {meters} meters x 1 reading/s for {t1 - t0:.1f} s: {n1 - n0} readings delivered "
+          f"({(n1 - n0) / (t1 - t0):.1f}/s); gateway CPU {100 * (cpu1 - cpu0) / (t1 - t0):.1f} % of one core, "
+          f"peak RSS {rss:.1f} MB (target < 60 MB)")  # fmt: skip
+
+
+def bench_drain(tmp: Path, broker: MosquittoService, n: int, inflight: int) -> None:
+    qpath = tmp / "drain.sqlite3"
+    rows = make_rows(n)
+    q = DurableQueue(str(qpath), max_rows=n + 1, max_bytes=10**10, synchronous="normal")
+    t = time.perf_counter()
+    for i in range(0, n, 50_000):
+        q.commit(rows[i : i + 50_000])
+    print(f"[drain] filled a queue with {n:,} readings in {time.perf_counter() - t:.1f} s")
+    # the raw limit: the same batch payloads, published by paho alone, same QoS and window, same subscriber
+    payloads = []
+    b = q.fetch(0, contracts.MAX_BATCH)
+    while b is not None:
+        payloads.append(batch_payload(SITE, GW, b.payloads, int(time.time() * 1000)))
+        b = q.fetch(b.last_id, contracts.MAX_BATCH)
+    q.close()
+    del rows
+
+    raw_topic = f"cds/v1/{SITE}/raw/up/readings"
+    sub = Counter(broker, raw_topic)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw-pub", protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(inflight)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    t0 = time.perf_counter()
+    infos = [pub.publish(raw_topic, p, qos=1) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(120)
+    sub.wait(n, 120)
+    raw_s = max(time.perf_counter() - t0, sub.last - t0)
+    pub.disconnect()
+    pub.loop_stop()
+    sub.close()
+    raw_rate = n / raw_s
+
+    sub = Counter(broker, contracts.readings_topic(SITE, GW))
+    conf = write_config(tmp, broker, str(tmp / "no-meters" / "*"), qpath, max_inflight=inflight)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(conf)], cwd=REPO)
+    try:
+        ok = sub.wait(n, 600)
+        t_all = time.perf_counter()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        sub.close()
+    if not ok:
+        print(f"[drain] only {sub.n} of {n} readings arrived")
+        return
+    rate = n / (sub.last - sub.first)
+    print(f"[drain] {n:,} readings: gateway {rate:,.0f} readings/s (first to last message; "
+          f"{n / (t_all - t0):,.0f}/s including process start and queue open) vs raw paho publish of the same "
+          f"{len(payloads)} payloads {raw_rate:,.0f} readings/s: ratio {rate / raw_rate:.2f} (target >= 20,000/s)")  # fmt: skip
+
+
+def bench_queue(tmp: Path, n: int) -> None:
+    rows = make_rows(n, devices=16)
+    # plain SQLite: default rollback journal and synchronous, one transaction, a bare table
+    plain = sqlite3.connect(str(tmp / "plain.sqlite3"))
+    plain.execute("CREATE TABLE r (device TEXT, boot INTEGER, seq INTEGER, ts INTEGER, payload BLOB)")
+    t = time.perf_counter()
+    with plain:
+        plain.executemany("INSERT INTO r VALUES (?, ?, ?, ?, ?)", rows)
+    plain_rate = n / (time.perf_counter() - t)
+    plain.close()
+    print(f"[queue] plain SQLite inserts (one transaction, default journal): {plain_rate:,.0f} rows/s")
+    for sync in ("full", "normal"):
+        for group in (1, 16, 500):
+            path = tmp / f"q-{sync}-{group}.sqlite3"
+            q = DurableQueue(str(path), max_rows=n + 1, max_bytes=10**10, synchronous=sync)  # type: ignore[arg-type]
+            progress = {d: Progress(d, 1) for d in {r.device for r in rows}}
+            total = min(n, 2000 * group)  # group=1 is one fsync per reading: keep its run short
+            t = time.perf_counter()
+            for i in range(0, total, group):
+                chunk = rows[i : i + group]
+                touched = []
+                for r in chunk:
+                    p = progress[r.device]
+                    p.add(r.seq)
+                    touched.append(p)
+                q.commit(chunk, touched)
+            rate = total / (time.perf_counter() - t)
+            q.close()
+            print(f"[queue] DurableQueue.commit synchronous={sync.upper():6} {group:>3} readings/commit: "
+                  f"{rate:>9,.0f} readings/s  (ratio to plain {rate / plain_rate:.2f})")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes")
+    ap.add_argument("--only", choices=["sustained", "drain", "queue"])
+    args = ap.parse_args()
+    n_drain = 100_000 if args.quick else 1_000_000
+    seconds = 8.0 if args.quick else 20.0
+    with tempfile.TemporaryDirectory(prefix="cds-bench-gw-") as d:
+        tmp = Path(d)
+        print(
+            f"gateway bench ({'quick' if args.quick else 'full'}), {os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}"
+        )
+        if args.only in (None, "queue"):
+            bench_queue(tmp, 50_000 if args.quick else 200_000)
+        if args.only in (None, "sustained", "drain"):
+            with MosquittoService(tmp / "mosquitto") as broker:
+                if args.only in (None, "sustained"):
+                    bench_sustained(tmp, broker, 16, seconds)
+                if args.only in (None, "drain"):
+                    bench_drain(tmp, broker, n_drain, inflight=16)
+
+
+if __name__ == "__main__":
+    main()
