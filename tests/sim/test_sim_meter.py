@@ -398,3 +398,15 @@ def test_a_day_of_readings_fits_the_mqtt_contract(nominal: int) -> None:
         assert contracts.batch_decoder.decode(contracts.json_encoder.encode(batch)) == batch
     assert all(0 < r.pf_milli <= 1000 and r.s_dva >= r.p_dw > 0 for r in got)
     assert max(r.p_dw for r in got) > 10 * min(r.p_dw for r in got)  # the day has peaks and valleys
+
+
+def test_sans_io_modules_import_no_port_machinery() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sim, sim.meter, sim.loads, sim.faults; "
+        "print(sorted(m for m in sys.modules if m in ('serial', 'tty', 'termios', 'pty', 'sim.port', 'sim.runner')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.strip() == "[]"
