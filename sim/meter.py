@@ -202,6 +202,7 @@ class MeterModel:
         self._decoder = frames.Decoder()
         self._energy_uj -= self._energy_uj % 3_600_000  # the sub-mWh remainder lived in RAM
         self._window_start = self._up_anchor
+        self._window_len = self.report_period_ms  # a new period from CONFIG applies from the next window on
         self._next_status = self._up_anchor + self.status_interval_ms
         self._rto_start = self._up_anchor
         self._hello(resync=True)
@@ -228,8 +229,7 @@ class MeterModel:
         """The simulated time of the meter's next spontaneous output (for a runner's sleep)."""
         if self._off_until is not None:
             return self._off_until
-        up = self._window_start + self.report_period_ms
-        up = min(up, self._next_status)
+        up = min(self._window_start + self._window_len, self._next_status)
         if self.queue:
             up = min(up, self._rto_start + self._rto())
         return math.ceil(self._true_ms(up))
@@ -254,7 +254,7 @@ class MeterModel:
             self._off_until = None
             self._power_on(boot_at)
         while True:
-            window_end = self._window_start + self.report_period_ms
+            window_end = self._window_start + self._window_len
             events = [(window_end, 0), (self._next_status, 1)]
             if self.queue:
                 events.append((self._rto_start + self._rto(), 2))
@@ -313,6 +313,7 @@ class MeterModel:
         ki = self.calibration.i_gain / FACTORY_I_GAIN
         self._energy_uj += round(energy_uj * kv * ki)
         self._window_start = up_end
+        self._window_len = self.report_period_ms
         if partial:
             return
         vrms, irms, p = smp.vrms * kv, smp.irms * ki, smp.p * kv * ki
