@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 import jwt
 import msgspec
 from litestar import Request, post
+from litestar.params import JSONBody
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -197,7 +198,7 @@ def current_claims(request: Request[Any, Any, Any]) -> TokenClaims:
 
 
 @post("/api/v1/auth/token", opt={"public": True}, tags=["auth"], status_code=200)
-async def issue_token(request: Request[Any, Any, Any], data: TokenRequest) -> TokenResponse:
+async def issue_token(request: Request[Any, Any, Any], data: JSONBody[TokenRequest]) -> TokenResponse:
     """Exchange a configured user's name and password for a bearer token.
 
     Args:

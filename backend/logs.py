@@ -44,10 +44,12 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO") -> None:
     """Route the root logger (and uvicorn's) to stderr as JSON lines. Idempotent."""
+    root = logging.getLogger()
+    # Replace plain stream handlers (basicConfig's, an earlier call's); keep others, e.g. pytest's capture.
+    root.handlers[:] = [h for h in root.handlers if type(h) is not logging.StreamHandler]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, JSONBody
 
 from backend.api.devices import DeviceOut, check_device, device_statuses
 from backend.auth import requires_role
@@ -77,7 +79,7 @@ class AicssController(Controller):
     tags = ["aicss"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @post("/dados", guards=[requires_role("operator")], status_code=200)
-    async def dados(self, request: Request[Any, Any, Any], services: Any) -> Response[DadosOut]:
+    async def dados(self, request: Request[Any, Any, Any], services: NamedDependency[Any]) -> Response[DadosOut]:
         """Readings posted by a meter over HTTP: the same ReadingBatch, checks and idempotency as MQTT.
 
         Returns:
@@ -106,7 +108,7 @@ class AicssController(Controller):
         return Response(out, status_code=200 if parsed.lines else 422)
 
     @get("/status")
-    async def status(self, services: Any, device: str | None = None) -> StatusOut:
+    async def status(self, services: NamedDependency[Any], device: FromQuery[str | None] = None) -> StatusOut:
         """Meters' status (one with ``?device=``) and the ingest's state on this replica."""
         if device is not None:
             check_device(device)
@@ -122,7 +124,7 @@ class AicssController(Controller):
                          readings_ingested=ingest.written_readings if ingest else None, items=items)
 
     @put("/config", guards=[requires_role("operator")])
-    async def config(self, data: ConfigIn, services: Any) -> ConfigOut:
+    async def config(self, data: JSONBody[ConfigIn], services: NamedDependency[Any]) -> ConfigOut:
         """Send a CONFIG downlink to a meter and wait (bounded) for its answer.
 
         Returns:

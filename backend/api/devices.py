@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromQuery
 
 from backend.errors import BadRequestError, NotFoundError
 from backend.influx import InfluxClient
@@ -126,7 +128,8 @@ class DevicesController(Controller):
     tags = ["dispositivos"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/sites")
-    async def sites(self, influx: InfluxClient, settings: Settings, services: Any) -> list[SiteOut]:
+    async def sites(self, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
+                    services: NamedDependency[Any]) -> list[SiteOut]:
         """Sites with their number of gateways and meters, and how many are online."""
         devices = await device_statuses(influx, settings, services.registry)
         gateways = gateway_statuses(services.registry, devices)
@@ -137,16 +140,17 @@ class DevicesController(Controller):
                         devices_online=sum(d.site == s and d.online for d in devices)) for s in sorted(names)]
 
     @get("/gateways")
-    async def gateways(self, influx: InfluxClient, settings: Settings, services: Any,
-                       site: str | None = None) -> list[GatewayOut]:
+    async def gateways(self, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
+                       services: NamedDependency[Any], site: FromQuery[str | None] = None) -> list[GatewayOut]:
         """Gateways (from their retained status), optionally of one site."""
         check_ident(site, "instalação (site)")
         devices = await device_statuses(influx, settings, services.registry)
         return [g for g in gateway_statuses(services.registry, devices) if site is None or g.site == site]
 
     @get("/devices")
-    async def devices(self, influx: InfluxClient, settings: Settings, services: Any, site: str | None = None,
-                      gateway: str | None = None) -> list[DeviceOut]:
+    async def devices(self, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
+                      services: NamedDependency[Any], site: FromQuery[str | None] = None,
+                      gateway: FromQuery[str | None] = None) -> list[DeviceOut]:
         """Meters with status, optionally filtered by site and gateway."""
         check_ident(site, "instalação (site)")
         check_ident(gateway, "gateway")
@@ -154,7 +158,8 @@ class DevicesController(Controller):
                 if (site is None or d.site == site) and (gateway is None or d.gateway == gateway)]
 
     @get("/devices/{device:str}")
-    async def device(self, device: str, influx: InfluxClient, settings: Settings, services: Any) -> DeviceOut:
+    async def device(self, device: str, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
+                     services: NamedDependency[Any]) -> DeviceOut:
         """One meter's status; 404 when the backend has never heard of it."""
         check_device(device)
         found = await device_statuses(influx, settings, services.registry, device)

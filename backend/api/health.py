@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from backend.errors import InfluxError
@@ -18,7 +19,7 @@ def health() -> dict[str, str]:
 
 
 @get("/ready", opt={"public": True}, tags=["health"])
-async def ready(services: Any) -> Response[dict[str, Any]]:
+async def ready(services: NamedDependency[Any]) -> Response[dict[str, Any]]:
     """Readiness: InfluxDB answers /ping and (when ingest is enabled) the MQTT session is connected.
 
     Returns:
@@ -45,6 +46,6 @@ async def ready(services: Any) -> Response[dict[str, Any]]:
 
 @get("/metrics", opt={"public": True}, tags=["health"], media_type="text/plain; version=0.0.4",
      sync_to_thread=False)
-def metrics(services: Any) -> bytes:
+def metrics(services: NamedDependency[Any]) -> bytes:
     """Prometheus text exposition of the backend's metrics (ingest, InfluxDB writes, rollups, MQTT)."""
     return services.metrics.render()  # type: ignore[no-any-return]

@@ -7,6 +7,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromQuery
 
 from backend.api.devices import check_device
 from backend.errors import BadRequestError
@@ -53,11 +55,11 @@ class ReadingsController(Controller):
     async def readings(
         self,
         device: str,
-        influx: InfluxClient,
-        settings: Settings,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        resolution: Resolution = "auto",
+        influx: NamedDependency[InfluxClient],
+        settings: NamedDependency[Settings],
+        start: FromQuery[datetime | None] = None,
+        end: FromQuery[datetime | None] = None,
+        resolution: FromQuery[Resolution] = "auto",
     ) -> ReadingsOut:
         """Readings of ``device`` in [start, end).
 
