@@ -192,7 +192,8 @@ def bench_drain(tmp: Path, broker: MosquittoService, n: int, inflight: int) -> N
     rate = n / (sub.last - sub.first)
     print(f"[drain] {n:,} readings: gateway {rate:,.0f} readings/s (first to last message; "
           f"{n / (t_all - t0):,.0f}/s including process start and queue open) vs raw paho publish of the same "
-          f"{len(payloads)} payloads {raw_rate:,.0f} readings/s: ratio {rate / raw_rate:.2f} (target >= 20,000/s)")  # fmt: skip
+          f"{len(payloads)} payloads {raw_rate:,.0f} readings/s: ratio {rate / raw_rate:.2f} "
+          "(target >= 20,000/s)")  # fmt: skip
 
 
 def bench_queue(tmp: Path, n: int) -> None:
@@ -209,7 +210,7 @@ def bench_queue(tmp: Path, n: int) -> None:
     for sync in ("full", "normal"):
         for group in (1, 16, 500):
             path = tmp / f"q-{sync}-{group}.sqlite3"
-            q = DurableQueue(str(path), max_rows=n + 1, max_bytes=10**10, synchronous=sync)  # type: ignore[arg-type]
+            q = DurableQueue(str(path), max_rows=n + 1, max_bytes=10**10, synchronous=sync)
             progress = {d: Progress(d, 1) for d in {r.device for r in rows}}
             total = min(n, 2000 * group)  # group=1 is one fsync per reading: keep its run short
             t = time.perf_counter()
@@ -236,9 +237,8 @@ def main() -> None:
     seconds = 8.0 if args.quick else 20.0
     with tempfile.TemporaryDirectory(prefix="cds-bench-gw-") as d:
         tmp = Path(d)
-        print(
-            f"gateway bench ({'quick' if args.quick else 'full'}), {os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}"
-        )
+        mode = "quick" if args.quick else "full"
+        print(f"gateway bench ({mode}), {os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}")
         if args.only in (None, "queue"):
             bench_queue(tmp, 50_000 if args.quick else 200_000)
         if args.only in (None, "sustained", "drain"):

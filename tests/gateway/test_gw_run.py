@@ -14,12 +14,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from gwharness import REPO, Collector, GatewayProcess, check_delivery
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import contracts
 from sim.runner import MeterRunner
 from sim.services import MosquittoService
-from tests.gateway.conftest import REPO, Collector, GatewayProcess, check_delivery
 
 PERIOD_MS = 20
 

@@ -144,7 +144,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from gateway.queue import DurableQueue
-    from tests.gateway.test_queue import row
+    from test_gw_queue import row
     q = DurableQueue(sys.argv[1], synchronous="full")
     p = q.load_progress("a1c5500000000001", 1)
     seq = p.contiguous
@@ -168,7 +168,7 @@ def test_writer_kill9_mid_commit_leaves_a_consistent_queue(tmp_path: Path) -> No
     reported = 0
     for _ in range(12):
         proc = subprocess.Popen(
-            [sys.executable, "-c", _WRITER, path], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+            [sys.executable, "-c", _WRITER, path], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent
         )
         assert proc.stdout is not None
         for _ in range(rng.randint(1, 60)):  # kill after N more commits were reported

@@ -7,9 +7,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from gwharness import Collector, GatewayProcess, check_delivery
+
 from sim.runner import MeterRunner
 from sim.services import MosquittoService
-from tests.gateway.conftest import Collector, GatewayProcess, check_delivery
 
 PERIOD_MS = 20
 
