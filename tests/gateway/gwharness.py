@@ -136,7 +136,7 @@ class Collector:
     Records each reading once per key; a duplicate must be byte-identical in content (``mismatches`` otherwise).
     """
 
-    def __init__(self, broker: MosquittoService, site: str) -> None:
+    def __init__(self, broker: MosquittoService, site: str, username: str = "", password: str = "") -> None:
         self.site = site
         self.readings: dict[Key, contracts.Reading] = {}
         self.duplicates = 0
@@ -148,6 +148,8 @@ class Collector:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"collector-{site}-{secrets.token_hex(3)}", protocol=mqtt.MQTTv5
         )
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
