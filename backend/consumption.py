@@ -309,28 +309,10 @@ def min_dt_for(resolution: Resolution) -> int:
     return max(1_000, WINDOW_MS[resolution])
 
 
-async def fetch_samples(
-    influx: Any,
-    db: str,
-    start_ms: int,
-    end_ms: int,
-    resolution: Resolution,
-    *,
-    site: str | None = None,
-    devices: Sequence[str] = (),
-) -> dict[str, list[Sample]]:
-    """Register samples per device in ``[start_ms - pad, end_ms]`` (the pad gives the baseline before the start).
-
-    Rollup windows become two samples: ``energy_first`` at the window start (with ``boot_min``) and
-    ``energy_last`` just before its end (with ``boot_max``), so a reset inside a window is still recognisable.
-    Site and device ids are bound parameters, never spliced into the query text.
-    """
-    from backend.influx import quote_ident
-
+def _scope_where(start_ms: int, end_ms: int, site: str | None, devices: Sequence[str]) -> tuple[str, dict[str, str]]:
     if not site and not devices:
         raise ValueError("site or devices required")
-    pad = {"raw": 15 * 60_000, "r1m": HOUR_MS, "r1h": DAY_MS}[resolution]
-    where = [f"time >= {int(start_ms - pad)}ms", f"time <= {int(end_ms)}ms"]
+    where = [f"time >= {int(start_ms)}ms", f"time <= {int(end_ms)}ms"]
     params: dict[str, str] = {}
     if site:
         where.append("site = $site")
@@ -341,12 +323,49 @@ async def fetch_samples(
             params[f"d{i}"] = d
             ors.append(f"device = $d{i}")
         where.append("(" + " OR ".join(ors) + ")")
-    table = f"{quote_ident(db)}.{quote_ident(resolution)}.{quote_ident('readings')}"
-    cols = "energy_mwh, boot" if resolution == "raw" else "energy_first, energy_last, boot_min, boot_max"
-    series = await influx.query(f"SELECT {cols} FROM {table} WHERE {' AND '.join(where)} GROUP BY device",
-                                db=db, params=params)
+    return " AND ".join(where), params
+
+
+def _table(db: str, rp: str) -> str:
+    from backend.influx import quote_ident
+
+    return f"{quote_ident(db)}.{quote_ident(rp)}.{quote_ident('readings')}"
+
+
+async def fetch_samples(
+    influx: Any,
+    db: str,
+    start_ms: int,
+    end_ms: int,
+    resolution: Resolution,
+    *,
+    site: str | None = None,
+    devices: Sequence[str] = (),
+    per_day: bool = False,
+) -> dict[str, list[Sample]]:
+    """Register samples per device in ``[start_ms - pad, end_ms]`` (the pad gives the baseline before the start).
+
+    Rollup windows become two samples: ``energy_first`` at the window start (with ``boot_min``) and
+    ``energy_last`` just before its end (with ``boot_max``), so a reset inside a window is still recognisable.
+    ``per_day`` (1-hour rollup only) lets InfluxDB fold the hours into local days first (``GROUP BY time(1d)
+    tz('America/Sao_Paulo')``): 24 times fewer rows for day/week/month buckets. Site and device ids are bound
+    parameters, never spliced into the query text.
+    """
+    pad = {"raw": 15 * 60_000, "r1m": HOUR_MS, "r1h": DAY_MS}[resolution]
+    where, params = _scope_where(start_ms - pad, end_ms, site, devices)
+    table = _table(db, resolution)
+    if per_day:
+        if resolution != "r1h":
+            raise ValueError("per_day needs the 1-hour rollup")
+        q = (f"SELECT first(energy_first), last(energy_last), min(boot_min), max(boot_max) FROM {table} "
+             f"WHERE {where} GROUP BY time(1d), device fill(none) tz('America/Sao_Paulo')")
+    elif resolution == "raw":
+        q = f"SELECT energy_mwh, boot FROM {table} WHERE {where} GROUP BY device"
+    else:
+        q = f"SELECT energy_first, energy_last, boot_min, boot_max FROM {table} WHERE {where} GROUP BY device"
+    series = await influx.query(q, db=db, params=params)
     out: dict[str, list[Sample]] = {}
-    width = WINDOW_MS[resolution]
+    width = DAY_MS if per_day else WINDOW_MS[resolution]
     for s in series:
         dev = s.tags.get("device", "")
         samples = out.setdefault(dev, [])
@@ -361,3 +380,37 @@ async def fetch_samples(
                 samples.append(Sample(int(t), int(first), int(bmin) if bmin is not None else -1))
                 samples.append(Sample(int(t) + width - 1, int(last), int(bmax) if bmax is not None else -1))
     return out
+
+
+async def fetch_peak(
+    influx: Any,
+    db: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    site: str | None = None,
+    devices: Sequence[str] = (),
+    max_power_w: float = 50_000.0,
+    tz: ZoneInfo = TZ,
+) -> tuple[float | None, str | None]:
+    """Peak demand of the sum of the devices, computed inside InfluxDB from the 1-minute rollup.
+
+    Per device, the register difference between the ends of consecutive clock-aligned 15-min windows
+    (``non_negative_difference(last(energy_last))``: resets give no value), windows above ``max_power_w``
+    dropped as spikes, summed over devices per window; the highest window wins. One row per window comes back.
+    """
+    where, params = _scope_where(start_ms - QUARTER_MS, end_ms - 1, site, devices)
+    outer = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
+    limit = int(max_power_w * QUARTER_MS / 3600)  # mWh in 15 min at max power
+    q = (f"SELECT sum(d) AS s FROM (SELECT non_negative_difference(last(energy_last)) AS d "
+         f"FROM {_table(db, 'r1m')} WHERE {where} GROUP BY time(15m), device) "
+         f"WHERE {outer} AND d <= {limit} GROUP BY time(15m) fill(none)")
+    series = await influx.query(q, db=db, params=params)
+    best: tuple[float, int] | None = None
+    for s in series:
+        for t, total in s.values:
+            if total is not None and (best is None or total > best[0]):
+                best = (float(total), int(t))
+    if best is None:
+        return None, None
+    return round(best[0] / 1e6 * 4, 3), _iso(best[1], tz)

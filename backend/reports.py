@@ -12,6 +12,7 @@ Excel in pt-BR opens accents and numbers correctly), CRLF line ends.
 from __future__ import annotations
 
 import csv
+import itertools
 import datetime as dt
 import io
 from collections.abc import Callable, Sequence
@@ -74,7 +75,7 @@ def build_report(
     """Rows of ``kind`` from hourly buckets; ``peaks`` (15-min buckets) give each row's peak demand."""
     edges = bucket_edges(start_ms, end_ms, KIND_GRANULARITY[kind], tz)  # type: ignore[arg-type]
     rows: list[ReportRow] = []
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         inside = [x for x in hourly if a <= x.start_ms < b]
         day0 = dt.datetime.fromtimestamp(a / 1000, tz).date()
         last = dt.datetime.fromtimestamp((b - 1) / 1000, tz).date()

@@ -29,16 +29,17 @@ from backend.aneel_store import AneelData, AneelScheduler, AneelStore, aneel_cli
 from backend.billing import Bill, estimate_bill, explain, quick_cost, unit_prices
 from backend.consumption import (
     GRANULARITIES,
+    HOUR_MS,
     PEAK_MAX_SPAN_MS,
     TZ,
     Consumption,
     Granularity,
     choose_resolution,
     consumption,
+    fetch_peak,
     fetch_samples,
     gap_for,
     min_dt_for,
-    peak_of,
 )
 from backend.errors import BadRequestError, NotFoundError, UnavailableError
 from backend.forecast import Forecast, forecast_daily
@@ -137,16 +138,16 @@ class AnalyticsService:
     async def consumo(self, scope: Scope, start_ms: int, end_ms: int, granularity: Granularity,
                       *, with_peak: bool = True) -> Consumption:
         res = choose_resolution(start_ms, end_ms, granularity)
+        per_day = res == "r1h" and granularity in ("day", "week", "month")
         samples = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, res,
-                                      site=scope.site_id, devices=scope.devices)
+                                      site=scope.site_id, devices=scope.devices, per_day=per_day)
         max_w = self.settings.analytics_max_power_w
-        c = consumption(samples.values(), start_ms, end_ms, granularity, gap_ms=gap_for(res), max_power_w=max_w,
-                        min_dt_ms=min_dt_for(res), with_peak=with_peak and res != "r1h")
-        if with_peak and res == "r1h" and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
-            fine = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, "r1m",
-                                       site=scope.site_id, devices=scope.devices)
-            kw, at = peak_of(fine.values(), start_ms, end_ms, gap_ms=gap_for("r1m"), min_dt_ms=min_dt_for("r1m"),
-                             max_power_w=max_w)
+        c = consumption(samples.values(), start_ms, end_ms, granularity,
+                        gap_ms=2 * DAY_MS + HOUR_MS if per_day else gap_for(res), max_power_w=max_w,
+                        min_dt_ms=HOUR_MS if per_day else min_dt_for(res), with_peak=with_peak and res == "raw")
+        if with_peak and res != "raw" and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
+            kw, at = await fetch_peak(self.influx, self.settings.influx_db, start_ms, end_ms, site=scope.site_id,
+                                      devices=scope.devices, max_power_w=max_w)
             c = msgspec.structs.replace(c, peak_kw=kw, peak_at=at)
         return c
 
