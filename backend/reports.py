@@ -12,9 +12,9 @@ Excel in pt-BR opens accents and numbers correctly), CRLF line ends.
 from __future__ import annotations
 
 import csv
-import itertools
 import datetime as dt
 import io
+import itertools
 from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final, Literal
