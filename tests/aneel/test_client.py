@@ -205,3 +205,18 @@ async def test_post_json_body_and_q_search(fake: FakeCkan) -> None:
     assert [x["DatCompetencia"] for x in res["records"]] == ["2025-09-01"]
     assert "rank" in res["records"][0]
     assert res["_links"]["next"] == "/api/3/action/datastore_search?offset=5"
+
+
+@pytest.mark.asyncio
+async def test_package_show_resource_show_and_csv_download(fake: FakeCkan) -> None:
+    async with httpx.AsyncClient() as http:
+        pkg = (await http.get(f"{fake.url}/api/3/action/package_show",
+                              params={"id": "bandeiras-tarifarias"})).json()["result"]
+        assert {r["id"] for r in pkg["resources"]} >= {BANDEIRA_ACIONAMENTO_RESOURCE}
+        res = (await http.get(f"{fake.url}/api/3/action/resource_show",
+                              params={"id": TARIFFS_RESOURCE})).json()["result"]
+        csv_resp = await http.get(res["url"])
+    text = csv_resp.content.decode("utf-8")
+    header, first = text.split("\r\n")[:2]
+    assert header.startswith('"DatGeracaoConjuntoDados";"DscREH";"SigAgente"') and header.count(";") == 16
+    assert '"593,08";"310,21"' in first
