@@ -96,11 +96,16 @@ class Gateway:
         self.forwarder.start()
         st = self.settings.status
         if st.enabled:
-            self.status = StatusServer(
-                st.bind, st.port, self.snapshot, username=st.username, password=st.password, refresh_s=st.refresh_s
-            )
-            self.status.start()
-            log.info("status page on http://%s:%d/", st.bind, self.status.port)
+            try:
+                self.status = StatusServer(
+                    st.bind, st.port, self.snapshot, username=st.username, password=st.password, refresh_s=st.refresh_s
+                )
+            except OSError as exc:  # the readings matter more than the page: keep running without it
+                self.stats.error("status_page")
+                log.error("status page disabled: cannot listen on %s:%d: %s", st.bind, st.port, exc)
+            else:
+                self.status.start()
+                log.info("status page on http://%s:%d/", st.bind, self.status.port)
         self._scan_ports()
 
     def run(self) -> None:

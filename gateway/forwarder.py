@@ -203,12 +203,13 @@ class Forwarder:
     # --- the pump --------------------------------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        try:
-            self._pump_loop()
-        except Exception:
-            self.stats.error("internal")
-            log.exception("forwarder pump crashed")
-            raise
+        while not self._stop.is_set():
+            try:
+                self._pump_loop()
+            except Exception:  # never stop forwarding: restart from the first queued row (at-least-once)
+                self.stats.error("internal")
+                log.exception("forwarder pump failed; restarting it")
+                self._stop.wait(1.0)
 
     def _pump_loop(self) -> None:
         cursor = 0
@@ -234,14 +235,6 @@ class Forwarder:
                     continue
                 ranges.append((lo, hi))
                 published += n
-            if ranges:
-                try:
-                    self.queue.delete(ranges)
-                except QueueError as exc:
-                    self.stats.error("queue_delete")
-                    log.error("%s (the rows will be sent again)", exc)
-                self.stats.inc("readings_published", published)
-                self.stats.inc("messages_acked", len(ranges))
             while self._connected.is_set() and len(inflight) < m.max_inflight and not self._stop.is_set():
                 batch = self.queue.fetch(cursor, m.batch_size)
                 if batch is None:
@@ -254,6 +247,15 @@ class Forwarder:
                 inflight[info.mid] = (batch.first_id, batch.last_id, len(batch.payloads))
                 cursor = batch.last_id
                 self.stats.inc("messages_sent")
+            # delete after refilling the in-flight window, so the broker is busy while SQLite works
+            if ranges:
+                try:
+                    self.queue.delete(ranges)
+                except QueueError as exc:
+                    self.stats.error("queue_delete")
+                    log.error("%s (the rows will be sent again)", exc)
+                self.stats.inc("readings_published", published)
+                self.stats.inc("messages_acked", len(ranges))
             self.inflight_messages = len(inflight)
             if self._connected.is_set() and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + m.status_interval_s

@@ -153,6 +153,10 @@ class SerialLink:
                 reason = str(exc) or type(exc).__name__
                 self._stats.error("serial_io")
                 log.warning("%s: link lost: %s", self.port, reason)
+            except Exception as exc:  # a bug must not silence the port for good: close, reopen
+                reason = f"internal error: {exc!r}"
+                self._stats.error("internal")
+                log.exception("%s: unexpected error, reopening the port", self.port)
             finally:
                 with self._write_lock:
                     self._serial = None

@@ -179,3 +179,40 @@ def test_disk_queue_full_refuse_new_leaves_readings_at_the_meter(
     broker.start()
     figures = check_delivery([meter], collector, gw, wait_for)
     assert figures["dropped_full"] == 0 and figures["dropped_at_meter_truth"] >= 20
+
+
+def test_readings_before_any_hello_get_a_sync_and_lose_nothing(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    """The meter's boot HELLO went unheard and the gateway's first SYNC is lost on the wire: the gateway sees
+    READINGs on a link without HELLO, answers them with SYNC and then takes everything."""
+    (meter,) = add_meters(sim, 1)
+    meter.drop_next(1, "rx")
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 20, 15, what="readings after the second SYNC")
+    assert gw.counter("readings_without_hello") > 0 and gw.counter("syncs_sent") >= 2
+    figures = check_delivery([meter], collector, gw, wait_for)
+    assert figures["dropped_full"] == 0
+
+
+def test_meter_clock_drift_and_resends_keep_timestamps_on_the_gateway_clock(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    """A meter crystal 2 % fast: fresh readings re-anchor the uptime mapping, so neither they nor the readings
+    resent after an unplug drift away from the true measuring time."""
+    (meter,) = add_meters(sim, 1)
+    meter.set_drift_ppm(20_000)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 50, 10, what="readings")
+    meter.unplug()
+    n = len(meter.truth().produced)
+    wait_for(lambda: len(meter.truth().produced) >= n + 20, 10, what="readings while unplugged")
+    meter.replug()
+    figures = check_delivery([meter], collector, gw, wait_for)
+    assert figures["max_ts_error_ms"] < 100, figures
