@@ -205,10 +205,11 @@ class VirtualMeter:
                 self._open_pty()
         self._runner.wake()
 
-    def reboot(self, off_ms: int = 0) -> None:
-        """Reset the meter (boot count +1, seq from 1, RAM queue lost, energy kept); ``off_ms`` of darkness first."""
+    def reboot(self, off_ms: int = 0, *, save_energy: bool = True) -> None:
+        """Reset the meter (boot count +1, seq from 1, RAM queue lost); ``off_ms`` of darkness first. The energy
+        register is kept (``save_energy=False``: back to the last once-a-minute save, like a watchdog reset)."""
         with self._runner.lock:
-            self.model.reboot(self._runner.now_ms(), off_ms=off_ms)
+            self.model.reboot(self._runner.now_ms(), off_ms=off_ms, save_energy=save_energy)
             self._emit(self.model.advance_frames(self._runner.now_ms()))
         self._runner.wake()
 
