@@ -106,7 +106,7 @@ class MeterModel:
     2^32). ``drift_ppm``: the crystal's error. Calibration: by default the unit was calibrated on the bench (its
     true gains stored: accurate readings); ``uncalibrated=True`` runs on factory gains (a few per cent off, the
     UNCALIBRATED flag and a LOG at boot); ``calibration`` stores given gains. ``record_truth=False`` keeps no
-    per-reading history (long demo runs).
+    per-reading history, only counters (long demo runs).
     """
 
     def __init__(
@@ -228,7 +228,8 @@ class MeterModel:
         self._close_window(float(now_ms), partial=True)
         if save_energy:
             self._save_energy()
-        self.lost_keys.update((self.boot_count, r.seq) for r in self.queue)
+        if self.record_truth:
+            self.lost_keys.update((self.boot_count, r.seq) for r in self.queue)
         self.queue.clear()
         if off_ms > 0:
             self._off_until = now_ms + off_ms
@@ -340,7 +341,8 @@ class MeterModel:
             old = self.queue.popleft()
             self.dropped += 1
             self.dropped_total += 1
-            self.dropped_keys.add((self.boot_count, old.seq))
+            if self.record_truth:
+                self.dropped_keys.add((self.boot_count, old.seq))
         if not self.queue:
             self._last_progress = up_end  # the resend timer runs from the oldest unacknowledged reading
         self.queue.append(reading)
