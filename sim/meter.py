@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Final, NamedTuple
+from typing import Final
 
 import msgspec
 
 from gateway import frames
 from sim.frontend import FACTORY, PAIR_RATE_HZ, Calibration, FrontEnd
 from sim.loads import Household
+from sim.truth import GroundTruth, ProducedReading
+
+__all__ = ["GroundTruth", "MeterModel", "ProducedReading"]
 
 FW_VERSION: Final = (1, 0, 0)
 HW_REV: Final = 1
@@ -50,49 +53,6 @@ def _whole_ms(t: float) -> int:
 def _at_or_after(a: int, b: int) -> bool:
     """``a >= b`` for u32 sequence numbers, wrap-safe like the firmware's ``(int32_t)(a - b) >= 0``."""
     return (a - b) & U32 < 0x80000000
-
-
-class ProducedReading(NamedTuple):
-    """Ground truth for one reading as first sent (without RESENT)."""
-
-    boot: int
-    seq: int
-    t_ms: int
-    """Simulated Unix time (ms) at the end of the measuring window."""
-    frame: frames.Reading
-
-
-class GroundTruth(NamedTuple):
-    """A snapshot of what one meter really did, for checking delivery downstream.
-
-    Keys are ``(boot, seq)``. A correct chain delivers every produced reading exactly once, except those in
-    :meth:`may_miss`: discarded from a full queue, lost in RAM by a reset, or still unacknowledged in the queue.
-    Every reading at or below ``acked[boot]`` was acknowledged: the gateway claimed it durable, or declared it
-    dropped at the meter after a STATUS. ``acked`` lists only boots that got an ACK.
-    """
-
-    device: str
-    boot_count: int
-    produced: tuple[ProducedReading, ...]
-    dropped: frozenset[tuple[int, int]]
-    lost: frozenset[tuple[int, int]]
-    unacked: tuple[tuple[int, int], ...]
-    acked: dict[int, int]
-    energy_mwh: int
-    rx_errors: int
-
-    def keys(self) -> set[tuple[int, int]]:
-        return {(r.boot, r.seq) for r in self.produced}
-
-    def may_miss(self) -> set[tuple[int, int]]:
-        """Readings a correct gateway may legitimately never deliver."""
-        return set(self.dropped) | set(self.lost) | set(self.unacked)
-
-    def must_have(self) -> set[tuple[int, int]]:
-        """Readings the gateway acknowledged, except those the meter had discarded (a STATUS told the gateway to
-        move its ACK past them): the gateway must hold these durably."""
-        acked = {(r.boot, r.seq) for r in self.produced if r.seq <= self.acked.get(r.boot, 0)}
-        return acked - self.dropped
 
 
 class MeterModel:

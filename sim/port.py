@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from sim.faults import LinkFaults
-from sim.meter import GroundTruth, MeterModel
+from sim.meter import MeterModel
+from sim.truth import GroundTruth
 
 if TYPE_CHECKING:
     from sim.runner import MeterRunner
@@ -259,7 +260,7 @@ class VirtualMeter:
         self._runner.wake()
 
     def truth(self) -> GroundTruth:
-        """A consistent snapshot of the meter's ground truth (see :class:`sim.meter.GroundTruth`)."""
+        """A consistent snapshot of the meter's ground truth (see :class:`sim.truth.GroundTruth`)."""
         with self._runner.lock:
             return self.model.truth()
 
