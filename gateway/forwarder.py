@@ -236,7 +236,7 @@ class Forwarder:
                 ranges.append((lo, hi))
                 published += n
             while self._connected.is_set() and len(inflight) < m.max_inflight and not self._stop.is_set():
-                batch = self.queue.fetch(cursor, m.batch_size)
+                batch = self.queue.fetch(cursor, m.batch_size, hand_out=True)
                 if batch is None:
                     break
                 payload = batch_payload(self._site, self._gw, batch.payloads, int(time.time() * 1000))
@@ -257,6 +257,7 @@ class Forwarder:
                 self.stats.inc("readings_published", published)
                 self.stats.inc("messages_acked", len(ranges))
             self.inflight_messages = len(inflight)
+            self.queue.inflight_upto = max((hi for _, hi, _ in inflight.values()), default=0)
             if self._connected.is_set() and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + m.status_interval_s
                 self.client.publish(

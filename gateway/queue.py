@@ -129,6 +129,11 @@ class DurableQueue:
         self._local = threading.local()
         self._peek: sqlite3.Connection | None = None
         self._peek_lock = threading.Lock()
+        self._handout = threading.Lock()
+        self.inflight_upto = 0
+        """Rows with id <= this were handed to the MQTT client and may be on the wire: the bounds and the age
+        limit never delete them (their PUBACK will), so a reading counted as dropped is never delivered after all.
+        Set by the forwarder; the in-flight window (max_inflight x batch_size rows) may exceed ``max_rows``."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open(synchronous)
@@ -208,12 +213,15 @@ class DurableQueue:
         dropped_bytes = 0
         deltas = dict(counters or {})
         db = self._db
+        trim = bool(rows) and self.full_policy == "drop-oldest"
         try:
+            if trim:
+                self._handout.acquire()  # no batch is fetched while we pick which rows to drop
             db.execute("BEGIN IMMEDIATE")
             try:
                 if rows:
                     db.executemany("INSERT INTO readings (device, boot, seq, ts, payload) VALUES (?, ?, ?, ?, ?)", rows)
-                if rows and self.full_policy == "drop-oldest":
+                if trim:
                     dropped, dropped_bytes = self._trim(len(rows), new_bytes)
                 for p in progress:
                     db.execute(
@@ -243,6 +251,9 @@ class DurableQueue:
                 raise
         except sqlite3.Error as exc:
             raise QueueError(f"commit failed: {exc}", self.path) from exc
+        finally:
+            if trim:
+                self._handout.release()
         for name, delta in deltas.items():
             self.counters[name] = self.counters.get(name, 0) + delta
         for p in progress:
@@ -264,9 +275,9 @@ class DurableQueue:
                 return dropped, dropped_bytes
             k = max(rows_over, 1, bytes_over // (ROW_OVERHEAD + 150) + 1)
             lens = self._db.execute(
-                "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?) "
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE id > ? ORDER BY id LIMIT ?) "
                 "RETURNING length(payload)",
-                (k,),
+                (self.inflight_upto, k),
             ).fetchall()
             if not lens:
                 return dropped, dropped_bytes
@@ -278,15 +289,19 @@ class DurableQueue:
         cutoff = now_ms - int(self.max_age_s * 1000)
         db = self._db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            lens = db.execute("DELETE FROM readings WHERE ts < ? RETURNING length(payload)", (cutoff,)).fetchall()
-            if lens:
-                db.execute(
-                    "INSERT INTO counters VALUES ('expired', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    (len(lens),),
-                )
-            db.execute("COMMIT")
+            with self._handout:
+                db.execute("BEGIN IMMEDIATE")
+                lens = db.execute(
+                    "DELETE FROM readings WHERE ts < ? AND id > ? RETURNING length(payload)",
+                    (cutoff, self.inflight_upto),
+                ).fetchall()
+                if lens:
+                    db.execute(
+                        "INSERT INTO counters VALUES ('expired', ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        (len(lens),),
+                    )
+                db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -305,15 +320,22 @@ class DurableQueue:
             self._local.conn = conn
         return conn
 
-    def fetch(self, after_id: int, limit: int) -> Batch | None:
-        """The next ``limit`` rows with id > ``after_id``, oldest first; None when there are none."""
-        rows = (
-            self._reader()
-            .execute("SELECT id, payload FROM readings WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
-            .fetchall()
-        )
-        if not rows:
-            return None
+    def fetch(self, after_id: int, limit: int, *, hand_out: bool = False) -> Batch | None:
+        """The next ``limit`` rows with id > ``after_id``, oldest first; None when there are none.
+
+        ``hand_out``: the rows go to the MQTT client; raise ``inflight_upto`` atomically with the read so that the
+        full-queue policy cannot drop them in between.
+        """
+        with self._handout:
+            rows = (
+                self._reader()
+                .execute("SELECT id, payload FROM readings WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+                .fetchall()
+            )
+            if not rows:
+                return None
+            if hand_out:
+                self.inflight_upto = max(self.inflight_upto, rows[-1][0])
         return Batch(rows[0][0], rows[-1][0], [p for _, p in rows])
 
     def delete(self, ranges: Iterable[tuple[int, int]]) -> int:

@@ -185,3 +185,19 @@ def test_writer_kill9_mid_commit_leaves_a_consistent_queue(tmp_path: Path) -> No
         db.close()
         assert seqs == list(range(1, contiguous + 1)), "rows and progress committed together"
         assert contiguous >= reported, "a reported commit vanished"
+
+
+def test_rows_handed_to_mqtt_are_never_dropped_or_expired(tmp_path: Path) -> None:
+    """A reading counted as dropped must never arrive after all: rows in flight are left to their PUBACK."""
+    q = DurableQueue(str(tmp_path / "q.db"), max_rows=100, max_age_s=3600)
+    q.commit([row(s, ts=1_000_000) for s in range(1, 101)])
+    b = q.fetch(0, 40, hand_out=True)
+    assert b is not None and q.inflight_upto == b.last_id
+    q.commit([row(s) for s in range(101, 131)])
+    left = q.fetch(0, 1000)
+    assert left is not None
+    kept = [r.seq for r in contracts.batch_decoder.decode(batch_payload("s", "g", left.payloads, 0)).readings]
+    assert kept[:40] == list(range(1, 41)) and kept[40:] == list(range(71, 131))
+    assert q.counters["dropped_full"] == 30
+    assert q.expire(1_000_000 + 3600_000 + 10_000) == 30  # rows 71..100 (old ts); 1..40 are in flight
+    q.close()
