@@ -7,9 +7,11 @@ about a second each whatever the machine's speed.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,6 +80,22 @@ def gateways() -> Iterator[list[Gateway]]:
     yield opened
     for gw in opened:
         gw.close()
+
+
+def line_reader(proc: subprocess.Popen[str]) -> Callable[[], str]:
+    """Lines of the CLI's stdout, read by a thread, so that a silent simulator fails the test instead of hanging it."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def next_line() -> str:
+        try:
+            return lines.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise AssertionError("the simulator printed nothing") from None
+
+    return next_line
 
 
 def connect(meter: VirtualMeter, gateways: list[Gateway]) -> Gateway:
@@ -234,8 +252,8 @@ def test_cli_prints_ports_and_exits_cleanly_on_sigterm(tmp_path: Path, gateways:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(2)]
+        next_line = line_reader(proc)
+        lines = [next_line() for _ in range(2)]
         parsed = [dict(part.split("=", 1) for part in line.split()[1:]) for line in lines]
         assert [line.split()[0] for line in lines] == ["METER", "METER"]
         assert [p["device"] for p in parsed] == [device_id_for("9", 0), device_id_for("9", 1)]
@@ -264,8 +282,7 @@ def test_cli_scheduled_faults_reboot_and_corrupt(tmp_path: Path, gateways: list[
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
-        assert proc.stdout is not None
-        fields = dict(part.split("=", 1) for part in proc.stdout.readline().split()[1:])
+        fields = dict(part.split("=", 1) for part in line_reader(proc)().split()[1:])
         gw = Gateway(fields["link"])
         gateways.append(gw)
         gw.send(frames.Sync())
