@@ -11,7 +11,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="CDS Raspberry Pi gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway")
-    run.add_argument("--config", "-c", help="TOML file (GATEWAY_* environment variables override it)")
+    run.add_argument(
+        "--config", "-c", help="TOML file (default: $GATEWAY_CONFIG; GATEWAY_* environment variables override it)"
+    )
     run.add_argument("--check", action="store_true", help="validate the configuration, print it and exit")
     mon = sub.add_parser("monitor", help="decode and print a meter's frames")
     mon.add_argument("port", help="serial port, e.g. /dev/serial/by-id/usb-...")
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.errors import GatewayError
 
     try:
-        settings = settings_mod.load(args.config)
+        settings = settings_mod.load(args.config or settings_mod.config_path_from_env())
     except GatewayError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -194,6 +194,11 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def config_path_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``GATEWAY_CONFIG``: the TOML file to read when ``--config`` is not given (None when unset)."""
+    return (os.environ if environ is None else environ).get(ENV_PREFIX + "CONFIG") or None
+
+
 def _read_secret(path: str, what: str) -> str:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()

@@ -116,3 +116,10 @@ def test_cli_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = write(tmp_path, 'site = "a"\n')
     assert main(["run", "--config", str(path)]) == 2
     assert "configuration error" in capsys.readouterr().err
+
+
+def test_config_path_may_come_from_the_environment() -> None:
+    assert settings.config_path_from_env({"GATEWAY_CONFIG": "/etc/cds-gateway/gateway.toml"}) == (
+        "/etc/cds-gateway/gateway.toml"
+    )
+    assert settings.config_path_from_env({}) is None
