@@ -17,6 +17,7 @@ the API still answers (with the age of its data) when ANEEL, or even InfluxDB, i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -293,6 +294,9 @@ class AneelScheduler:
 
     async def run_once(self) -> SyncReport:
         async with self._sync_lock:
+            if self.settings.influx_manage_schema:  # InfluxDB may have been down when the app started
+                with contextlib.suppress(InfluxError):
+                    await self.store.ensure_schema()
             report = await sync(self.client, self.store, self.sites, replica=self.settings.resolved_client_id())
             self.last_report = report
             if report.ok:

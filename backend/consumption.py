@@ -346,7 +346,9 @@ async def fetch_samples(
     """Register samples per device in ``[start_ms - pad, end_ms]`` (the pad gives the baseline before the start).
 
     Rollup windows become two samples: ``energy_first`` at the window start (with ``boot_min``) and
-    ``energy_last`` just before its end (with ``boot_max``), so a reset inside a window is still recognisable.
+    ``energy_last`` just before its end (with ``boot_max``), so a reset inside a window is still recognisable;
+    when a window contains a reset, ``energy_max`` (the register just before it) is added mid-window so the
+    energy before the reset is not lost.
     ``per_day`` (1-hour rollup only) lets InfluxDB fold the hours into local days first (``GROUP BY time(1d)
     tz('America/Sao_Paulo')``): 24 times fewer rows for day/week/month buckets. Site and device ids are bound
     parameters, never spliced into the query text.
@@ -357,12 +359,13 @@ async def fetch_samples(
     if per_day:
         if resolution != "r1h":
             raise ValueError("per_day needs the 1-hour rollup")
-        q = (f"SELECT first(energy_first), last(energy_last), min(boot_min), max(boot_max) FROM {table} "
-             f"WHERE {where} GROUP BY time(1d), device fill(none) tz('America/Sao_Paulo')")
+        q = (f"SELECT first(energy_first), last(energy_last), min(boot_min), max(boot_max), max(energy_max) "
+             f"FROM {table} WHERE {where} GROUP BY time(1d), device fill(none) tz('America/Sao_Paulo')")
     elif resolution == "raw":
         q = f"SELECT energy_mwh, boot FROM {table} WHERE {where} GROUP BY device"
     else:
-        q = f"SELECT energy_first, energy_last, boot_min, boot_max FROM {table} WHERE {where} GROUP BY device"
+        q = (f"SELECT energy_first, energy_last, boot_min, boot_max, energy_max FROM {table} WHERE {where} "
+             "GROUP BY device")
     series = await influx.query(q, db=db, params=params)
     out: dict[str, list[Sample]] = {}
     width = DAY_MS if per_day else WINDOW_MS[resolution]
@@ -374,11 +377,17 @@ async def fetch_samples(
                 if e is not None:
                     samples.append(Sample(int(t), int(e), int(b) if b is not None else -1))
         else:
-            for t, first, last, bmin, bmax in s.values:
+            for t, first, last, bmin, bmax, emax in s.values:
                 if first is None or last is None:
                     continue
-                samples.append(Sample(int(t), int(first), int(bmin) if bmin is not None else -1))
-                samples.append(Sample(int(t) + width - 1, int(last), int(bmax) if bmax is not None else -1))
+                b0 = int(bmin) if bmin is not None else -1
+                b1 = int(bmax) if bmax is not None else -1
+                samples.append(Sample(int(t), int(first), b0))
+                if emax is not None and (last < first or b0 != b1) and emax > first:
+                    # A reset inside the window: the maximum is the register just before it, so the energy
+                    # before the reset (max - first) is kept; its time within the window is unknown.
+                    samples.append(Sample(int(t) + width // 2, int(emax), b0))
+                samples.append(Sample(int(t) + width - 1, int(last), b1))
     return out
 
 
@@ -396,15 +405,16 @@ async def fetch_peak(
     """Peak demand of the sum of the devices, computed inside InfluxDB from the 1-minute rollup.
 
     Per device, the register difference between the ends of consecutive clock-aligned 15-min windows
-    (``non_negative_difference(last(energy_last))``: resets give no value), windows above ``max_power_w``
-    dropped as spikes, summed over devices per window; the highest window wins. One row per window comes back.
+    (``non_negative_difference(last(energy_last))``: resets give no value), kept only when the previous window
+    had data too (``elapsed(...) = 1``: the first window after a gap would hold the whole gap's energy) and
+    below ``max_power_w`` (spikes), summed over devices per window; the highest window wins.
     """
     where, params = _scope_where(start_ms - QUARTER_MS, end_ms - 1, site, devices)
     outer = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
     limit = int(max_power_w * QUARTER_MS / 3600)  # mWh in 15 min at max power
-    q = (f"SELECT sum(d) AS s FROM (SELECT non_negative_difference(last(energy_last)) AS d "
-         f"FROM {_table(db, 'r1m')} WHERE {where} GROUP BY time(15m), device) "
-         f"WHERE {outer} AND d <= {limit} GROUP BY time(15m) fill(none)")
+    q = (f"SELECT sum(d) AS s FROM (SELECT non_negative_difference(last(energy_last)) AS d, "
+         f"elapsed(last(energy_last), 15m) AS e FROM {_table(db, 'r1m')} WHERE {where} GROUP BY time(15m), device) "
+         f"WHERE {outer} AND e = 1 AND d <= {limit} GROUP BY time(15m) fill(none)")
     series = await influx.query(q, db=db, params=params)
     best: tuple[float, int] | None = None
     for s in series:
