@@ -129,3 +129,26 @@ async def test_two_replicas_syncing_at_once_write_the_same_data(fake: FakeCkan, 
     stored = await store.tariffs()
     assert len(stored) == 9 and len({r.natural_key() for r in stored}) == 9
     assert len(await store.months()) == 24
+
+
+@pytest.mark.asyncio
+async def test_scheduler_waits_an_interval_after_success_and_retry_delay_after_failure(
+        fake: FakeCkan, store: AneelStore) -> None:
+    from backend.aneel_store import AneelScheduler
+    from backend.settings import Settings
+
+    settings = Settings(aneel_sync_interval_s=86400, aneel_retry_s=900)
+    async with client_for(fake) as c:
+        sched = AneelScheduler(settings, store, AneelData(store), SITES, c)
+        assert await sched._due_in() == 0.0  # never pulled: now
+        assert (await sched.run_once()).ok
+        assert 86000 < await sched._due_in() <= 86400
+        fake.inject("500", count=10)
+        assert not (await sched.run_once()).ok  # a failed manual pull does not advance a fresh schedule
+        assert 86000 < await sched._due_in() <= 86400
+        # Once the data is due, a failed pull is retried after aneel_retry_s: not a day later, not at once.
+        sched.settings = Settings(aneel_sync_interval_s=0.001, aneel_retry_s=900)
+        fake.inject("500", count=10)
+        assert not (await sched.run_once()).ok
+        assert 800 < await sched._due_in() <= 900
+        assert len(sched.data.tariffs.records) == 9  # the last good data is still loaded
