@@ -289,6 +289,7 @@ def test_config_storage_error_applies_without_persisting() -> None:
     m = meter()
     m.storage_fails = True
     (result,) = decode(m.receive(config(4, report_period_ms=2000, phase_cdeg=-150), START_MS + 10))
+    assert isinstance(result, frames.ConfigResult)
     assert (result.status, result.report_period_ms, result.phase_cdeg) == (frames.CONFIG_STORAGE_ERROR, 2000, -150)
     m.reboot(START_MS + 20)
     hello, *_ = decode(m.advance(START_MS + 20))
@@ -442,7 +443,7 @@ def test_stored_factory_gains_still_count_as_uncalibrated() -> None:
     assert not any(isinstance(f, frames.Log) and f.level == 2 for f in out)  # the EEPROM itself is fine
     assert readings(out)[0].flags & frames.FLAG_UNCALIBRATED
     (result,) = decode(m.receive(config(1, v_gain=FACTORY.v_gain + 1), START_MS + 1001))
-    assert result.status == frames.CONFIG_APPLIED
+    assert isinstance(result, frames.ConfigResult) and result.status == frames.CONFIG_APPLIED
     assert not readings(decode(m.advance(START_MS + 2000)))[0].flags & frames.FLAG_UNCALIBRATED
 
 
