@@ -229,6 +229,21 @@ def test_dropped_ack_on_the_way_to_the_meter_leads_to_a_resend(
     assert meter.truth().acked == {}  # no boot was ever acknowledged
 
 
+def test_power_cut_log_and_config_storage_fault_over_the_pty(runner: MeterRunner, gateways: list[Gateway]) -> None:
+    meter = runner.add_meter(report_period_ms=20)
+    gw = connect(meter, gateways)
+    meter.set_mains(False)
+    gw.until(lambda: [r for r in gw.readings() if r.flags & frames.FLAG_NO_SIGNAL and r.freq_mhz == 0], "NO_SIGNAL")
+    meter.set_mains(True)
+    meter.log(3, "sensor check failed")
+    gw.until(lambda: frames.Log(3, "sensor check failed") in gw.frames, "the LOG frame")
+    meter.set_storage_fails(True)
+    gw.send(frames.Config(77, report_period_ms=500))
+    result = gw.until(lambda: [f for f in gw.frames if isinstance(f, frames.ConfigResult)], "CONFIG_RESULT")[0]
+    assert (result.request_id, result.status, result.report_period_ms) == (77, frames.CONFIG_STORAGE_ERROR, 500)
+    gw.until(lambda: not gw.readings()[-1].flags & frames.FLAG_NO_SIGNAL, "readings with the power back")
+
+
 def test_clock_drift_and_truth_accessors_are_thread_safe(runner: MeterRunner) -> None:
     meter = runner.add_meter(report_period_ms=5)
     for ppm in (500, -500, 0) * 20:
