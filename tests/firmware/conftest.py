@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fwlib import FirmwareBuild, SimMeter, load_cds
+from tests.firmware.fwlib import FirmwareBuild, SimMeter, load_cds
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"

@@ -8,7 +8,7 @@ import ctypes
 from typing import Any
 
 import pytest
-from fwlib import Calib, Result
+from tests.firmware.fwlib import Calib, Result
 
 from gateway import frames
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from fwlib import FACTORY, Calib, Result, Wave
+from tests.firmware.fwlib import FACTORY, Calib, Result, Wave
 
 pytestmark = pytest.mark.firmware
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fwlib import SimMeter
+from tests.firmware.fwlib import SimMeter
 
 from gateway import frames
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from fwlib import FirmwareBuild
+from tests.firmware.fwlib import FirmwareBuild
 
 pytestmark = pytest.mark.firmware
 
