@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.firmware.fwlib import FirmwareBuild, SimMeter, load_cds
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ import ctypes
 from typing import Any
 
 import pytest
-from tests.firmware.fwlib import Calib, Result
 
 from gateway import frames
+from tests.firmware.fwlib import Calib, Result
 
 pytestmark = pytest.mark.firmware
 

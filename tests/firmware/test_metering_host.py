@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+
 from tests.firmware.fwlib import FACTORY, Calib, Result, Wave
 
 pytestmark = pytest.mark.firmware

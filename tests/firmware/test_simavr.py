@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.firmware.fwlib import SimMeter
 
 from gateway import frames
+from tests.firmware.fwlib import SimMeter
 
 pytestmark = pytest.mark.firmware
 
