@@ -170,9 +170,15 @@ class AnalyticsService:
         hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
         split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), self._windows(site))
         try:
-            return estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags, modality=modality)
+            bill = estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags, modality=modality)
         except TariffError as exc:
             raise NotFoundError(str(exc)) from exc
+        notes = []
+        if hourly.kwh_total == 0:
+            notes.append("nenhuma medição de energia no período: conta sem consumo")
+        elif hourly.gaps:
+            notes.append(f"{len(hourly.gaps)} lacuna(s) de dados no período: energia distribuída pelo intervalo")
+        return msgspec.structs.replace(bill, warnings=bill.warnings + notes) if notes else bill
 
     def _windows(self, site: SiteConfig) -> Any:
         try:
