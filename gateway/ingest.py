@@ -28,7 +28,7 @@ from gateway.stats import Stats
 
 log = logging.getLogger(__name__)
 
-_ACK_SYNC = frames.encode(frames.Sync())
+_SYNC = frames.encode(frames.Sync())
 _reading_check = msgspec.json.Decoder(contracts.Reading)
 
 
@@ -216,11 +216,15 @@ class Ingest:
         hello = session.hello
         if hello is None:
             self.stats.inc("readings_without_hello")
-            if session.should_sync(time.monotonic(), self.settings.serial.sync_interval_s) and link.write(_ACK_SYNC):
+            if session.should_sync(time.monotonic(), self.settings.serial.sync_interval_s) and link.write(_SYNC):
                 self.stats.inc("syncs_sent")
             return
         device, boot = hello.device, hello.boot_count
         prog = self._progress_for(device, boot)
+        fresh_first = r.flags & frames.FLAG_FIRST_AFTER_BOOT and not r.flags & frames.FLAG_RESENT
+        if fresh_first and prog.is_duplicate(r.seq):
+            self._resync(link, session, f"a new first reading (seq {r.seq}) on boot {boot}")
+            return
         batch.ack.add(link)
         view = self.devices.get(device)
         if prog.is_duplicate(r.seq):
@@ -268,6 +272,9 @@ class Ingest:
                 "next_seq": st.next_seq, "oldest_seq": st.oldest_seq, "sample_rate_hz": st.sample_rate_hz,
             }  # fmt: skip
         prog = self._progress_for(hello.device, hello.boot_count)
+        if st.next_seq <= prog.contiguous or any(s >= st.next_seq for s in prog.above):
+            self._resync(link, session, f"STATUS next_seq {st.next_seq} below the committed {prog.contiguous}")
+            return
         dropped, skipped = prog.meter_oldest(st.oldest_seq, st.dropped)
         if dropped or skipped:
             batch.progress[(hello.device, hello.boot_count)] = prog
@@ -278,6 +285,20 @@ class Ingest:
                 hello.device, hello.boot_count, dropped, skipped, st.oldest_seq,
             )  # fmt: skip
             batch.ack.add(link)
+
+    def _resync(self, link: SerialLink, session: Session, why: str) -> None:
+        """The meter rebooted without us hearing its HELLO: forget the old boot on this link and ask again.
+
+        Without this, the new boot's readings would be taken for duplicates (or, past the old seq, filed under
+        the old boot).
+        """
+        self.stats.error("boot_mismatch")
+        log.warning("%s: %s: the meter must have rebooted unheard; sending SYNC", link.port, why)
+        session.hello = None
+        session.status = None
+        session.last_sync_mono = time.monotonic()
+        if link.write(_SYNC):
+            self.stats.inc("syncs_sent")
 
     # --- links and downlink --------------------------------------------------------------------------------------
 

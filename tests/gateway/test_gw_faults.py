@@ -216,3 +216,22 @@ def test_meter_clock_drift_and_resends_keep_timestamps_on_the_gateway_clock(
     meter.replug()
     figures = check_delivery([meter], collector, gw, wait_for)
     assert figures["max_ts_error_ms"] < 100, figures
+
+
+def test_meter_reboot_with_its_hello_lost_is_detected_and_resynced(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    """The HELLO after a reset is lost on the wire: the gateway must not file the new boot's readings under the
+    old boot (or drop them as duplicates); its STATUS (next_seq below what was committed) gives it away."""
+    (meter,) = add_meters(sim, 1)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 100, 10, what="readings of boot 1")
+    meter.drop_next(1, "tx")
+    meter.reboot()
+    wait_for(lambda: any(b == 2 for _, b, _ in collector.keys(None)), 10, what="readings of boot 2")
+    figures = check_delivery([meter], collector, gw, wait_for)
+    assert gw.status()["errors"].get("boot_mismatch", 0) >= 1
+    assert figures["dropped_full"] == 0
