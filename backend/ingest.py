@@ -305,9 +305,10 @@ class IngestService:
 
     def _reject_written(self, item: _Item, exc: InfluxRejectedError) -> None:
         pending = item.pending
-        self.metrics.rejected.labels("influx_rejected").inc()
+        reason = "beyond_retention" if "beyond retention" in str(exc) else "influx_rejected"
+        self.metrics.rejected.labels(reason).inc()
         log.error("influx refused a message", extra={"topic": pending.msg.topic[:200], "error": str(exc)[:500]})
-        self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, "influx_rejected", str(exc))
+        self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, reason, str(exc))
         self._done(pending)
 
     # --- acknowledgements -------------------------------------------------------------------------------------

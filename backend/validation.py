@@ -21,7 +21,7 @@ from gateway.contracts import Reading, ReadingBatch
 
 REASONS: Final = (
     "oversize", "invalid_json", "schema", "bad_topic", "topic_mismatch", "future_timestamp",
-    "unrepresentable", "influx_rejected",
+    "unrepresentable", "influx_rejected", "beyond_retention",
 )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ def make_settings(broker: MosquittoService, influx: InfluxService, uid: str, **o
         mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=uid,
         mqtt_client_id=f"be-{uid}", mqtt_share_group=f"g-{uid}", jwt_secret=JWT_SECRET,
         rollup_interval_s=0.2, rollup_settle_s=0.1, ingest_flush_ms=20, log_level="WARNING",
+        aneel_sync_enabled=False, alerts_enabled=False,  # issue 6's jobs: no traffic beyond 127.0.0.1 here
     )
     base.update(overrides)
     return Settings(**base)
@@ -69,7 +70,8 @@ class Publisher:
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)
         self._lock = threading.Lock()
-        self._unacked: set[int] = set()
+        self._published = 0
+        self._acked = 0
         self.refused: list[tuple[int, int]] = []
         self._connected = threading.Event()
         self.connect_reason: Any = None
@@ -85,25 +87,25 @@ class Publisher:
         self._connected.set()
 
     def _on_publish(self, c: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
-        with self._lock:
-            self._unacked.discard(mid)
+        with self._lock:  # never held while calling into paho (paho calls us with its own locks held)
+            self._acked += 1
             if reason.is_failure:
                 self.refused.append((mid, reason.value))
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1) -> int:
-        with self._lock:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
-            if qos:
-                self._unacked.add(info.mid)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos:
+            with self._lock:
+                self._published += 1
         return info.mid
 
     def wait_all_acked(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                if not self._unacked:
-                    return
-                left = len(self._unacked)
+                left = self._published - self._acked
+            if left <= 0:
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{left} publishes not acknowledged by the broker")
             time.sleep(0.01)
