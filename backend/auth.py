@@ -26,10 +26,10 @@ from typing import Any, Final, Literal
 import jwt
 import msgspec
 from litestar import Request, post
-from litestar.params import JSONBody
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import JSONBody
 
 from backend.errors import ConfigError
 from backend.settings import Settings

@@ -14,7 +14,7 @@ from typing import Final
 
 import msgspec
 
-from backend.lineprotocol import LineProtocolError, reading_line
+from backend.lineprotocol import LineProtocolError, reading_formatter
 from backend.storage import Span
 from gateway import contracts
 from gateway.contracts import Reading, ReadingBatch
@@ -92,13 +92,14 @@ def parse_batch(
     out = ParsedBatch(batch.site, batch.gateway, [], {})
     limit = now_ms + max_future_ms
     spans = out.spans
+    line = reading_formatter(batch.site, batch.gateway)
     for r in batch.readings:
         if r.ts > limit:
             out.rejected.append(RejectedReading(r, "future_timestamp",
                                                 f"ts {r.ts} is more than {max_future_ms} ms ahead of {now_ms}"))
             continue
         try:
-            out.lines.append(reading_line(batch.site, batch.gateway, r))
+            out.lines.append(line(r))
         except LineProtocolError as exc:
             out.rejected.append(RejectedReading(r, "unrepresentable", str(exc)))
             continue

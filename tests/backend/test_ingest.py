@@ -152,3 +152,15 @@ def test_merge_windows_unites_overlaps_and_splits_long_ranges() -> None:
                                                 (172_800_000, 259_200_000)]
     many = merge_windows([(0, 60_000, {f"{i:016x}" for i in range(300)})], 60_000)
     assert many[0].devices is None
+
+
+def test_fast_formatter_matches_reading_line_and_refuses_non_finite() -> None:
+    from backend.lineprotocol import LineProtocolError, reading_formatter, reading_line
+
+    fmt = reading_formatter("site-1", "gw_2")
+    for r in [reading(device_id(3), 5, 1_700_000_000_000), reading(device_id(4), 0, 0, p=-12.5, energy=0)]:
+        assert fmt(r) == reading_line("site-1", "gw_2", r)
+    with pytest.raises(LineProtocolError):
+        fmt(reading(device_id(3), 6, 1, p=float("nan")))
+    assert reading_formatter("a b", "c,d=e")(reading(device_id(1), 1, 1)).startswith(
+        "readings,device=0000000000000001,gateway=c\\,d\\=e,site=a\\ b vrms=")
