@@ -235,3 +235,24 @@ def test_meter_reboot_with_its_hello_lost_is_detected_and_resynced(
     figures = check_delivery([meter], collector, gw, wait_for)
     assert gw.status()["errors"].get("boot_mismatch", 0) >= 1
     assert figures["dropped_full"] == 0
+
+
+def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    """The meter's u32 millisecond counter wraps 1.5 s after power-on, around when the gateway first opens the
+    port: readings resent after SYNC (and after an unplug) straddle the wrap; their timestamps stay right."""
+    (meter,) = add_meters(sim, 1, uptime_start_ms=2**32 - 1500)
+    collector = collector_factory(unique_id)
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    wait_for(lambda: collector.count() >= 10, 10, what="readings before the wrap")
+    meter.unplug()
+    n = len(meter.truth().produced)
+    wait_for(lambda: len(meter.truth().produced) >= n + 40, 10, what="readings across the wrap while unplugged")
+    meter.replug()
+    figures = check_delivery([meter], collector, gw, wait_for)
+    uptimes = [r.frame.uptime_ms for r in meter.truth().produced]
+    assert any(u < 10_000 for u in uptimes) and any(u > 2**32 - 10_000 for u in uptimes), "no wrap happened"
+    assert figures["max_ts_error_ms"] < 100, figures
