@@ -361,9 +361,9 @@ class MosquittoService(_ManagedProcess):
     def config_text(self) -> str:
         """The configuration this broker runs with."""
         lines = [f"# Written by sim/services.py from {self.base_config}; do not edit."]
+        lines += [f"{key} {value}".rstrip() for key, value in shipped_mosquitto_options(self.base_config)]
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise the broker drops to 'mosquitto' and cannot write workdir
-        lines += [f"{key} {value}".rstrip() for key, value in shipped_mosquitto_options(self.base_config)]
         lines += [
             f"persistence_location {self.data_dir}/",
             f"log_dest file {self.log_path}",
