@@ -3,6 +3,7 @@ subscriber checking every reading against the simulator's ground truth (see conf
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -202,20 +203,21 @@ def test_meter_clock_drift_and_resends_keep_timestamps_on_the_gateway_clock(
     sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
     gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
 ) -> None:  # fmt: skip
-    """A meter crystal 2 % fast: fresh readings re-anchor the uptime mapping, so neither they nor the readings
-    resent after an unplug drift away from the true measuring time."""
+    """A meter clock 10 % slow (far beyond a real crystal, to make the effect visible in seconds): fresh readings
+    re-anchor the uptime mapping, so neither they nor the readings resent after an unplug drift away from the
+    true measuring time (a mapping anchored once would be ~100 ms off per second of test)."""
     (meter,) = add_meters(sim, 1)
-    meter.set_drift_ppm(20_000)
+    meter.set_drift_ppm(-100_000)
     collector = collector_factory(unique_id)
     gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
     gw.start()
-    wait_for(lambda: collector.count() >= 50, 10, what="readings")
+    wait_for(lambda: collector.count() >= 150, 10, what="3 s of readings")
     meter.unplug()
     n = len(meter.truth().produced)
     wait_for(lambda: len(meter.truth().produced) >= n + 20, 10, what="readings while unplugged")
     meter.replug()
     figures = check_delivery([meter], collector, gw, wait_for)
-    assert figures["max_ts_error_ms"] < 100, figures
+    assert figures["max_ts_error_ms"] < 150, figures
 
 
 def test_meter_reboot_with_its_hello_lost_is_detected_and_resynced(
@@ -241,8 +243,8 @@ def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
     sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
     gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
 ) -> None:  # fmt: skip
-    """The meter's u32 millisecond counter wraps 1.5 s after power-on, around when the gateway first opens the
-    port: readings resent after SYNC (and after an unplug) straddle the wrap; their timestamps stay right."""
+    """The meter's u32 millisecond counter wraps 1.5 s after power-on, while it is unplugged (or, on a slow
+    machine, before): the readings resent after the replug straddle the wrap; their timestamps stay right."""
     (meter,) = add_meters(sim, 1, uptime_start_ms=2**32 - 1500)
     collector = collector_factory(unique_id)
     gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
@@ -250,9 +252,10 @@ def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
     wait_for(lambda: collector.count() >= 10, 10, what="readings before the wrap")
     meter.unplug()
     n = len(meter.truth().produced)
-    wait_for(lambda: len(meter.truth().produced) >= n + 40, 10, what="readings across the wrap while unplugged")
+    wait_for(lambda: len(meter.truth().produced) >= n + 40, 10, what="readings while unplugged")
+    wait_for(lambda: meter.truth().produced[-1].frame.uptime_ms < 2**31, 10, what="the counter wrapped")
     meter.replug()
     figures = check_delivery([meter], collector, gw, wait_for)
-    uptimes = [r.frame.uptime_ms for r in meter.truth().produced]
-    assert any(u < 10_000 for u in uptimes) and any(u > 2**32 - 10_000 for u in uptimes), "no wrap happened"
-    assert figures["max_ts_error_ms"] < 100, figures
+    uptimes = [r.frame.uptime_ms for r in meter.truth().produced if r.boot == 1]
+    assert any(b < a for a, b in itertools.pairwise(uptimes)), f"no wrap in {uptimes[:3]}..{uptimes[-3:]}"
+    assert figures["max_ts_error_ms"] < 500, figures  # a wrong wrap would be off by 49.7 days
