@@ -42,16 +42,18 @@ def test_downlink_config_applied_storage_error_undeliverable_timeout(
     gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
 ) -> None:  # fmt: skip
     meter = sim.add_meter(report_period_ms=PERIOD_MS, queue_capacity=256)
+    bystander = sim.add_meter(report_period_ms=PERIOD_MS, queue_capacity=256)
     collector = collector_factory(unique_id)
     gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
     gw.start()
-    wait_for(lambda: collector.count() >= 5, 10, what="first readings")
+    wait_for(lambda: len({k[0] for k in collector.keys(None)}) == 2, 10, what="readings from both meters")
     topic = contracts.config_topic(unique_id, gw.gateway, meter.device)
 
     publish(broker, topic, contracts.json_encoder.encode(contracts.ConfigRequest(request_id=7, report_period_ms=250)))
     wait_for(lambda: any(r.request_id == 7 for r in results(collector)), 10, what="result 7")
     (r7,) = [r for r in results(collector) if r.request_id == 7]
     assert (r7.device, r7.status, r7.report_period_ms) == (meter.device, "applied", 250)
+    assert (meter.model.report_period_ms, bystander.model.report_period_ms) == (250, PERIOD_MS)  # the right one
     wait_for(lambda: any(b'"report_period_ms":250' in p for p in collector.topic_payloads(meter.device)), 5,
              what="DeviceInfo with the new period")  # fmt: skip
 
