@@ -187,3 +187,34 @@ def test_two_replicas_one_killed_loses_nothing(
     assert count_points(influx, unique_id) == stream.total
     assert distinct_keys(influx, unique_id) == stream.expected
     print(f"\nreplica a wrote {a_gain:.0f} of {published_meanwhile} readings published while b was down")
+
+
+@pytest.mark.asyncio
+async def test_broker_restart_mid_stream_backend_resumes_loses_nothing(
+    broker: Any, influx: Any, unique_id: str, publisher_factory: Any, wait_for_async: Any,
+) -> None:
+    """Broker stopped while the backend still has unacknowledged messages: after the restart the persistent
+    session is resumed, in-flight messages are redelivered (acks of the old connection are dropped) and the
+    rest of the stream follows."""
+    settings = make_settings(broker, influx, unique_id, mqtt_receive_maximum=50)
+    app = create_app(settings)
+    async with AsyncTestClient(app):
+        ingest = app.state.services.ingest
+        assert await ingest.bridge.wait_connected(10)
+        stream = Stream(publisher_factory(broker), unique_id, "gw1", batches=400, per_batch=25, rate_hz=1e9)
+        topic = contracts.readings_topic(unique_id, "gw1")
+        pub = stream.pub
+        for k in range(200):
+            pub.publish(topic, stream.make(k))
+        pub.wait_all_acked()
+        broker.stop()  # graceful: the broker saves sessions and queues
+        broker.start()
+        await wait_for_async(lambda: ingest.bridge.connects >= 2 and ingest.bridge.connected, timeout=20,
+                             what="backend reconnected")
+        pub2 = publisher_factory(broker)
+        for k in range(200, 400):
+            pub2.publish(topic, stream.make(k))
+        pub2.wait_all_acked()
+        await wait_for_async(lambda: count_points(influx, unique_id) == stream.total, timeout=30,
+                             what="every reading stored after the broker restart")
+        assert distinct_keys(influx, unique_id) == stream.expected
