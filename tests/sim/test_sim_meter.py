@@ -457,3 +457,65 @@ def test_reset_without_saving_restarts_the_register_from_the_last_minute_save() 
     # with the brown-out save, nothing whole is lost
     m.reboot(START_MS + 99_000)
     assert m.energy_mwh >= got[5].energy_mwh
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("time"), st.integers(1, 5000)),
+        st.tuples(st.just("ack"), st.integers(-3, 40)),
+        st.tuples(st.just("ack-other-boot"), st.integers(0, 40)),
+        st.tuples(st.just("sync"), st.just(0)),
+        st.tuples(st.just("reboot"), st.integers(0, 1)),
+        st.tuples(st.just("config"), st.integers(0, 2000)),
+        st.tuples(st.just("garbage"), st.binary(max_size=30)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_ground_truth_accounts_for_every_reading_whatever_happens(ops: list[tuple[str, object]]) -> None:
+    m = meter(report_period_ms=100, queue_capacity=6)
+    now = START_MS
+    last_energy = 0
+    seen_fresh: dict[int, int] = {}
+    for op, arg in ops:
+        out: list[frames.Frame] = []
+        if op == "time":
+            assert isinstance(arg, int)
+            now += arg
+            out = decode(m.advance(now))
+        elif op in ("ack", "ack-other-boot"):
+            assert isinstance(arg, int)
+            boot = m.boot_count if op == "ack" else m.boot_count + 1
+            out = decode(m.receive(ack(boot, max(0, m.next_seq - 1 + arg if arg < 0 else arg)), now))
+        elif op == "sync":
+            out = decode(m.receive(frames.encode(frames.Sync()), now))
+        elif op == "reboot":
+            m.reboot(now, save_energy=bool(arg))
+            out = decode(m.advance(now))
+        elif op == "config":
+            assert isinstance(arg, int)
+            out = decode(m.receive(config(1, report_period_ms=arg), now))
+        else:
+            assert isinstance(arg, bytes)
+            m.receive(arg + b"\x00", now)
+        hello_boots = [f.boot_count for f in out if isinstance(f, frames.Hello)]
+        if hello_boots:
+            seen_fresh[hello_boots[-1]] = seen_fresh.get(hello_boots[-1], 0)
+        for r in fresh(out):  # first transmissions come in seq order, one by one, within a boot
+            assert r.seq == seen_fresh.get(m.boot_count, 0) + 1
+            seen_fresh[m.boot_count] = r.seq
+            if op != "reboot":
+                assert r.energy_mwh >= last_energy
+            last_energy = r.energy_mwh
+        status = m.status()
+        assert status.queued <= 6 and status.oldest_seq <= status.next_seq
+        truth = m.truth()
+        produced = truth.keys()
+        released = {k for k in produced if k[1] <= truth.acked.get(k[0], 0)}
+        unacked = set(truth.unacked)
+        assert not (truth.lost & truth.dropped) and not (unacked & (truth.lost | truth.dropped | released))
+        assert produced == released | truth.dropped | truth.lost | unacked
+        assert truth.must_have() <= released and not (truth.must_have() & truth.may_miss())
