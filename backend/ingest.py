@@ -20,6 +20,7 @@ Flow (all on the asyncio loop; paho's thread only hands messages over, see backe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -29,6 +30,13 @@ from typing import Final
 import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
+from backend.adoption import (
+    PRESENCE_ROOT,
+    SessionAdopter,
+    presence_decoder,
+    presence_payload,
+    presence_topic,
+)
 from backend.errors import InfluxRejectedError, InfluxUnavailableError, MqttUnavailableError
 from backend.metrics import Metrics
 from backend.mqtt import Incoming, MqttBridge
@@ -98,12 +106,17 @@ class IngestService:
         self.registry = registry
         self.metrics = metrics
         group = settings.mqtt_share_group
+        me = settings.resolved_client_id()
+        self.presence_topic = presence_topic(group, me)
         self.bridge = MqttBridge(settings, self.on_message, [
             (f"$share/{group}/{contracts.READINGS_FILTER}", 1),
             (contracts.STATUS_FILTER, 1),
             (contracts.DEVICES_FILTER, 1),
             (contracts.CONFIG_RESULT_FILTER, 1),
-        ])
+            (presence_topic(group, "+"), 1),
+        ], will=(self.presence_topic, presence_payload(me, False)),
+            birth=(self.presence_topic, presence_payload(me, True)))
+        self.adopter = SessionAdopter(self) if settings.mqtt_adopt_after_s > 0 else None
         self._acks: deque[_Pending] = deque()
         self._current = _Batch()
         self._sealed: asyncio.Queue[_Batch] = asyncio.Queue()
@@ -118,6 +131,8 @@ class IngestService:
         for i in range(max(1, self.settings.ingest_writes_in_flight)):
             self._writers.append(asyncio.create_task(self._writer(), name=f"ingest-writer-{i}"))
         await self.bridge.start()
+        if self.adopter is not None:
+            await self.adopter.start()
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Write and acknowledge what is pending (bounded wait), then disconnect; the rest is redelivered."""
@@ -125,6 +140,12 @@ class IngestService:
         deadline = time.monotonic() + drain_timeout
         while (self._busy or not self._sealed.empty()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        if self.adopter is not None:
+            await self.adopter.stop()
+        if self.bridge.connected:  # a clean DISCONNECT sends no will: say we are gone, so a peer may adopt us
+            with contextlib.suppress(MqttUnavailableError):
+                await self.bridge.publish(self.presence_topic, presence_payload(self.bridge.client_id, False),
+                                          retain=True, timeout=2.0)
         await self.bridge.stop()
         for task in [*self._writers, *self._tasks]:
             task.cancel()
@@ -143,6 +164,8 @@ class IngestService:
         try:
             if msg.topic.endswith("/up/readings"):
                 self._on_readings(pending)
+            elif msg.topic.startswith(PRESENCE_ROOT + "/"):
+                self._on_presence(pending)
             else:
                 self._on_state(pending)
         except Exception as exc:  # a bug must not stop ingest: keep the message aside and go on
@@ -172,6 +195,17 @@ class IngestService:
             pending.remaining += 1
             self._add(_Item(pending, parsed))
         self.metrics.messages.labels("readings", "accepted" if parsed.lines else "rejected").inc()
+
+    def _on_presence(self, pending: _Pending) -> None:
+        if not pending.msg.payload:
+            return
+        try:
+            presence = presence_decoder.decode(pending.msg.payload)
+        except msgspec.DecodeError as exc:
+            self._reject(pending, Rejection("schema", str(exc)))
+            return
+        if self.adopter is not None:
+            self.adopter.on_presence(presence)
 
     def _on_state(self, pending: _Pending) -> None:
         msg = pending.msg
@@ -320,5 +354,6 @@ class IngestService:
     def _drain_acks(self) -> None:
         acks = self._acks
         while acks and acks[0].remaining <= 0:
-            self.bridge.ack(acks.popleft().msg)
+            msg = acks.popleft().msg
+            (msg.bridge or self.bridge).ack(msg)
         self.metrics.inflight.set(len(acks))

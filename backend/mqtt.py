@@ -39,6 +39,9 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_SESSION_TAKEN_OVER = 0x8E
+"""DISCONNECT reason: another connection with our client id took the session over."""
+
 
 @dataclass(slots=True, frozen=True)
 class Incoming:
@@ -50,6 +53,8 @@ class Incoming:
     qos: int
     retain: bool
     generation: int
+    bridge: MqttBridge | None = None
+    """The connection that delivered it (acks go back through the same one)."""
 
 
 class MqttBridge:
@@ -63,11 +68,18 @@ class MqttBridge:
         *,
         client_id: str | None = None,
         on_connect: Callable[[bool], None] | None = None,
+        will: tuple[str, bytes] | None = None,
+        birth: tuple[str, bytes] | None = None,
+        on_taken_over: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.client_id = client_id or settings.resolved_client_id()
         self._on_message_cb = on_message
         self._on_connect_cb = on_connect
+        self._will = will
+        self._birth = birth
+        self._on_taken_over = on_taken_over
+        self.taken_over = False
         self._subscriptions = list(subscriptions)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -92,6 +104,8 @@ class MqttBridge:
         if s.mqtt_tls:
             client.tls_set(ca_certs=s.mqtt_ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
+        if self._will is not None:
+            client.will_set(self._will[0], self._will[1], qos=1, retain=True)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -152,6 +166,8 @@ class MqttBridge:
         self.connects += 1
         if self._subscriptions:
             client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in self._subscriptions])
+        if self._birth is not None:
+            client.publish(self._birth[0], self._birth[1], qos=1, retain=True)
         log.info("mqtt connected", extra={"client_id": self.client_id,
                                           "session_present": bool(flags.session_present)})
         self._call(self._connected_in_loop, bool(flags.session_present))
@@ -165,13 +181,17 @@ class MqttBridge:
         with self._lock:
             self._generation += 1
             self._connected = False
+        if getattr(reason, "value", 0) == _SESSION_TAKEN_OVER and self._on_taken_over is not None:
+            self.taken_over = True
+            client.disconnect()  # stops paho's reconnect loop: the owner has its session back
+            self._call(self._on_taken_over)
         self.last_error = f"disconnected: {reason}"
         log.warning("mqtt disconnected", extra={"reason": str(reason), "client_id": self.client_id})
         self._call(self._connected_event.clear)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._call(self._on_message_cb, Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
-                                                 bool(msg.retain), self._generation))
+                                                 bool(msg.retain), self._generation, self))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._call(self._published, mid, getattr(reason, "value", 0))

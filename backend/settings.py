@@ -72,6 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cap it lower, Mosquitto's max_inflight_messages). Bounds memory while InfluxDB is slow or down."""
     mqtt_keepalive_s: int = 30
     """MQTT keepalive."""
+    mqtt_adopt_after_s: float = 10.0
+    """A peer replica (same share group) offline this long has its session adopted by a survivor, which then
+    ingests the peer's queue and share until it returns (backend/adoption.py). 0 disables adoption."""
 
     # --- ingest --------------------------------------------------------------------------------------------
     ingest_enabled: bool = True
@@ -207,6 +210,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{ENV_PREFIX}INFLUX_DB: {self.influx_db!r} must match [A-Za-z0-9_-]{{1,64}}")
         if not re.fullmatch(r"^[A-Za-z0-9_.-]{1,64}$", self.mqtt_share_group):
             raise ConfigError(f"{ENV_PREFIX}MQTT_SHARE_GROUP must match [A-Za-z0-9_.-]{{1,64}}")
+        if not re.fullmatch(r"^[A-Za-z0-9_.-]{1,128}$", self.resolved_client_id()):
+            raise ConfigError(f"{ENV_PREFIX}MQTT_CLIENT_ID must match [A-Za-z0-9_.-]{{1,128}} (it is a topic level)")
         if not 1 <= self.mqtt_receive_maximum <= 65535:
             raise ConfigError(f"{ENV_PREFIX}MQTT_RECEIVE_MAXIMUM must be within 1..65535")
         for user in self.users:

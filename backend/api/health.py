@@ -36,7 +36,8 @@ async def ready(services: NamedDependency[Any]) -> Response[dict[str, Any]]:
     ingest = services.ingest
     if ingest is not None:
         checks["mqtt"] = {"ok": ingest.bridge.connected, "client_id": ingest.bridge.client_id,
-                          "unacked": ingest.unacked}
+                          "unacked": ingest.unacked,
+                          "adopted_sessions": sorted(ingest.adopter.adopted) if ingest.adopter else []}
         if not ingest.bridge.connected:
             checks["mqtt"]["error"] = ingest.bridge.last_error or "not connected yet"
     ok = all(c["ok"] for c in checks.values())

@@ -205,6 +205,9 @@ class BackendProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def ready(self) -> dict[str, Any]:
+        return httpx.get(f"http://{HOST}:{self.port}/ready", timeout=5).json()  # type: ignore[no-any-return]
+
     def metrics(self) -> str:
         return httpx.get(f"http://{HOST}:{self.port}/metrics", timeout=5).text
 
