@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-    python3 python3-venv python3-dev build-essential pkg-config
+    python3 python3-venv python3-dev build-essential pkg-config openssl
     mosquitto mosquitto-clients influxdb influxdb-client
     gcc-avr avr-libc binutils-avr simavr libsimavr-dev libelf-dev
 )
