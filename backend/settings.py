@@ -116,7 +116,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # --- rollups -------------------------------------------------------------------------------------------
     rollup_enabled: bool = True
-    """Run the rollup worker (idempotent: several replicas may run it)."""
+    """Run the rollup worker on this replica (idempotent: several may run it; at least one must). Every replica
+    writes dirty marks either way."""
     rollup_interval_s: float = 5.0
     """Pause between rollup passes."""
     rollup_settle_s: float = 2.0

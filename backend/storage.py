@@ -122,6 +122,6 @@ class ReadingStore:
         if not lines:
             return
         await self.influx.write(lines, self.settings.influx_db, rp=RP_RAW, precision="ms")
-        if self.settings.rollup_enabled and spans:
+        if spans:  # always: the rollup worker may run on another replica
             marks = dirty_mark_lines(spans, self.writer_id, self._mark_time(len(spans)))
             await self.influx.write(marks, self.settings.influx_db, rp=RP_MARKS, precision="ns")

@@ -164,3 +164,34 @@ def test_fast_formatter_matches_reading_line_and_refuses_non_finite() -> None:
         fmt(reading(device_id(3), 6, 1, p=float("nan")))
     assert reading_formatter("a b", "c,d=e")(reading(device_id(1), 1, 1)).startswith(
         "readings,device=0000000000000001,gateway=c\\,d\\=e,site=a\\ b vrms=")
+
+
+@pytest.mark.asyncio
+async def test_rollups_by_another_replica_see_writes_of_a_replica_without_worker(
+    broker: Any, influx: Any, unique_id: str, publisher_factory: Any, wait_for_async: Any,
+) -> None:
+    """A replica with BACKEND_ROLLUP_ENABLED=false still writes dirty marks; another replica's worker uses them."""
+    from litestar.testing import AsyncTestClient
+
+    from backend.app import create_app
+    from backend.influx import InfluxClient
+    from backend.rollups import RollupWorker
+    from tests.backend.conftest import make_settings
+
+    settings = make_settings(broker, influx, unique_id, rollup_enabled=False)
+    app = create_app(settings)
+    async with AsyncTestClient(app):
+        ingest = app.state.services.ingest
+        assert await ingest.bridge.wait_connected(10)
+        pub = publisher_factory(broker)
+        now = int(time.time() * 1000)
+        readings = [reading(device_id(2), s, now - 90_000 + s * 1000) for s in range(30)]
+        pub.publish(contracts.readings_topic(unique_id, "gw1"), batch_bytes(unique_id, "gw1", readings))
+        await wait_for_async(lambda: ingest.written_readings == 30 and ingest.unacked == 0, timeout=10,
+                             what="written and acked")
+    assert influx.rows(f'SELECT * FROM "{unique_id}"."r1m"."readings"', db=unique_id) == []
+    async with InfluxClient(influx.url) as client:
+        worker = RollupWorker(client, settings)
+        assert await worker.run_once(now_ns=time.time_ns() + 10**9) >= 2
+    rows = influx.rows(f'SELECT sum(n) FROM "{unique_id}"."r1m"."readings"', db=unique_id)
+    assert rows[0]["sum"] == 30
