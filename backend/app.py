@@ -149,8 +149,19 @@ def _backend_error(request: Request[Any, Any, Any], exc: BackendError) -> Respon
     return Response({"status_code": 503, "detail": "Serviço temporariamente indisponível."}, status_code=503)
 
 
+_DEFAULT_DETAIL_PT = {
+    "Not Found": "Recurso não encontrado.",
+    "Method Not Allowed": "Método não permitido.",
+    "Internal Server Error": "Erro interno do servidor.",
+    "Bad Request": "Requisição inválida.",
+    "Unauthorized": "Autenticação necessária.",
+    "Forbidden": "Acesso negado.",
+    "Request Entity Too Large": "Requisição grande demais.",
+}
+
+
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    detail = exc.detail
+    detail = _DEFAULT_DETAIL_PT.get(exc.detail, exc.detail)
     if exc.status_code == 400 and getattr(exc, "extra", None):
         detail = "Requisição inválida: verifique os parâmetros."
     body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}

@@ -30,6 +30,8 @@ async def test_tokens_for_configured_users_and_roles_enforced(broker: Any, influ
     async with AsyncTestClient(app) as client:
         for path in ("/health", "/ready", "/metrics", "/docs/openapi.json"):
             assert (await client.get(path)).status_code == 200, path
+        missing = await client.get("/api/v1/nada", headers={"Authorization": "Bearer x"})
+        assert missing.status_code == 404 and missing.json()["detail"] == "Recurso não encontrado."
         bad = await client.post("/api/v1/auth/token", json={"username": "ana", "password": "errada"})
         assert bad.status_code == 401 and bad.json()["detail"] == "Usuário ou senha incorretos."
         unknown = await client.post("/api/v1/auth/token", json={"username": "zé", "password": "x"})
