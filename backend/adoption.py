@@ -10,9 +10,10 @@ the same group has been offline for ``mqtt_adopt_after_s`` seconds, the online r
 id connects a second MQTT client *with the peer's client id* (``clean_start=False``): it resumes the peer's
 session, receives its queue and its share of new messages, and feeds them into its own ingest (same batching,
 ack after write). When the peer comes back it connects with its id, the broker takes the session over
-(DISCONNECT 0x8E to the adopter), the adopter stops for good, and the messages it had not acknowledged yet are
-redelivered to the peer — rewritten idempotently. Choosing one adopter by client id keeps two survivors from
-taking the session from each other.
+and drops the adopter's connection, the adopter stops for good (an adopter never reconnects by itself; if its
+connection is lost while the peer is still absent, e.g. a broker restart, adoption starts again after the
+delay), and the messages it had not acknowledged yet are redelivered to the peer — rewritten idempotently.
+Choosing one adopter by client id keeps two survivors from taking the session from each other.
 """
 
 from __future__ import annotations
@@ -108,13 +109,15 @@ class SessionAdopter:
     async def _adopt(self, peer: str) -> None:
         log.warning("adopting the session of an absent replica", extra={"peer": peer, "adopter": self.me})
 
-        def taken_over() -> None:
+        def lost() -> None:
             bridge = self.adopted.pop(peer, None)
             if bridge is not None:
-                log.info("peer took its session back", extra={"peer": peer})
+                log.info("adopted session ended", extra={"peer": peer, "peer_online": self.online.get(peer)})
                 asyncio.get_running_loop().create_task(bridge.stop())
+            if not self.online.get(peer):  # e.g. a broker restart: adopt again after the delay
+                self.offline_since.setdefault(peer, time.monotonic())
 
-        bridge = MqttBridge(self.settings, self.ingest.on_message, [], client_id=peer, on_taken_over=taken_over)
+        bridge = MqttBridge(self.settings, self.ingest.on_message, [], client_id=peer, on_lost=lost)
         self.adopted[peer] = bridge
         self.offline_since.pop(peer, None)
         await bridge.start()

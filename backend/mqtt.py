@@ -39,8 +39,6 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_SESSION_TAKEN_OVER = 0x8E
-"""DISCONNECT reason: another connection with our client id took the session over."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,7 +68,7 @@ class MqttBridge:
         on_connect: Callable[[bool], None] | None = None,
         will: tuple[str, bytes] | None = None,
         birth: tuple[str, bytes] | None = None,
-        on_taken_over: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.client_id = client_id or settings.resolved_client_id()
@@ -78,8 +76,8 @@ class MqttBridge:
         self._on_connect_cb = on_connect
         self._will = will
         self._birth = birth
-        self._on_taken_over = on_taken_over
-        self.taken_over = False
+        self._on_lost = on_lost
+        self.lost = False
         self._subscriptions = list(subscriptions)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -181,10 +179,12 @@ class MqttBridge:
         with self._lock:
             self._generation += 1
             self._connected = False
-        if getattr(reason, "value", 0) == _SESSION_TAKEN_OVER and self._on_taken_over is not None:
-            self.taken_over = True
-            client.disconnect()  # stops paho's reconnect loop: the owner has its session back
-            self._call(self._on_taken_over)
+        if self._on_lost is not None and not self.lost:
+            # A one-shot connection (session adoption): never reconnect by itself. Mosquitto 2.0.11 closes a
+            # taken-over session with reason 0x80 rather than 0x8E, so any loss ends it; the owner decides.
+            self.lost = True
+            client.disconnect()  # stops paho's reconnect loop
+            self._call(self._on_lost)
         self.last_error = f"disconnected: {reason}"
         log.warning("mqtt disconnected", extra={"reason": str(reason), "client_id": self.client_id})
         self._call(self._connected_event.clear)
