@@ -28,6 +28,8 @@ from typing import IO, Final
 
 import httpx
 
+from gateway.contracts import MAX_BATCH, Reading, ReadingBatch, json_encoder
+from sim.loads import Household
 from sim.services import InfluxService, MosquittoService
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -158,7 +160,7 @@ class System:
         devices = ", ".join(f'"{d}"' for d in self.devices)
         path.write_text(
             "# Written by python -m sim.system for the local demo; see docs/analytics.md.\n"
-            f'[[site]]\nid = "{SITE}"\nname = "Casa de demonstração"\ndistributor = "CEMIG-D"\n'
+            f'[[site]]\nid = "{SITE}"\nname = "Casa de demonstração"\ndistributor = "LIGHT SESA"\n'
             'subgroup = "B1"\nmodality = "Convencional"\nicms = "0.18"\npis = "0.0110"\ncofins = "0.0507"\n'
             f"billing_day = 0\nphases = 2\nnominal_voltage = {self.args.voltage}\ndevices = [{devices}]\n"
         )
@@ -238,12 +240,51 @@ class System:
                     child.log.close()
                 child.start()
 
+    def token(self) -> str:
+        api = f"http://127.0.0.1:{self.backend_port}"
+        r = httpx.post(f"{api}/api/v1/auth/token", json={"username": ADMIN_USER, "password": self.password},
+                       timeout=10)
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
+    def seed_history(self) -> int:
+        """Give the dashboard something to show from the first minute: ``--history-days`` of one-minute readings
+        per meter (boot 0, before the live meters' first boot), sent through the HTTP ingest
+        (``POST /api/v1/aicss/dados``) exactly as a meter without a gateway would. Done once per state folder:
+        the readings' timestamps come from the clock, so a second run would not overwrite the first."""
+        days = self.args.history_days
+        marker = self.state / "history-seeded"
+        if days <= 0 or marker.exists():
+            return 0
+        api = f"http://127.0.0.1:{self.backend_port}/api/v1/aicss/dados"
+        headers = {"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"}
+        end_s = int(time.time()) // 60 * 60 - 120
+        start_s = end_s - int(days * 86400)
+        sent = 0
+        with httpx.Client(timeout=60) as client:
+            for index, device in enumerate(self.devices):
+                house = Household(f"{self.args.seed}/history/{index}", self.args.voltage)
+                energy_mwh = 0.0
+                batch: list[Reading] = []
+                for seq, t in enumerate(range(start_s, end_s, 60), start=1):
+                    x = house.sample(t)
+                    energy_mwh += x.p * 60 / 3.6  # W over 60 s -> mWh
+                    batch.append(Reading(device=device, boot=0, seq=seq, ts=t * 1000, vrms=round(x.vrms, 2),
+                                         irms=round(x.irms, 3), p=round(x.p, 1), s=round(x.s, 1),
+                                         pf=round(max(-1.0, min(1.0, x.pf)), 3), freq=round(x.freq, 3),
+                                         energy_mwh=int(energy_mwh)))
+                    if len(batch) == MAX_BATCH or t + 60 >= end_s:
+                        body = json_encoder.encode(ReadingBatch(site=SITE, gateway="historico", readings=batch))
+                        client.post(api, content=body, headers=headers).raise_for_status()
+                        sent += len(batch)
+                        batch = []
+        marker.write_text(f"{sent} readings, {days} days\n")
+        return sent
+
     def smoke(self) -> bool:
         """True once every meter has readings queryable through the REST API."""
         api = f"http://127.0.0.1:{self.backend_port}"
-        token = httpx.post(f"{api}/api/v1/auth/token", json={"username": ADMIN_USER, "password": self.password},
-                           timeout=10).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {self.token()}"}
         deadline = time.monotonic() + self.args.timeout
         seen: dict[str, int] = {}
         while time.monotonic() < deadline:
@@ -255,9 +296,26 @@ class System:
                     seen[device] = len(r.json().get("points", []))
             if len(seen) == len(self.devices) and all(seen.values()):
                 print(f"CDS smoke: leituras consultáveis pela API para todos os medidores: {seen}", flush=True)
+                break
+            time.sleep(0.5)
+        else:
+            print(f"CDS smoke: FALHOU, leituras vistas: {seen}; logs em {self.logs}", flush=True)
+            return False
+        if self.args.history_days <= 0:
+            return True
+        # The history lands in the rollups a little later (backend-managed, eventually consistent).
+        kwh = 0.0
+        while time.monotonic() < deadline:
+            self.supervise_once()
+            r = httpx.get(f"{api}/api/v1/analytics/consumo", params={"site": SITE, "granularidade": "day"},
+                          headers=headers, timeout=30)
+            r.raise_for_status()
+            kwh = float(r.json()["kwh_total"])
+            if kwh >= 0.1:  # live meters alone give a few Wh; this much is the history
+                print(f"CDS smoke: consumo do local {SITE} nos últimos 7 dias: {kwh:.3f} kWh", flush=True)
                 return True
             time.sleep(0.5)
-        print(f"CDS smoke: FALHOU, leituras vistas: {seen}; logs em {self.logs}", flush=True)
+        print(f"CDS smoke: FALHOU, consumo do histórico não apareceu ({kwh} kWh); logs em {self.logs}", flush=True)
         return False
 
     def stop(self) -> None:
@@ -281,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-port", type=int, default=8000)
     ap.add_argument("--status-port", type=int, default=8080)
     ap.add_argument("--aneel-port", type=int, default=18765)
+    ap.add_argument("--history-days", type=float, default=28.0,
+                    help="days of one-minute demo history per meter sent at first start (0 = none)")
     ap.add_argument("--smoke", action="store_true", help="exit 0 once readings are queryable (self-test)")
     ap.add_argument("--timeout", type=float, default=120.0, help="--smoke deadline, seconds")
     args = ap.parse_args(argv)
@@ -291,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         system.start()
         system.wait_http(f"http://127.0.0.1:{system.backend_port}/health", 90)
         system.wait_http(f"http://127.0.0.1:{system.status_port}/status.json", 60)
+        seeded = system.seed_history()
+        if seeded:
+            print(f"CDS: histórico de demonstração: {seeded} leituras de {args.history_days} dias enviadas "
+                  "pela API HTTP", flush=True)
         system.banner()
         if args.smoke:
             return 0 if system.smoke() else 1
