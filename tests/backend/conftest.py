@@ -33,6 +33,35 @@ JWT_SECRET = "test-secret-" + "x" * 24
 REPO = Path(__file__).resolve().parents[2]
 
 
+_SESSIONS: list[tuple[str, int, str]] = []
+"""(host, port, client id) of every backend session a test created, purged after the test."""
+
+
+def purge_session(host: str, port: int, client_id: str) -> None:
+    """Remove a persistent session from the broker (connect with clean start and no expiry, then leave).
+
+    Otherwise every finished test leaves a session (with a shared subscription) that the session broker keeps
+    queueing into for the rest of the run."""
+    done = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda *a: done.set()
+    try:
+        c.connect(host, port, clean_start=True)
+    except OSError:
+        return
+    c.loop_start()
+    done.wait(3)
+    c.disconnect()
+    c.loop_stop()
+
+
+@pytest.fixture(autouse=True)
+def _purge_backend_sessions() -> Iterator[None]:
+    yield
+    while _SESSIONS:
+        purge_session(*_SESSIONS.pop())
+
+
 def make_settings(broker: MosquittoService, influx: InfluxService, uid: str, **overrides: Any) -> Settings:
     """Settings for one test: its own database and client id; fast flushes and rollups."""
     base: dict[str, Any] = dict(
@@ -42,7 +71,9 @@ def make_settings(broker: MosquittoService, influx: InfluxService, uid: str, **o
         aneel_sync_enabled=False, alerts_enabled=False,  # issue 6's jobs: no traffic beyond 127.0.0.1 here
     )
     base.update(overrides)
-    return Settings(**base)
+    settings = Settings(**base)
+    _SESSIONS.append((broker.host, broker.port, settings.resolved_client_id()))
+    return settings
 
 
 def device_id(i: int) -> str:
