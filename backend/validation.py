@@ -91,9 +91,18 @@ def parse_batch(
                                           f"under {site}/{gateway}")
     out = ParsedBatch(batch.site, batch.gateway, [], {})
     limit = now_ms + max_future_ms
-    spans = out.spans
     line = reading_formatter(batch.site, batch.gateway)
-    for r in batch.readings:
+    readings = batch.readings
+    if max(r.ts for r in readings) <= limit:  # the common case: format the whole batch in one go
+        try:
+            out.lines = [line(r) for r in readings]
+        except LineProtocolError:
+            out.lines = []
+        else:
+            out.spans = _spans(readings)
+            return out
+    kept = []
+    for r in readings:
         if r.ts > limit:
             out.rejected.append(RejectedReading(r, "future_timestamp",
                                                 f"ts {r.ts} is more than {max_future_ms} ms ahead of {now_ms}"))
@@ -103,9 +112,21 @@ def parse_batch(
         except LineProtocolError as exc:
             out.rejected.append(RejectedReading(r, "unrepresentable", str(exc)))
             continue
-        span = spans.get(r.device)
-        if span is None:
-            spans[r.device] = (r.ts, r.ts)
-        elif r.ts < span[0] or r.ts > span[1]:
-            spans[r.device] = (min(span[0], r.ts), max(span[1], r.ts))
+        kept.append(r)
+    out.spans = _spans(kept)
     return out
+
+
+def _spans(readings: list[Reading]) -> dict[str, Span]:
+    """(first, last) measured time per device."""
+    acc: dict[str, list[int]] = {}
+    for r in readings:
+        t = r.ts
+        span = acc.get(r.device)
+        if span is None:
+            acc[r.device] = [t, t]
+        elif t > span[1]:
+            span[1] = t
+        elif t < span[0]:
+            span[0] = t
+    return {d: (lo, hi) for d, (lo, hi) in acc.items()}
