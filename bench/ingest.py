@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -96,7 +97,10 @@ class Backend:
                     "BACKEND_INGEST_FLUSH_MS": "20"})
         env.update(extra_env or {})
         self.log = open(workdir / f"backend-{db}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=REPO, env=env, stdout=self.log,
+        command = [sys.executable, "-m", "backend"]
+        if shutil.which("setpriv"):  # dies with the bench even if it is killed
+            command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
+        self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,8 +209,12 @@ class BackendProcess:
         return env
 
     def start(self, timeout: float = 30.0) -> None:
+        command = [sys.executable, "-m", "backend"]
+        setpriv = shutil.which("setpriv")
+        if setpriv:  # SIGTERM the backend if the test process dies without its teardown (e.g. a timeout)
+            command = [setpriv, "--pdeathsig", "TERM", "--", *command]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=REPO, env=self.env(),
+            self.proc = subprocess.Popen(command, cwd=REPO, env=self.env(),
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
