@@ -14,6 +14,7 @@ resistance when heavy loads run (the lights dim when the shower starts); resisti
 
 from __future__ import annotations
 
+import abc
 import bisect
 import datetime as dt
 import math
@@ -63,7 +64,7 @@ def _wobble(sines: _SINES, t: float) -> float:
     return sum(a * math.sin(w * t + ph) for a, w, ph in sines)
 
 
-class Appliance:
+class Appliance(abc.ABC):
     """Base class: events drawn per local day, looked up by time. Subclasses define ``_day`` and ``power``."""
 
     name: str = "appliance"
@@ -77,7 +78,8 @@ class Appliance:
         return random.Random(f"{self.seed}/{self.name}/{day}")
 
     def _day(self, day: int, midnight: float, rng: random.Random) -> list[Event]:
-        raise NotImplementedError
+        """The day's switching events; an always-on appliance (standby) has none."""
+        return []
 
     def _events(self, day: int) -> tuple[list[float], list[Event]]:
         cached = self._days.get(day)
@@ -100,9 +102,9 @@ class Appliance:
                 return events[i]
         return None
 
+    @abc.abstractmethod
     def power(self, t: float, v_ratio: float) -> tuple[float, float]:
         """(P W, Q var) at ``t`` with the supply at ``v_ratio`` x nominal."""
-        raise NotImplementedError
 
 
 class Refrigerator(Appliance):

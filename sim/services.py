@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import os
@@ -116,7 +117,7 @@ def _stop_all() -> None:
             service.stop(timeout=5)
 
 
-class _ManagedProcess:
+class _ManagedProcess(abc.ABC):
     """Start/stop/kill of one server process in its own process group, with a readiness probe."""
 
     name: ClassVar[str] = "service"
@@ -131,17 +132,17 @@ class _ManagedProcess:
 
     # --- what subclasses provide -------------------------------------------------------------------------
 
-    def _write_config(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _write_config(self) -> None: ...
 
-    def _command(self) -> list[str]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _command(self) -> list[str]: ...
 
-    def _ready(self) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _ready(self) -> bool: ...
 
-    def _choose_ports(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _choose_ports(self) -> None: ...
 
     def _env(self) -> dict[str, str] | None:
         return None
@@ -241,7 +242,7 @@ class _ManagedProcess:
             _LIVE.discard(self)
             self._after_exit()
 
-    def _after_exit(self) -> None:
+    def _after_exit(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Hook for subclasses to drop connections to the stopped process."""
 
     def log_tail(self, max_bytes: int = 4000) -> str:
