@@ -7,7 +7,16 @@ libraries could do. Target (issue 2): >= 200,000 READING frames/s decoded.
     python bench/codec.py [--frames 200000] [--chunk 4096]
 """
 
+# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script from bench/: keep bench/ (whose gateway.py would shadow the package) off the import path.
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "bench"]
+sys.path.insert(0, str(_ROOT))
 
 import argparse
 import binascii
