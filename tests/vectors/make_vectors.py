@@ -30,7 +30,9 @@ VALID: list[tuple[str, f.Frame]] = [
     ("reading_no_signal", f.Reading(3, 3_000, 0, 0, 0, 0, 0, 0, 999, f.FLAG_NO_SIGNAL | f.FLAG_UNCALIBRATED)),
     (
         "reading_max",
-        f.Reading(0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2**31 - 1, 0xFFFFFFFF, 1000, 0xFFFF, 2**64 - 1, 0xFFFF),
+        f.Reading(
+            0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2**31 - 1, 0xFFFFFFFF, 1000, 0xFFFF, 2**64 - 1, 0xFFFF
+        ),
     ),
     ("reading_min_power", f.Reading(1, 0, 1, 1, -(2**31), 0, -1000, 1, 0, 0)),
     ("status", f.Status(5, 9, 4, 0, 0, 7680)),
@@ -71,7 +73,11 @@ def malformed() -> list[dict[str, object]]:
     payload = good_reading[2:-2]
     cases: list[tuple[str, bytes, str]] = [
         ("bad_crc", _wire(_raw(1, 0x02, payload, crc_delta=1)), "crc"),
-        ("flipped_payload_bit", _wire(good_reading[:10] + bytes((good_reading[10] ^ 0x01,)) + good_reading[11:]), "crc"),
+        (
+            "flipped_payload_bit",
+            _wire(good_reading[:10] + bytes((good_reading[10] ^ 0x01,)) + good_reading[11:]),
+            "crc",
+        ),
         ("cobs_code_past_end", bytes((0x09, 0x01, 0x02, 0x00)), "cobs"),
         ("short_three_bytes", _wire(b"\x01\x10\x00"), "short"),
         ("one_byte", _wire(b"\x01"), "short"),
