@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.params import FromQuery, Parameter
 
 from backend.aneel_records import TariffRecord
 from backend.aneel_store import SyncReport, SyncStatus
@@ -86,8 +86,9 @@ class AneelController(Controller):
     tags = ["ANEEL"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/tarifas")
-    async def tarifas(self, request: Request[Any, Any, Any], distribuidora: str, subgrupo: str = "B1",
-                      modalidade: str | None = None, subclasse: str = "Residencial",
+    async def tarifas(self, request: Request[Any, Any, Any], distribuidora: FromQuery[str],
+                      subgrupo: FromQuery[str] = "B1", modalidade: FromQuery[str | None] = None,
+                      subclasse: FromQuery[str] = "Residencial",
                       data_ref: Annotated[str | None, Parameter(query="data")] = None) -> TariffsOut:
         """Tarifas homologadas (TUSD e TE) de uma distribuidora (sigla ou CNPJ), com a vigente na data."""
         svc = _service(request)
@@ -126,7 +127,7 @@ class AneelController(Controller):
                           periodos=periods, idade_dos_dados=age)
 
     @get("/bandeiras")
-    async def bandeiras(self, request: Request[Any, Any, Any], desde: str | None = None) -> FlagsOut:
+    async def bandeiras(self, request: Request[Any, Any, Any], desde: FromQuery[str | None] = None) -> FlagsOut:
         """Bandeira acionada por mês (R$/MWh) e os adicionais por resolução."""
         svc = _service(request)
         age = await _age(request)
