@@ -64,14 +64,22 @@ def _plausible(a: Sample, b: Sample, max_power_w: float, min_dt_ms: int = 1_000)
 
 
 def register_intervals(
-    samples: Iterable[Sample], *, max_power_w: float = 50_000.0, gap_ms: int = 15 * 60_000, min_dt_ms: int = 1_000
+    samples: Iterable[Sample], *, max_power_w: float = 50_000.0, gap_ms: int = 15 * 60_000, min_dt_ms: int = 1_000,
+    events: list[tuple[int, str]] | None = None,
 ) -> tuple[list[Interval], RegisterStats]:
     """Consecutive register samples -> energy intervals, with resets, spikes and gaps handled (see module doc).
 
     ``min_dt_ms`` floors the time used in the power plausibility check: with rollups the step from one window's
     last value to the next window's first happened somewhere within a window, not in the 1 ms between the
-    sample times, so it is judged over a window width.
+    sample times, so it is judged over a window width. ``events``, when given, receives ``(ts_ms, kind)`` per
+    counted anomaly (kind ``reset``/``spike``/``jump``; ts is the anomalous sample's time), so a caller can
+    attribute the counts to time buckets (backend/energy_series.py).
     """
+
+    def event(ts: int, kind: str) -> None:
+        if events is not None:
+            events.append((ts, kind))
+
     ordered = sorted(samples, key=lambda s: s.ts_ms)
     stats = RegisterStats()
     out: list[Interval] = []
@@ -87,6 +95,7 @@ def register_intervals(
     def accept_reset(a: Sample, b: Sample) -> None:
         # Register restarted from zero: b's value is what was consumed since the reset (if plausible).
         stats.resets += 1
+        event(b.ts_ms, "reset")
         zero = Sample(a.ts_ms, 0, a.boot)
         emit(a, b, b.energy_mwh if _plausible(zero, b, max_power_w, min_dt_ms) else 0)
 
@@ -109,6 +118,7 @@ def register_intervals(
             continue
         if _plausible(base, s, max_power_w, min_dt_ms):
             stats.spikes += 1  # the pending sample was off; s continues the good series
+            event(pending.ts_ms, "spike")
             emit(base, s, s.energy_mwh - base.energy_mwh)
             base, pending = s, None
         elif _plausible(pending, s, max_power_w, min_dt_ms):
@@ -116,14 +126,17 @@ def register_intervals(
                 accept_reset(base, pending)
             else:
                 stats.jumps += 1
+                event(pending.ts_ms, "jump")
                 emit(base, pending, 0)
             emit(pending, s, s.energy_mwh - pending.energy_mwh)
             base, pending = s, None
         else:
             stats.spikes += 1
+            event(pending.ts_ms, "spike")
             pending = s
     if pending is not None:
         stats.spikes += 1  # unconfirmed at the end of the data: not counted (it will be, once confirmed)
+        event(pending.ts_ms, "spike")
     return out, stats
 
 
@@ -326,10 +339,10 @@ def _scope_where(start_ms: int, end_ms: int, site: str | None, devices: Sequence
     return " AND ".join(where), params
 
 
-def _table(db: str, rp: str) -> str:
+def _table(db: str, rp: str, measurement: str = "readings") -> str:
     from backend.influx import quote_ident
 
-    return f"{quote_ident(db)}.{quote_ident(rp)}.{quote_ident('readings')}"
+    return f"{quote_ident(db)}.{quote_ident(rp)}.{quote_ident(measurement)}"
 
 
 async def fetch_samples(
@@ -378,16 +391,23 @@ async def fetch_samples(
                     samples.append(Sample(int(t), int(e), int(b) if b is not None else -1))
         else:
             for t, first, last, bmin, bmax, emax in s.values:
-                if first is None or last is None:
-                    continue
-                b0 = int(bmin) if bmin is not None else -1
-                b1 = int(bmax) if bmax is not None else -1
-                samples.append(Sample(int(t), int(first), b0))
-                if emax is not None and (last < first or b0 != b1) and emax > first:
-                    # A reset inside the window: the maximum is the register just before it, so the energy
-                    # before the reset (max - first) is kept; its time within the window is unknown.
-                    samples.append(Sample(int(t) + width // 2, int(emax), b0))
-                samples.append(Sample(int(t) + width - 1, int(last), b1))
+                samples.extend(window_samples(t, first, last, bmin, bmax, emax, width))
+    return out
+
+
+def window_samples(t: Any, first: Any, last: Any, bmin: Any, bmax: Any, emax: Any, width: int) -> list[Sample]:
+    """One rollup window (start ``t``, ``width`` ms) as register samples: ``energy_first`` at the start (with
+    ``boot_min``), ``energy_last`` just before the end (with ``boot_max``) and, when the window contains a reset,
+    ``energy_max`` mid-window (the register just before the reset, so the energy before it is kept; its time
+    within the window is unknown). No sample for a window without register values."""
+    if first is None or last is None:
+        return []
+    b0 = int(bmin) if bmin is not None else -1
+    b1 = int(bmax) if bmax is not None else -1
+    out = [Sample(int(t), int(first), b0)]
+    if emax is not None and (last < first or b0 != b1) and emax > first:
+        out.append(Sample(int(t) + width // 2, int(emax), b0))
+    out.append(Sample(int(t) + width - 1, int(last), b1))
     return out
 
 
@@ -424,3 +444,69 @@ async def fetch_peak(
     if best is None:
         return None, None
     return round(best[0] / 1e6 * 4, 3), _iso(best[1], tz)
+
+
+# --- whole-site queries from the site energy series (backend/energy_series.py) ---------------------------------
+
+
+async def site_consumption(
+    influx: Any,
+    db: str,
+    site: str,
+    start_ms: int,
+    end_ms: int,
+    granularity: Granularity,
+    *,
+    with_peak: bool = True,
+    tz: ZoneInfo = TZ,
+) -> Consumption:
+    """A whole site's consumption from its 15-min / 1-hour energy series: one series instead of every meter's.
+
+    15-min buckets read ``r1m.site_energy``, hour buckets ``r1h.site_energy``, and day/week/month buckets the
+    hourly series folded into local days inside InfluxDB; peak demand (up to ``PEAK_MAX_SPAN_MS``) is the
+    largest 15-min quarter not touched by a gap, as :func:`peak_demand` computes it from the devices' intervals.
+    """
+    edges = bucket_edges(start_ms, end_ms, granularity, tz)
+    n = len(edges) - 1
+    total, est = [0.0] * n, [False] * n
+    counts = {"resets": 0, "spikes": 0, "jumps": 0}
+    where = f"site = $site AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
+    params = {"site": site}
+    cols = "mwh, est, resets, spikes, jumps"
+    if granularity == "15min":
+        q = f"SELECT {cols} FROM {_table(db, 'r1m', 'site_energy')} WHERE {where}"
+    elif granularity == "hour":
+        q = f"SELECT {cols} FROM {_table(db, 'r1h', 'site_energy')} WHERE {where}"
+    else:
+        q = (f"SELECT sum(mwh), max(est), sum(resets), sum(spikes), sum(jumps) FROM "
+             f"{_table(db, 'r1h', 'site_energy')} WHERE {where} GROUP BY time(1d) fill(none) tz('America/Sao_Paulo')")
+    for s in await influx.query(q, db=db, params=params):
+        for t, mwh, e, r, sp, j in s.values:
+            if mwh is None:
+                continue
+            i = bisect.bisect_right(edges, int(t)) - 1
+            if 0 <= i < n:
+                total[i] += float(mwh)
+                est[i] = est[i] or bool(e)
+            counts["resets"] += int(r or 0)
+            counts["spikes"] += int(sp or 0)
+            counts["jumps"] += int(j or 0)
+    gap_rows = await influx.query(
+        f"SELECT t0_ms FROM {_table(db, 'r1m', 'energy_gap')} WHERE site = $site AND time > {int(start_ms)}ms "
+        f"AND time < {int(end_ms) + 40 * DAY_MS}ms AND t0_ms < {int(end_ms)}", db=db, params=params)
+    gaps = sorted((int(t0), int(t1)) for s in gap_rows for t1, t0 in s.values if t0 is not None)
+    peak_kw: float | None = None
+    peak_at: str | None = None
+    if with_peak and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
+        rows = await influx.query(
+            f"SELECT max(mwh) FROM {_table(db, 'r1m', 'site_energy')} WHERE {where} AND est = 0",
+            db=db, params=params)
+        for s in rows:
+            for t, mwh in s.values:
+                if mwh is not None:
+                    peak_kw, peak_at = round(float(mwh) / 1e6 * 4, 3), _iso(int(t), tz)
+    buckets = [Bucket(start=_iso(edges[i], tz), start_ms=edges[i], end_ms=edges[i + 1],
+                      kwh=round(total[i] / 1e6, 6), estimated=est[i]) for i in range(n)]
+    return Consumption(granularity=granularity, buckets=buckets, kwh_total=round(sum(total) / 1e6, 6),
+                       peak_kw=peak_kw, peak_at=peak_at, resets=counts["resets"], spikes=counts["spikes"],
+                       jumps=counts["jumps"], gaps=[(_iso(a, tz), _iso(b, tz)) for a, b in gaps])

@@ -11,7 +11,9 @@ and this worker recomputes exactly the marked windows:
 3. merge them into windows (minute-aligned, at most a day each) with their device sets;
 4. ``SELECT ... INTO r1m FROM raw ... GROUP BY time(1m), *`` per window, then the same from ``r1m`` into
    ``r1h`` for the enclosing hours;
-5. store the new watermark.
+5. recompute the 15-min energy series per device and per site for the same windows
+   (backend/energy_series.py), and advance their backfill by one chunk;
+6. store the new watermark (and ``energy_from_ms``, the time from which the energy series are complete).
 
 Every step is idempotent: a recomputed window overwrites the same points (measurement + tags + bucket time),
 so two replicas running the worker, or a pass repeated after a crash, never corrupt data.
@@ -32,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from backend.energy_series import BACKFILL_MS, EnergySeries
 from backend.errors import InfluxError
 from backend.influx import InfluxClient
 from backend.metrics import Metrics
@@ -129,6 +132,8 @@ class RollupWorker:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.passes = 0
+        self.energy = EnergySeries(influx, settings)
+        self._earliest: int | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="rollups")
@@ -155,6 +160,27 @@ class RollupWorker:
                                       db=self.settings.influx_db, epoch="ns")
         return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else 0
 
+    async def energy_from(self) -> int | None:
+        """``energy_from_ms`` of the newest state point: None before the first pass of this version."""
+        return await energy_from_ms(self.influx, self.settings)
+
+    async def _backfill(self, now_ms: int) -> int:
+        """One backfill chunk of the energy series going back in time; returns the new ``energy_from_ms``."""
+        cursor = await self.energy_from()
+        if cursor is None:  # first pass of this version: everything up to a day ahead is to be backfilled
+            cursor = now_ms - now_ms % HOUR_MS + DAY_MS
+        if cursor == 0:
+            return 0
+        if self._earliest is None:
+            self._earliest = await self.energy.earliest_ms()
+        if self._earliest is None or cursor <= self._earliest:
+            return 0
+        start = cursor - BACKFILL_MS
+        await self.energy.recompute(start, cursor, None)
+        if self.metrics:
+            self.metrics.rollup_windows.labels("energy").inc()
+        return 0 if start <= self._earliest else start
+
     async def run_once(self, now_ns: int | None = None) -> int:
         """One pass; returns the number of windows recomputed (1m + 1h)."""
         async with self._lock:
@@ -163,6 +189,7 @@ class RollupWorker:
             lo = max(0, await self._watermark() - OVERLAP_NS)
             if hi <= lo:
                 return 0
+            energy_from = await self._backfill(hi // 1_000_000)
             rows = await self.influx.rows(
                 f"SELECT start_ms, end_ms, devices FROM {table(s, RP_MARKS, DIRTY)} WHERE time > $lo AND time <= $hi",
                 db=s.influx_db, params={"lo": lo, "hi": hi}, epoch="ns")
@@ -178,11 +205,16 @@ class RollupWorker:
                 if w.devices is not None and not w.devices:
                     w.devices = None
                 await self._recompute(w, RP_1M, RP_1H, M1_TO_1H, "1h")
+            for w in windows_1m:
+                await self.energy.recompute(w.start, w.end, w.devices)
+                if self.metrics:
+                    self.metrics.rollup_windows.labels("energy").inc()
             # A new point per pass (the marks RP expires old ones); last() finds the newest.
-            await self.influx.write([f"{STATE} watermark_ns={hi}i {time.time_ns()}"], s.influx_db, rp=RP_MARKS,
-                                    precision="ns")
+            await self.influx.write([f"{STATE} watermark_ns={hi}i,energy_from_ms={energy_from}i {time.time_ns()}"],
+                                    s.influx_db, rp=RP_MARKS, precision="ns")
             self.passes += 1
             return len(windows_1m) + len(windows_1h)
+
 
     async def _recompute(self, w: Window, src: str, dst: str, fields: str, label: str) -> None:
         s = self.settings
@@ -192,3 +224,10 @@ class RollupWorker:
         await self.influx.execute(q, db=s.influx_db, params={"start": w.start * 1_000_000, "end": w.end * 1_000_000})
         if self.metrics:
             self.metrics.rollup_windows.labels(label).inc()
+
+
+async def energy_from_ms(influx: InfluxClient, settings: Settings) -> int | None:
+    """Time from which the energy series (backend/energy_series.py) are complete; 0 = all; None = not yet."""
+    rows = await influx.rows(f"SELECT last(energy_from_ms) FROM {table(settings, RP_MARKS, STATE)}",
+                             db=settings.influx_db)
+    return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else None

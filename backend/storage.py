@@ -9,10 +9,13 @@ RP         measurement                     content
 ``r1m``    ``readings``                    1-minute rollups per device (backend/rollups.py, ROLLUP_FIELDS)
 ``r1h``    ``readings``                    1-hour rollups per device, computed from ``r1m``
 ``marks``  ``rollup_dirty``/``rollup_state``  dirty-window marks of the rollup worker and its watermark (7 d)
+``r1m``    ``energy_q``/``site_energy``    15-min energy per device and per site (backend/energy_series.py)
+``r1m``    ``energy_gap``                  data gaps per device (at the gap's end)
+``r1h``    ``site_energy``                 hourly energy per site
 =========  ==============================  =================================================================
 
-Tags are ``site``, ``gateway``, ``device`` everywhere; a point is keyed by measurement + tags + time, so every
-write here is idempotent (a replayed reading or a recomputed rollup overwrites itself).
+Tags are ``site``, ``gateway``, ``device`` (the site series: ``site`` only); a point is keyed by measurement +
+tags + time, so every write here is idempotent (a replayed reading or a recomputed rollup overwrites itself).
 
 :class:`ReadingStore` writes raw readings and, only after InfluxDB accepted them, a dirty mark per time range
 and device set, in the same call: the caller acknowledges upstream only after both, so a crash at any point

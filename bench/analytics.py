@@ -7,6 +7,13 @@ service path (``AnalyticsService.consumo``: InfluxQL with bound parameters + reg
 * one meter, month (day buckets + peak demand from the 1-min rollup) and year (month buckets);
 * the whole site (N meters summed), month (day buckets, with and without peak) and year (month buckets).
 
+Whole-site queries read the site energy series (backend/energy_series.py). The month's are computed by the
+real code (``EnergySeries.recompute`` over the month of 1-minute rollups, all meters, a day per call; the time
+it takes is printed); the rest of the year, which has no 1-minute rollups here, gets its hourly site points
+written directly from the same synthetic hourly energy (writing and rolling up a year of 1-minute rollups for
+100 meters would take most of an hour). The same site queries are also timed on the per-device path
+(``per-device path``: the service as it was before the site series, still used for devices and groups).
+
 Measured in the same run for comparison: a trivial ``SHOW DATABASES`` round trip (the floor) and fetching every
 1-hour rollup row of the range without server-side folding (what the service avoids for day/week/month
 buckets). Target: p95 < 200 ms. Run:
@@ -39,6 +46,7 @@ from typing import Any
 from backend.aneel_store import AneelData, AneelStore
 from backend.api.analytics import AnalyticsService, Scope, local_range
 from backend.consumption import fetch_samples
+from backend.energy_series import SITE_ENERGY, EnergySeries
 from backend.forecast import backtest
 from backend.influx import InfluxClient
 from backend.settings import Settings
@@ -65,6 +73,7 @@ async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: 
     """r1h for a year and r1m for a month, per meter, with cumulative registers; returns (points, seconds)."""
     t0 = time.perf_counter()
     points = 0
+    site_hours: dict[int, int] = {}
     for i in range(meters):
         rnd = random.Random(i)
         dev = device(i)
@@ -87,6 +96,8 @@ async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: 
                         f"energy_last={e0 + int(watts * 1000 * 5 / 360)}i,boot_min=1i,boot_max=1i "
                         f"{ts + m * 60_000}")
             energy += int(watts * 1000)  # watts for one hour = watts Wh = watts*1000 mWh
+            if not month_ms <= ts < month_ms + 31 * 86_400_000:
+                site_hours[ts] = site_hours.get(ts, 0) + int(watts * 1000)
             lines.append(f"readings,device={dev},gateway=gw,site={SITE} n=360i,energy_first={first}i,"
                          f"energy_last={energy - int(watts * 1000 / 360)}i,boot_min=1i,boot_max=1i {ts}")
         for chunk in range(0, len(lines), 10_000):
@@ -94,7 +105,24 @@ async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: 
         for chunk in range(0, len(minute_lines), 20_000):
             await influx.write(minute_lines[chunk:chunk + 20_000], db, rp="r1m", precision="ms")
         points += len(lines) + len(minute_lines)
+    site_lines = [f"{SITE_ENERGY},site={SITE} mwh={float(e)},est=0i,resets=0i,spikes=0i,jumps=0i,devices={meters}i {t}"
+                  for t, e in sorted(site_hours.items())]
+    for chunk in range(0, len(site_lines), 10_000):
+        await influx.write(site_lines[chunk:chunk + 10_000], db, rp="r1h", precision="ms")
     return points, time.perf_counter() - t0
+
+
+async def energy_series(influx: InfluxClient, settings: Settings, month_start: dt.datetime) -> float:
+    """The site energy series of the month from its 1-minute rollups, by the rollup worker's code."""
+    t0 = time.perf_counter()
+    energy = EnergySeries(influx, settings)
+    start = int(month_start.timestamp() * 1000)
+    for day in range(31):
+        await energy.recompute(start + day * 86_400_000, start + (day + 1) * 86_400_000, None)
+    # The worker's state: the energy series are complete (as after its backfill).
+    await influx.write([f"rollup_state watermark_ns={time.time_ns()}i,energy_from_ms=0i"], settings.influx_db,
+                       rp="marks", precision="ns")
+    return time.perf_counter() - t0
 
 
 async def timed(fn: Callable[[], Awaitable[Any]], reps: int) -> list[float]:
@@ -130,11 +158,20 @@ async def main(meters: int, reps: int) -> None:
                     AneelStore(influx, "bench")), store=AneelStore(influx, "bench"))
                 one = Scope(label=device(0), site=None, site_id=None, devices=[device(0)])
                 site = Scope(label=SITE, site=None, site_id=SITE, devices=[])
+                per_dev = Scope(label=SITE, site=None, site_id=None, devices=[device(i) for i in range(meters)])
                 _, _, m0, m1 = local_range("2026-10-01", "2026-10-31")
                 _, _, y0, y1 = local_range("2025-11-01", "2026-10-31")
+                secs = await energy_series(influx, settings, month_start)
+                print(f"energy series of the month (15-min per meter and site, hourly site) computed in {secs:.1f} s")
                 c = await svc.consumo(site, m0, m1, "day")
-                print(f"check: site month {c.kwh_total:,.1f} kWh, peak {c.peak_kw} kW at {c.peak_at}; "
+                d = await svc.consumo(per_dev, m0, m1, "day")
+                print(f"check, site month: site series {c.kwh_total:,.3f} kWh, peak {c.peak_kw} kW at {c.peak_at}; "
+                      f"per-device path {d.kwh_total:,.3f} kWh, peak {d.peak_kw} kW at {d.peak_at}; "
                       f"{len(c.buckets)} buckets")
+                cy = await svc.consumo(site, y0, y1, "month")
+                dy = await svc.consumo(per_dev, y0, y1, "month")
+                print(f"check, site year: site series {cy.kwh_total:,.3f} kWh, per-device path {dy.kwh_total:,.3f} kWh "
+                      "(the 11 synthetic months' site points omit each meter's last 10 s per hour)")
                 print(f"\nquery latency over {reps} repetitions (service path: InfluxQL + register maths):")
                 results = {
                     "floor: SHOW DATABASES round trip": await timed(
@@ -150,11 +187,19 @@ async def main(meters: int, reps: int) -> None:
                     f"site ({meters} meters), month, day buckets": await timed(
                         lambda: svc.consumo(site, m0, m1, "day", with_peak=False), reps),
                     f"site ({meters} meters), month, day buckets + peak": await timed(
-                        lambda: svc.consumo(site, m0, m1, "day"), max(3, reps // 4)),
+                        lambda: svc.consumo(site, m0, m1, "day"), reps),
                     f"reference: every r1h row, site ({meters} m.), year": await timed(
                         lambda: fetch_samples(influx, "bench", y0, y1, "r1h", site=SITE), max(3, reps // 4)),
                     f"site ({meters} meters), year, month buckets": await timed(
-                        lambda: svc.consumo(site, y0, y1, "month"), max(3, reps // 4)),
+                        lambda: svc.consumo(site, y0, y1, "month"), reps),
+                    f"site ({meters} meters), month, hour buckets": await timed(
+                        lambda: svc.consumo(site, m0, m1, "hour"), reps),
+                    f"site ({meters} meters), month, 15-min buckets": await timed(
+                        lambda: svc.consumo(site, m0, m1, "15min"), reps),
+                    f"per-device path: {meters} meters, month, day + peak": await timed(
+                        lambda: svc.consumo(per_dev, m0, m1, "day"), max(3, reps // 4)),
+                    f"per-device path: {meters} meters, year, month": await timed(
+                        lambda: svc.consumo(per_dev, y0, y1, "month"), max(3, reps // 4)),
                 }
                 for name, ms in results.items():
                     print(line(name, ms))

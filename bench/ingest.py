@@ -9,8 +9,10 @@ the backend as a real ``python -m backend`` subprocess (ingest + rollups, as dep
 4. end-to-end latency p50/p99 (publish -> visible to a query) at M meters x 1 reading/s;
 5. analytics query latency through the rollups over a month of data for 100 meters (p50/p95).
 
-For 5., the rollup RPs are filled directly with points of the rollup schema (backend/rollups.py) derived
-from a synthetic month of 1 s data: writing 260 M raw points and rolling them up would take hours here.
+For 5., the rollup RPs are filled directly with points of the rollup schema (backend/rollups.py) and of the
+site energy series (backend/energy_series.py: ``site_energy`` per 15 min and per hour) derived from a
+synthetic month of 1 s data: writing 260 M raw points and rolling them up would take hours here. Whole-site
+questions are asked both of the per-meter rollups (as before the site series) and of the site series.
 
     .venv/bin/python bench/ingest.py [--quick]
 """
@@ -230,10 +232,12 @@ def latency_run(broker: MosquittoService, influx: InfluxService, tmp: Path, mete
 
 
 def rollup_lines(meters: int, days: int, minute_meters: int, start_ms: int) -> tuple[list[str], list[str]]:
-    """Points of the r1m (for ``minute_meters``) and r1h (all meters) schema for ``days`` of 1 s data."""
+    """Points of the r1m (for ``minute_meters``) and r1h (all meters) schema for ``days`` of 1 s data, and the
+    site's energy series (r1m: 15 min, r1h: 1 h, all meters)."""
     rnd = random.Random(7)
     m1: list[str] = []
     h1: list[str] = []
+    site_q: dict[int, float] = {}
 
     def fields(n: int, p: float, e0: int, e1: int) -> str:
         v = 127.0 + rnd.random()
@@ -250,12 +254,20 @@ def rollup_lines(meters: int, days: int, minute_meters: int, start_ms: int) -> t
             p = 300 + 200 * rnd.random()
             hour_ms = start_ms + h * 3_600_000
             e_end = energy + int(p * 1000)  # mWh in an hour at p W
+            for q in range(4):
+                site_q[hour_ms + q * 900_000] = site_q.get(hour_ms + q * 900_000, 0.0) + (e_end - energy) / 4
             h1.append(f"{tags} {fields(3600, p, energy, e_end)} {hour_ms}")
             if m < minute_meters:
                 for mi in range(60):
                     e0 = energy + int(p * 1000 * mi / 60)
                     m1.append(f"{tags} {fields(60, p, e0, e0 + int(p * 1000 / 60))} {hour_ms + mi * 60_000}")
             energy = e_end
+    site = "site_energy,site=bench"
+    for t, mwh in sorted(site_q.items()):
+        m1.append(f"{site} mwh={mwh},est=0i,resets=0i,spikes=0i,jumps=0i,devices={meters}i {t}")
+        if t % 3_600_000 == 0:
+            hour = sum(site_q[t + q * 900_000] for q in range(4))
+            h1.append(f"{site} mwh={hour},est=0i,resets=0i,spikes=0i,jumps=0i,devices={meters}i {t}")
     return m1, h1
 
 
@@ -293,6 +305,17 @@ async def analytics_run(influx: InfluxService, meters: int, days: int, minute_me
             "site mean power per hour, 100 meters, month (r1h)":
                 f'SELECT sum(p_sum) / sum(n) FROM "{db}"."r1h"."readings" '
                 "WHERE site = 'bench' AND time >= $s AND time < $e GROUP BY time(1h) fill(none)",
+            "kWh per hour, site, month (site series r1h)":
+                f'SELECT mwh FROM "{db}"."r1h"."site_energy" WHERE site = \'bench\' AND time >= $s AND time < $e',
+            "kWh per day, site, month (site series r1h, local days)":
+                f'SELECT sum(mwh) FROM "{db}"."r1h"."site_energy" WHERE site = \'bench\' AND time >= $s '
+                "AND time < $e GROUP BY time(1d) fill(none) tz('America/Sao_Paulo')",
+            "site mean power per hour, month (site series r1h)":
+                f'SELECT mwh / 1000 FROM "{db}"."r1h"."site_energy" WHERE site = \'bench\' AND time >= $s '
+                "AND time < $e",
+            "site 15-min demand, month (site series r1m)":
+                f'SELECT mwh * 4 / 1000 FROM "{db}"."r1m"."site_energy" WHERE site = \'bench\' AND est = 0 '
+                "AND time >= $s AND time < $e",
             f"15-min demand, 1 meter, {days} days (r1m)":
                 f'SELECT sum(p_sum) / sum(n) FROM "{db}"."r1m"."readings" '
                 "WHERE device = $d AND time >= $s AND time < $e GROUP BY time(15m) fill(none)",

@@ -40,10 +40,12 @@ from backend.consumption import (
     fetch_samples,
     gap_for,
     min_dt_for,
+    site_consumption,
 )
 from backend.errors import BadRequestError, NotFoundError, UnavailableError
 from backend.forecast import Forecast, forecast_daily
 from backend.reports import Report, ReportKind, build_report, to_csv
+from backend.rollups import energy_from_ms
 from backend.settings import Settings
 from backend.tarifa_branca import POSTOS, split_by_posto
 from backend.tariffs import TariffError
@@ -138,6 +140,9 @@ class AnalyticsService:
     async def consumo(self, scope: Scope, start_ms: int, end_ms: int, granularity: Granularity,
                       *, with_peak: bool = True) -> Consumption:
         res = choose_resolution(start_ms, end_ms, granularity)
+        if scope.site_id and not scope.devices and res != "raw" and await self._site_series_cover(start_ms):
+            return await site_consumption(self.influx, self.settings.influx_db, scope.site_id, start_ms, end_ms,
+                                          granularity, with_peak=with_peak)
         per_day = res == "r1h" and granularity in ("day", "week", "month")
         samples = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, res,
                                       site=scope.site_id, devices=scope.devices, per_day=per_day)
@@ -150,6 +155,11 @@ class AnalyticsService:
                                       devices=scope.devices, max_power_w=max_w)
             c = msgspec.structs.replace(c, peak_kw=kw, peak_at=at)
         return c
+
+    async def _site_series_cover(self, start_ms: int) -> bool:
+        """Whether the site energy series are complete from ``start_ms`` (their backfill may still be running)."""
+        since = await energy_from_ms(self.influx, self.settings)
+        return since is not None and since <= start_ms - DAY_MS
 
     def _site(self, scope: Scope) -> SiteConfig:
         if scope.site is None:
