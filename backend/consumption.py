@@ -446,7 +446,113 @@ async def fetch_peak(
     return round(best[0] / 1e6 * 4, 3), _iso(best[1], tz)
 
 
-# --- whole-site queries from the site energy series (backend/energy_series.py) ---------------------------------
+# --- sites, groups and devices from the energy series (backend/energy_series.py) --------------------------------
+
+
+def _series_where(start_ms: int, end_ms: int, site: str | None, devices: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``site = $site`` or ``(device = $d0 OR ...)`` plus the time range; ids are bound parameters."""
+    params: dict[str, str] = {}
+    if devices:
+        ors = []
+        for i, d in enumerate(devices):
+            params[f"d{i}"] = d
+            ors.append(f"device = $d{i}")
+        scope = "(" + " OR ".join(ors) + ")"
+    elif site:
+        params["site"] = site
+        scope = "site = $site"
+    else:
+        raise ValueError("site or devices required")
+    return f"{scope} AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms", params
+
+
+async def series_consumption(
+    influx: Any,
+    db: str,
+    start_ms: int,
+    end_ms: int,
+    granularity: Granularity,
+    *,
+    site: str | None = None,
+    devices: Sequence[str] = (),
+    with_peak: bool = True,
+    tz: ZoneInfo = TZ,
+) -> Consumption:
+    """Consumption of a whole site, or of a device list (a device, a group), from the energy series.
+
+    A site reads its own series: 15-min buckets ``r1m.site_energy``, hour buckets ``r1h.site_energy``,
+    day/week/month buckets the hourly series folded into local days inside InfluxDB. A device list sums its
+    devices' series inside InfluxDB: 15-min and hour buckets from ``r1m.energy_q`` (``GROUP BY time(15m|1h)``),
+    day/week/month buckets from the daily ``r1h.energy_d`` (local days; ``energy_q`` folded into local days when
+    the range does not start and end at local midnights). Peak demand (up to ``PEAK_MAX_SPAN_MS``) is the largest
+    15-min sum over the scope not touched by a gap (``est``), as :func:`peak_demand` computes it from the
+    devices' intervals: the peak of the sum, not the sum of the peaks.
+    """
+    edges = bucket_edges(start_ms, end_ms, granularity, tz)
+    n = len(edges) - 1
+    total, est = [0.0] * n, [False] * n
+    counts = {"resets": 0, "spikes": 0, "jumps": 0}
+    where, params = _series_where(start_ms, end_ms, site, devices)
+    agg = "sum(mwh), max(est), sum(resets), sum(spikes), sum(jumps)"
+    local_days = "GROUP BY time(1d) fill(none) tz('America/Sao_Paulo')"
+    quarters: list[tuple[int, float, bool]] = []
+    if devices:
+        q_tab = _table(db, "r1m", "energy_q")
+        if granularity in ("15min", "hour"):
+            step = "15m" if granularity == "15min" else "1h"
+            q = f"SELECT {agg} FROM {q_tab} WHERE {where} GROUP BY time({step}) fill(none)"
+        else:
+            days = bucket_edges(start_ms, end_ms, "day", tz)
+            src = _table(db, "r1h", "energy_d") if days[0] == start_ms and days[-1] == end_ms else q_tab
+            q = f"SELECT {agg} FROM {src} WHERE {where} {local_days}"
+    elif granularity in ("15min", "hour"):
+        rp = "r1m" if granularity == "15min" else "r1h"
+        q = f"SELECT mwh, est, resets, spikes, jumps FROM {_table(db, rp, 'site_energy')} WHERE {where}"
+    else:
+        q = f"SELECT {agg} FROM {_table(db, 'r1h', 'site_energy')} WHERE {where} {local_days}"
+    for s in await influx.query(q, db=db, params=params):
+        for t, mwh, e, r, sp, j in s.values:
+            if mwh is None:
+                continue
+            i = bisect.bisect_right(edges, int(t)) - 1
+            if 0 <= i < n:
+                total[i] += float(mwh)
+                est[i] = est[i] or bool(e)
+            if granularity == "15min":
+                quarters.append((int(t), float(mwh), bool(e)))
+            counts["resets"] += int(r or 0)
+            counts["spikes"] += int(sp or 0)
+            counts["jumps"] += int(j or 0)
+    gap_where, _ = _series_where(start_ms, end_ms + 40 * DAY_MS, site, devices)
+    gap_where = gap_where.replace(f"time >= {int(start_ms)}ms", f"time > {int(start_ms)}ms")
+    gap_rows = await influx.query(
+        f"SELECT t0_ms FROM {_table(db, 'r1m', 'energy_gap')} WHERE {gap_where} AND t0_ms < {int(end_ms)}",
+        db=db, params=params)
+    gaps = sorted((int(t0), int(t1)) for s in gap_rows for t1, t0 in s.values if t0 is not None)
+    peak_kw: float | None = None
+    peak_at: str | None = None
+    if with_peak and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
+        if devices and granularity != "15min":
+            rows = await influx.query(
+                f"SELECT sum(mwh), max(est) FROM {_table(db, 'r1m', 'energy_q')} WHERE {where} "
+                "GROUP BY time(15m) fill(none)", db=db, params=params)
+            quarters = [(int(t), float(m), bool(e)) for s in rows for t, m, e in s.values if m is not None]
+        elif not devices and granularity != "15min":
+            rows = await influx.query(
+                f"SELECT max(mwh) FROM {_table(db, 'r1m', 'site_energy')} WHERE {where} AND est = 0",
+                db=db, params=params)
+            quarters = [(int(t), float(m), False) for s in rows for t, m in s.values if m is not None]
+        best: tuple[float, int] | None = None
+        for t, m, e in quarters:
+            if not e and (best is None or m > best[0]):
+                best = (m, t)
+        if best is not None:
+            peak_kw, peak_at = round(best[0] / 1e6 * 4, 3), _iso(best[1], tz)
+    buckets = [Bucket(start=_iso(edges[i], tz), start_ms=edges[i], end_ms=edges[i + 1],
+                      kwh=round(total[i] / 1e6, 6), estimated=est[i]) for i in range(n)]
+    return Consumption(granularity=granularity, buckets=buckets, kwh_total=round(sum(total) / 1e6, 6),
+                       peak_kw=peak_kw, peak_at=peak_at, resets=counts["resets"], spikes=counts["spikes"],
+                       jumps=counts["jumps"], gaps=[(_iso(a, tz), _iso(b, tz)) for a, b in gaps])
 
 
 async def site_consumption(
@@ -460,53 +566,5 @@ async def site_consumption(
     with_peak: bool = True,
     tz: ZoneInfo = TZ,
 ) -> Consumption:
-    """A whole site's consumption from its 15-min / 1-hour energy series: one series instead of every meter's.
-
-    15-min buckets read ``r1m.site_energy``, hour buckets ``r1h.site_energy``, and day/week/month buckets the
-    hourly series folded into local days inside InfluxDB; peak demand (up to ``PEAK_MAX_SPAN_MS``) is the
-    largest 15-min quarter not touched by a gap, as :func:`peak_demand` computes it from the devices' intervals.
-    """
-    edges = bucket_edges(start_ms, end_ms, granularity, tz)
-    n = len(edges) - 1
-    total, est = [0.0] * n, [False] * n
-    counts = {"resets": 0, "spikes": 0, "jumps": 0}
-    where = f"site = $site AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
-    params = {"site": site}
-    cols = "mwh, est, resets, spikes, jumps"
-    if granularity == "15min":
-        q = f"SELECT {cols} FROM {_table(db, 'r1m', 'site_energy')} WHERE {where}"
-    elif granularity == "hour":
-        q = f"SELECT {cols} FROM {_table(db, 'r1h', 'site_energy')} WHERE {where}"
-    else:
-        q = (f"SELECT sum(mwh), max(est), sum(resets), sum(spikes), sum(jumps) FROM "
-             f"{_table(db, 'r1h', 'site_energy')} WHERE {where} GROUP BY time(1d) fill(none) tz('America/Sao_Paulo')")
-    for s in await influx.query(q, db=db, params=params):
-        for t, mwh, e, r, sp, j in s.values:
-            if mwh is None:
-                continue
-            i = bisect.bisect_right(edges, int(t)) - 1
-            if 0 <= i < n:
-                total[i] += float(mwh)
-                est[i] = est[i] or bool(e)
-            counts["resets"] += int(r or 0)
-            counts["spikes"] += int(sp or 0)
-            counts["jumps"] += int(j or 0)
-    gap_rows = await influx.query(
-        f"SELECT t0_ms FROM {_table(db, 'r1m', 'energy_gap')} WHERE site = $site AND time > {int(start_ms)}ms "
-        f"AND time < {int(end_ms) + 40 * DAY_MS}ms AND t0_ms < {int(end_ms)}", db=db, params=params)
-    gaps = sorted((int(t0), int(t1)) for s in gap_rows for t1, t0 in s.values if t0 is not None)
-    peak_kw: float | None = None
-    peak_at: str | None = None
-    if with_peak and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
-        rows = await influx.query(
-            f"SELECT max(mwh) FROM {_table(db, 'r1m', 'site_energy')} WHERE {where} AND est = 0",
-            db=db, params=params)
-        for s in rows:
-            for t, mwh in s.values:
-                if mwh is not None:
-                    peak_kw, peak_at = round(float(mwh) / 1e6 * 4, 3), _iso(int(t), tz)
-    buckets = [Bucket(start=_iso(edges[i], tz), start_ms=edges[i], end_ms=edges[i + 1],
-                      kwh=round(total[i] / 1e6, 6), estimated=est[i]) for i in range(n)]
-    return Consumption(granularity=granularity, buckets=buckets, kwh_total=round(sum(total) / 1e6, 6),
-                       peak_kw=peak_kw, peak_at=peak_at, resets=counts["resets"], spikes=counts["spikes"],
-                       jumps=counts["jumps"], gaps=[(_iso(a, tz), _iso(b, tz)) for a, b in gaps])
+    """A whole site's consumption from its own energy series (:func:`series_consumption`)."""
+    return await series_consumption(influx, db, start_ms, end_ms, granularity, site=site, with_peak=with_peak, tz=tz)

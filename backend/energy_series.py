@@ -12,6 +12,8 @@ measurement        RP    tags                  content
 ``site_energy``    r1m   site                   the quarters summed over the site's devices: ``mwh``, ``est`` (max),
                                                ``resets``/``spikes``/``jumps`` (sums), ``devices`` (count)
 ``site_energy``    r1h   site                   the same summed per hour (``devices``: max)
+``energy_d``       r1h   site, gateway, device  the device's quarters summed per local (America/Sao_Paulo) day, at
+                                               the day's local midnight: ``mwh``, ``est`` (max), counts (sums)
 ``energy_gap``     r1m   site, device           one point per data gap, at the gap's end: ``t0_ms`` (its start)
 =================  ====  ====================  ==================================================================
 
@@ -19,7 +21,8 @@ A device's quarters are computed exactly like :func:`backend.consumption.consump
 rollup: its register samples (:func:`~backend.consumption.window_samples`) -> intervals with resets, spikes and
 level jumps handled (:func:`~backend.consumption.register_intervals`, the anomaly counts attributed to the
 quarter of the anomalous sample) -> allocated evenly over time into the quarters (``est`` = part spread over a
-gap). The site series is then a ``SELECT ... INTO`` sum of its devices' quarters inside InfluxDB.
+gap). The site series and the per-device days are then ``SELECT ... INTO`` sums of the quarters inside
+InfluxDB (the days over whole local days, so a partial recompute never leaves a partial day sum).
 
 Which quarters are recomputed for a dirty window ``[ds, de)`` of a device: from the quarter before ``ds``'s (an
 anomaly just before the new data may be decided by it) to the end of ``de``'s quarter, widened to the ends of the
@@ -28,10 +31,11 @@ reading before the gap, up to ``LOOK_MS`` (40 days) away; longer gaps are not sp
 write overwrites the same points (measurement + tags + time) and gap points that no longer exist are deleted,
 so passes repeated after a crash, or run by two replicas at once, converge on the same content.
 
-Upgrades: the state point of the worker carries ``energy_from_ms``, the time from which these series are
-complete. A database that had rollups before this module existed is backfilled backwards from the present, one
-``BACKFILL_MS`` chunk per pass; until the backfill reaches a query's start the analytics use the per-device
-rollups (``energy_from_ms`` 0 = complete).
+Upgrades: the state point of the worker carries ``FROM_FIELD`` (``energy_v2_from_ms``), the time from which
+these series are complete; its name changes whenever a series is added (``energy_from_ms`` had no
+``energy_d``), so an older database is backfilled again. A database without this field is backfilled
+backwards from the present, one ``BACKFILL_MS`` chunk per pass; until the backfill reaches a query's start
+the analytics use the per-device rollups (0 = complete).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from backend.consumption import (
     QUARTER_MS,
     Sample,
     allocate,
+    bucket_edges,
     gap_for,
     min_dt_for,
     register_intervals,
@@ -60,6 +65,9 @@ log = logging.getLogger(__name__)
 
 ENERGY_Q: Final = "energy_q"
 SITE_ENERGY: Final = "site_energy"
+ENERGY_D: Final = "energy_d"
+FROM_FIELD: Final = "energy_v2_from_ms"
+"""Field of the worker's state point: the time from which all these series are complete (module doc)."""
 ENERGY_GAP: Final = "energy_gap"
 LOOK_MS: Final = 40 * 86_400_000
 """How far back (and ahead) a register interval crossing a recompute bound is followed (a data gap)."""
@@ -73,6 +81,8 @@ _KINDS: Final = ("resets", "spikes", "jumps")
 
 SITE_FROM_QUARTERS: Final = ("sum(mwh) AS mwh, max(est) AS est, sum(resets) AS resets, sum(spikes) AS spikes, "
                              "sum(jumps) AS jumps, count(mwh) AS devices")
+DEVICE_DAILY: Final = "sum(mwh) AS mwh, max(est) AS est, sum(resets) AS resets, sum(spikes) AS spikes, " \
+    "sum(jumps) AS jumps"
 SITE_HOURLY: Final = ("sum(mwh) AS mwh, max(est) AS est, sum(resets) AS resets, sum(spikes) AS spikes, "
                       "sum(jumps) AS jumps, max(devices) AS devices")
 
@@ -240,7 +250,8 @@ class EnergySeries:
                         db=s.influx_db)
 
     async def site_rollup(self, site: str, a: int, b: int) -> None:
-        """``site_energy`` (15 min, then 1 h) over ``[a, b)`` (hour-aligned) from the devices' quarters."""
+        """``site_energy`` (15 min, then 1 h) over ``[a, b)`` (hour-aligned) from the devices' quarters, and the
+        devices' ``energy_d`` over the local days containing ``[a, b)``."""
         s = self.settings
         params: dict[str, Any] = {"site": site}
         await self.influx.execute(
@@ -250,6 +261,12 @@ class EnergySeries:
         await self.influx.execute(
             f"SELECT {SITE_HOURLY} INTO {table(s, RP_1H, SITE_ENERGY)} FROM {table(s, RP_1M, SITE_ENERGY)} "
             f"WHERE site = $site AND time >= {a}ms AND time < {b}ms GROUP BY time(1h), site fill(none)",
+            db=s.influx_db, params=params)
+        days = bucket_edges(a, b, "day")
+        await self.influx.execute(
+            f"SELECT {DEVICE_DAILY} INTO {table(s, RP_1H, ENERGY_D)} FROM {table(s, RP_1M, ENERGY_Q)} "
+            f"WHERE site = $site AND time >= {days[0]}ms AND time < {days[-1]}ms "
+            f"GROUP BY time(1d), device, gateway, site fill(none) tz('America/Sao_Paulo')",
             db=s.influx_db, params=params)
 
     async def earliest_ms(self) -> int | None:

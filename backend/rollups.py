@@ -13,7 +13,7 @@ and this worker recomputes exactly the marked windows:
    ``r1h`` for the enclosing hours;
 5. recompute the 15-min energy series per device and per site for the same windows
    (backend/energy_series.py), and advance their backfill by one chunk;
-6. store the new watermark (and ``energy_from_ms``, the time from which the energy series are complete).
+6. store the new watermark (and ``energy_v2_from_ms``, the time from which the energy series are complete).
 
 Every step is idempotent: a recomputed window overwrites the same points (measurement + tags + bucket time),
 so two replicas running the worker, or a pass repeated after a crash, never corrupt data.
@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from backend.energy_series import BACKFILL_MS, EnergySeries
+from backend.energy_series import BACKFILL_MS, FROM_FIELD, EnergySeries
 from backend.errors import InfluxError
 from backend.influx import InfluxClient
 from backend.metrics import Metrics
@@ -161,11 +161,11 @@ class RollupWorker:
         return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else 0
 
     async def energy_from(self) -> int | None:
-        """``energy_from_ms`` of the newest state point: None before the first pass of this version."""
+        """``FROM_FIELD`` of the newest state point: None before the first pass of this version."""
         return await energy_from_ms(self.influx, self.settings)
 
     async def _backfill(self, now_ms: int) -> int:
-        """One backfill chunk of the energy series going back in time; returns the new ``energy_from_ms``."""
+        """One backfill chunk of the energy series going back in time; returns the new ``FROM_FIELD`` value."""
         cursor = await self.energy_from()
         if cursor is None:  # first pass of this version: everything up to a day ahead is to be backfilled
             cursor = now_ms - now_ms % HOUR_MS + DAY_MS
@@ -210,7 +210,7 @@ class RollupWorker:
                 if self.metrics:
                     self.metrics.rollup_windows.labels("energy").inc()
             # A new point per pass (the marks RP expires old ones); last() finds the newest.
-            await self.influx.write([f"{STATE} watermark_ns={hi}i,energy_from_ms={energy_from}i {time.time_ns()}"],
+            await self.influx.write([f"{STATE} watermark_ns={hi}i,{FROM_FIELD}={energy_from}i {time.time_ns()}"],
                                     s.influx_db, rp=RP_MARKS, precision="ns")
             self.passes += 1
             return len(windows_1m) + len(windows_1h)
@@ -228,6 +228,6 @@ class RollupWorker:
 
 async def energy_from_ms(influx: InfluxClient, settings: Settings) -> int | None:
     """Time from which the energy series (backend/energy_series.py) are complete; 0 = all; None = not yet."""
-    rows = await influx.rows(f"SELECT last(energy_from_ms) FROM {table(settings, RP_MARKS, STATE)}",
+    rows = await influx.rows(f"SELECT last({FROM_FIELD}) FROM {table(settings, RP_MARKS, STATE)}",
                              db=settings.influx_db)
     return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else None

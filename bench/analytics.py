@@ -11,8 +11,10 @@ Whole-site queries read the site energy series (backend/energy_series.py). The m
 real code (``EnergySeries.recompute`` over the month of 1-minute rollups, all meters, a day per call; the time
 it takes is printed); the rest of the year, which has no 1-minute rollups here, gets its hourly site points
 written directly from the same synthetic hourly energy (writing and rolling up a year of 1-minute rollups for
-100 meters would take most of an hour). The same site queries are also timed on the per-device path
-(``per-device path``: the service as it was before the site series, still used for devices and groups).
+100 meters would take most of an hour); likewise the devices' daily series (``energy_d``) outside the month.
+Device lists (groups) and single devices read the devices' series (``device list``: ``energy_q`` per 15 min,
+``energy_d`` per local day); the same questions are also timed on the per-meter rollups (``per-device path``,
+``series=False``: the service as it was before the series, still the fallback while they are backfilled).
 
 Measured in the same run for comparison: a trivial ``SHOW DATABASES`` round trip (the floor) and fetching every
 1-hour rollup row of the range without server-side folding (what the service avoids for day/week/month
@@ -45,8 +47,8 @@ from typing import Any
 
 from backend.aneel_store import AneelData, AneelStore
 from backend.api.analytics import AnalyticsService, Scope, local_range
-from backend.consumption import fetch_samples
-from backend.energy_series import SITE_ENERGY, EnergySeries
+from backend.consumption import TZ, fetch_samples
+from backend.energy_series import ENERGY_D, FROM_FIELD, SITE_ENERGY, EnergySeries
 from backend.forecast import backtest
 from backend.influx import InfluxClient
 from backend.settings import Settings
@@ -83,6 +85,7 @@ async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: 
         start_ms = int(year_start.timestamp() * 1000)
         minute_lines: list[str] = []
         month_ms = int(month_start.timestamp() * 1000)
+        days: dict[int, int] = {}
         for h in range(hours):
             ts = start_ms + h * 3_600_000
             local = dt.datetime.fromtimestamp(ts / 1000, TZ3)
@@ -98,8 +101,14 @@ async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: 
             energy += int(watts * 1000)  # watts for one hour = watts Wh = watts*1000 mWh
             if not month_ms <= ts < month_ms + 31 * 86_400_000:
                 site_hours[ts] = site_hours.get(ts, 0) + int(watts * 1000)
+                day = int(dt.datetime.fromtimestamp(ts / 1000, TZ).replace(hour=0).timestamp() * 1000)
+                days[day] = days.get(day, 0) + int(watts * 1000)
             lines.append(f"readings,device={dev},gateway=gw,site={SITE} n=360i,energy_first={first}i,"
                          f"energy_last={energy - int(watts * 1000 / 360)}i,boot_min=1i,boot_max=1i {ts}")
+        month_days = {int(dt.datetime.fromtimestamp(month_ms / 1000 + d * 86_400, TZ).timestamp() * 1000)
+                      for d in range(31)}
+        lines.extend(f"{ENERGY_D},device={dev},gateway=gw,site={SITE} mwh={float(e)},est=0i,resets=0i,spikes=0i,"
+                     f"jumps=0i {t}" for t, e in sorted(days.items()) if t not in month_days)
         for chunk in range(0, len(lines), 10_000):
             await influx.write(lines[chunk:chunk + 10_000], db, rp="r1h", precision="ms")
         for chunk in range(0, len(minute_lines), 20_000):
@@ -120,7 +129,7 @@ async def energy_series(influx: InfluxClient, settings: Settings, month_start: d
     for day in range(31):
         await energy.recompute(start + day * 86_400_000, start + (day + 1) * 86_400_000, None)
     # The worker's state: the energy series are complete (as after its backfill).
-    await influx.write([f"rollup_state watermark_ns={time.time_ns()}i,energy_from_ms=0i"], settings.influx_db,
+    await influx.write([f"rollup_state watermark_ns={time.time_ns()}i,{FROM_FIELD}=0i"], settings.influx_db,
                        rp="marks", precision="ns")
     return time.perf_counter() - t0
 
@@ -164,14 +173,19 @@ async def main(meters: int, reps: int) -> None:
                 secs = await energy_series(influx, settings, month_start)
                 print(f"energy series of the month (15-min per meter and site, hourly site) computed in {secs:.1f} s")
                 c = await svc.consumo(site, m0, m1, "day")
-                d = await svc.consumo(per_dev, m0, m1, "day")
+                d = await svc.consumo(per_dev, m0, m1, "day", series=False)
+                g = await svc.consumo(per_dev, m0, m1, "day")
                 print(f"check, site month: site series {c.kwh_total:,.3f} kWh, peak {c.peak_kw} kW at {c.peak_at}; "
                       f"per-device path {d.kwh_total:,.3f} kWh, peak {d.peak_kw} kW at {d.peak_at}; "
-                      f"{len(c.buckets)} buckets")
+                      f"{len(c.buckets)} buckets; device list from the device series {g.kwh_total:,.3f} kWh, "
+                      f"peak {g.peak_kw} kW at {g.peak_at}")
                 cy = await svc.consumo(site, y0, y1, "month")
-                dy = await svc.consumo(per_dev, y0, y1, "month")
-                print(f"check, site year: site series {cy.kwh_total:,.3f} kWh, per-device path {dy.kwh_total:,.3f} kWh "
-                      "(the 11 synthetic months' site points omit each meter's last 10 s per hour)")
+                dy = await svc.consumo(per_dev, y0, y1, "month", series=False)
+                gy = await svc.consumo(per_dev, y0, y1, "month")
+                print(f"check, site year: site series {cy.kwh_total:,.3f} kWh, "
+                      f"per-device path {dy.kwh_total:,.3f} kWh, "
+                      f"device series {gy.kwh_total:,.3f} kWh "
+                      "(the 11 synthetic months' series points omit each meter's last 10 s per hour)")
                 print(f"\nquery latency over {reps} repetitions (service path: InfluxQL + register maths):")
                 results = {
                     "floor: SHOW DATABASES round trip": await timed(
@@ -197,9 +211,17 @@ async def main(meters: int, reps: int) -> None:
                     f"site ({meters} meters), month, 15-min buckets": await timed(
                         lambda: svc.consumo(site, m0, m1, "15min"), reps),
                     f"per-device path: {meters} meters, month, day + peak": await timed(
-                        lambda: svc.consumo(per_dev, m0, m1, "day"), max(3, reps // 4)),
+                        lambda: svc.consumo(per_dev, m0, m1, "day", series=False), max(3, reps // 4)),
                     f"per-device path: {meters} meters, year, month": await timed(
-                        lambda: svc.consumo(per_dev, y0, y1, "month"), max(3, reps // 4)),
+                        lambda: svc.consumo(per_dev, y0, y1, "month", series=False), max(3, reps // 4)),
+                    f"device list ({meters} m.), month, day + peak": await timed(
+                        lambda: svc.consumo(per_dev, m0, m1, "day"), reps),
+                    f"device list ({meters} m.), year, month buckets": await timed(
+                        lambda: svc.consumo(per_dev, y0, y1, "month"), reps),
+                    f"device list ({meters} m.), month, hour buckets": await timed(
+                        lambda: svc.consumo(per_dev, m0, m1, "hour"), max(3, reps // 4)),
+                    "1 meter, month, day + peak (device series)": await timed(
+                        lambda: svc.consumo(one, m0, m1, "day"), reps),
                 }
                 for name, ms in results.items():
                     print(line(name, ms))

@@ -12,7 +12,8 @@ the backend as a real ``python -m backend`` subprocess (ingest + rollups, as dep
 For 5., the rollup RPs are filled directly with points of the rollup schema (backend/rollups.py) and of the
 site energy series (backend/energy_series.py: ``site_energy`` per 15 min and per hour) derived from a
 synthetic month of 1 s data: writing 260 M raw points and rolling them up would take hours here. Whole-site
-questions are asked both of the per-meter rollups (as before the site series) and of the site series.
+questions are asked both of the per-meter rollups (as before the site series) and of the site series; kWh per
+day per meter also of the devices' daily series (``energy_d``).
 
     .venv/bin/python bench/ingest.py [--quick]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import random
 import shutil
@@ -33,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -232,12 +235,14 @@ def latency_run(broker: MosquittoService, influx: InfluxService, tmp: Path, mete
 
 
 def rollup_lines(meters: int, days: int, minute_meters: int, start_ms: int) -> tuple[list[str], list[str]]:
-    """Points of the r1m (for ``minute_meters``) and r1h (all meters) schema for ``days`` of 1 s data, and the
-    site's energy series (r1m: 15 min, r1h: 1 h, all meters)."""
+    """Points of the r1m (for ``minute_meters``) and r1h (all meters) schema for ``days`` of 1 s data, the
+    site's energy series (r1m: 15 min, r1h: 1 h, all meters) and the devices' daily series (r1h ``energy_d``,
+    local days)."""
     rnd = random.Random(7)
     m1: list[str] = []
     h1: list[str] = []
     site_q: dict[int, float] = {}
+    tz = ZoneInfo("America/Sao_Paulo")
 
     def fields(n: int, p: float, e0: int, e1: int) -> str:
         v = 127.0 + rnd.random()
@@ -250,6 +255,7 @@ def rollup_lines(meters: int, days: int, minute_meters: int, start_ms: int) -> t
     for m in range(meters):
         tags = f"readings,device={m:016x},gateway=gw{m // 10},site=bench"
         energy = 1_000_000
+        daily: dict[int, int] = {}
         for h in range(days * 24):
             p = 300 + 200 * rnd.random()
             hour_ms = start_ms + h * 3_600_000
@@ -257,11 +263,16 @@ def rollup_lines(meters: int, days: int, minute_meters: int, start_ms: int) -> t
             for q in range(4):
                 site_q[hour_ms + q * 900_000] = site_q.get(hour_ms + q * 900_000, 0.0) + (e_end - energy) / 4
             h1.append(f"{tags} {fields(3600, p, energy, e_end)} {hour_ms}")
+            local = dt.datetime.fromtimestamp(hour_ms / 1000, tz).replace(hour=0, minute=0, second=0)
+            day_ms = int(local.timestamp() * 1000)
+            daily[day_ms] = daily.get(day_ms, 0) + e_end - energy
             if m < minute_meters:
                 for mi in range(60):
                     e0 = energy + int(p * 1000 * mi / 60)
                     m1.append(f"{tags} {fields(60, p, e0, e0 + int(p * 1000 / 60))} {hour_ms + mi * 60_000}")
             energy = e_end
+        h1.extend(f"energy_d,device={m:016x},gateway=gw{m // 10},site=bench mwh={float(e)},est=0i,resets=0i,"
+                  f"spikes=0i,jumps=0i {t}" for t, e in sorted(daily.items()))
     site = "site_energy,site=bench"
     for t, mwh in sorted(site_q.items()):
         m1.append(f"{site} mwh={mwh},est=0i,resets=0i,spikes=0i,jumps=0i,devices={meters}i {t}")
@@ -296,6 +307,9 @@ async def analytics_run(influx: InfluxService, meters: int, days: int, minute_me
             "kWh per day per meter, 100 meters, month (r1h)":
                 f'SELECT first(energy_first), last(energy_last) FROM "{db}"."r1h"."readings" '
                 "WHERE time >= $s AND time < $e GROUP BY time(1d), device fill(none)",
+            "kWh per day per meter, 100 meters, month (device series r1h.energy_d)":
+                f'SELECT mwh FROM "{db}"."r1h"."energy_d" WHERE site = \'bench\' AND time >= $s AND time < $e '
+                "GROUP BY device",
             "hourly profile, 1 meter, month (r1h)":
                 f'SELECT first(energy_first), last(energy_last), max(p_max) FROM "{db}"."r1h"."readings" '
                 "WHERE device = $d AND time >= $s AND time < $e GROUP BY time(1h) fill(none)",

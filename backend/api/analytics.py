@@ -40,7 +40,7 @@ from backend.consumption import (
     fetch_samples,
     gap_for,
     min_dt_for,
-    site_consumption,
+    series_consumption,
 )
 from backend.errors import BadRequestError, NotFoundError, UnavailableError
 from backend.forecast import Forecast, forecast_daily
@@ -138,11 +138,15 @@ class AnalyticsService:
         return Scope(label=site, site=cfg, site_id=site, devices=[])
 
     async def consumo(self, scope: Scope, start_ms: int, end_ms: int, granularity: Granularity,
-                      *, with_peak: bool = True) -> Consumption:
+                      *, with_peak: bool = True, series: bool = True) -> Consumption:
+        """Consumption of a site, group or device. Beyond the raw range the energy series answer (one series per
+        site, or the devices' 15-min/daily series summed inside InfluxDB) once complete from the range's start;
+        otherwise, or with ``series=False``, the per-meter rollups."""
         res = choose_resolution(start_ms, end_ms, granularity)
-        if scope.site_id and not scope.devices and res != "raw" and await self._site_series_cover(start_ms):
-            return await site_consumption(self.influx, self.settings.influx_db, scope.site_id, start_ms, end_ms,
-                                          granularity, with_peak=with_peak)
+        if (series and res != "raw" and (scope.site_id or scope.devices)
+                and await self._site_series_cover(start_ms)):
+            return await series_consumption(self.influx, self.settings.influx_db, start_ms, end_ms, granularity,
+                                            site=scope.site_id, devices=scope.devices, with_peak=with_peak)
         per_day = res == "r1h" and granularity in ("day", "week", "month")
         samples = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, res,
                                       site=scope.site_id, devices=scope.devices, per_day=per_day)
@@ -157,7 +161,7 @@ class AnalyticsService:
         return c
 
     async def _site_series_cover(self, start_ms: int) -> bool:
-        """Whether the site energy series are complete from ``start_ms`` (their backfill may still be running)."""
+        """Whether the energy series are complete from ``start_ms`` (their backfill may still be running)."""
         since = await energy_from_ms(self.influx, self.settings)
         return since is not None and since <= start_ms - DAY_MS
 

@@ -93,7 +93,7 @@ async def both(svc: AnalyticsService, a: int, b: int, granularity: str) -> tuple
     site = await svc.consumo(Scope(label=SITE, site=None, site_id=SITE, devices=[]), a, b,
                              granularity)  # type: ignore[arg-type]
     devs = await svc.consumo(Scope(label="abc", site=None, site_id=None, devices=[A, B, C]), a, b,
-                             granularity)  # type: ignore[arg-type]
+                             granularity, series=False)  # type: ignore[arg-type]
     return site, devs
 
 
