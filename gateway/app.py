@@ -10,6 +10,7 @@ import glob
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -55,7 +56,7 @@ class Gateway:
         q = settings.queue
         self.queue = DurableQueue(
             q.path, max_rows=q.max_rows, max_bytes=q.max_bytes, max_age_s=q.max_age_days * 86400,
-            full_policy=q.full_policy, synchronous=q.synchronous,
+            full_policy=q.full_policy, synchronous=q.synchronous, replay_window_s=q.replay_window_s,
         )  # fmt: skip
         proxy = _LazyForwarder()
         self.ingest = Ingest(settings, self.queue, self.stats, proxy)
@@ -132,6 +133,10 @@ class Gateway:
         self.forwarder.stop()
         if self.status:
             self.status.stop()
+        try:
+            self.queue.mark_clean_stop()
+        except sqlite3.Error as exc:
+            log.error("cannot record the clean stop (the next start replays the window): %s", exc)
         self.queue.close()
 
     # --- the status page's one snapshot ------------------------------------------------------------------------------
@@ -179,6 +184,10 @@ class Gateway:
                 "max_bytes": self.queue.max_bytes,
                 "policy": self.queue.full_policy,
                 **{k: counters.get(k, 0) for k in ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown")},
+                "replay_rows": self.queue.replay_rows,
+                "replay_bytes": self.queue.replay_bytes,
+                "replay_window_s": self.queue.replay_window_s,
+                "replay_trimmed": counters.get("replay_trimmed", 0),
             },
             "broker": {
                 "state": f.state,

@@ -7,6 +7,17 @@ QoS 1 messages still waiting for a PUBACK; a pump thread reads batches from the 
 restarted gateway starts again from the first queued row: delivery is at-least-once, and a reading is recognisable
 by ``(device, boot, seq)`` downstream.
 
+Replay after a broker crash: Mosquitto has no per-message log; killed (or powered off) it restarts from its last
+autosave, and the QoS 1 messages it PUBACKed since then are gone — together with the rows we deleted on their
+PUBACK. With ``queue.replay_window_s`` > 0 the queue keeps PUBACKed rows for that long, and the pump re-publishes
+them, oldest first, before the unsent rows, on every reconnect after a lost connection, on the first connection
+after the gateway itself crashed (no clean-stop mark in the queue), and whenever the broker answers
+``session_present = False`` (it lost or expired our session). It cannot wait for ``session_present = False``
+alone: a session that was in the broker's last autosave comes back with it, so the broker answers ``True`` after
+a crash too, and a crash and a network outage look the same from here. The cost is at most ``replay_window_s`` of
+readings sent again per reconnect; they are identical and the backend stores each ``(device, boot, seq)`` once.
+The downlink subscription is renewed on every connect (a lost session lost it too).
+
 A batch payload is assembled from the JSON stored per row, so draining costs a SELECT and a ``bytes.join``.
 """
 
@@ -73,6 +84,12 @@ class Forwarder:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._status_due = 0.0
+        self._replay_reason = ""
+        self._connects = 0
+        self._replay_requests = 0
+        """Incremented by a CONNACK that calls for a replay; the pump starts a replay pass when it changes."""
+        self._replay_first = not queue.take_clean_stop()
+        self._had_session = False
         self.client = self._make_client()
         self._pump_thread = threading.Thread(target=self._pump, name="forwarder", daemon=True)
 
@@ -127,7 +144,21 @@ class Forwarder:
         self.stats.inc("mqtt_connects")
         log.info("connected to %s:%d (session present: %s)", self.settings.mqtt.host, self.settings.mqtt.port,
                  flags.session_present)  # fmt: skip
-        client.subscribe(self._config_prefix + "+", qos=1)
+        reason = ""
+        if not flags.session_present and self._had_session:
+            self.stats.inc("sessions_lost")
+            reason = "the broker lost our session (crash, restore or expiry)"
+            log.warning("%s: subscribing again", reason)
+        elif self._connects:
+            reason = "reconnected after a lost connection (the broker may have crashed)"
+        elif self._replay_first:
+            reason = "first connection after the gateway did not stop cleanly"
+        self._had_session = self.settings.mqtt.session_expiry_s > 0
+        client.subscribe(self._config_prefix + "+", qos=1)  # always: a lost session lost the subscription too
+        self._connects += 1
+        if reason and self.queue.replay_window_s > 0:
+            self._replay_reason = reason
+            self._replay_requests += 1
         for info in self._device_infos():
             self.publish_device(info)
         self._status_due = 0.0
@@ -214,11 +245,16 @@ class Forwarder:
     def _pump_loop(self) -> None:
         cursor = 0
         inflight: dict[int, tuple[int, int, int]] = {}
+        """mid -> (first id, last id, readings); readings < 0 marks a replay batch (nothing to delete)."""
         m = self.settings.mqtt
+        seen_requests = self._replay_requests if self._connected.is_set() else 0
+        prune_due = 0.0
+        replay_cursor = replay_upto = 0
         while not self._stop.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
             ranges: list[tuple[int, int]] = []
+            replayed: list[tuple[int, int]] = []
             published = 0
             while True:
                 try:
@@ -229,35 +265,79 @@ class Forwarder:
                 if entry is None:
                     continue  # status, device info or config result
                 lo, hi, n = entry
+                if n < 0:
+                    if failed:
+                        self.stats.error("mqtt_puback")
+                    else:
+                        replayed.append((lo, hi))
+                    continue
                 if failed:
                     self.stats.error("mqtt_puback")
                     cursor = min(cursor, lo - 1)  # sent again; duplicates are identical and deduped downstream
                     continue
                 ranges.append((lo, hi))
                 published += n
+            if self._connected.is_set() and self._replay_requests != seen_requests:
+                seen_requests = self._replay_requests
+                replay_cursor, replay_upto = 0, self.queue.replay_upto()
+                if replay_upto:
+                    self.stats.inc("replays")
+                    log.info("%s: re-publishing the %d readings PUBACKed in the last %g s", self._replay_reason,
+                             self.queue.replay_rows, self.queue.replay_window_s)  # fmt: skip
             while self._connected.is_set() and len(inflight) < m.max_inflight and not self._stop.is_set():
-                batch = self.queue.fetch(cursor, m.batch_size, hand_out=True)
-                if batch is None:
-                    break
+                replay = replay_cursor < replay_upto
+                if replay:
+                    batch = self.queue.fetch_replay(replay_cursor, replay_upto, m.batch_size)
+                    if batch is None:
+                        replay_cursor = replay_upto
+                        continue
+                else:
+                    batch = self.queue.fetch(cursor, m.batch_size, hand_out=True)
+                    if batch is None:
+                        break
                 payload = batch_payload(self._site, self._gw, batch.payloads, int(time.time() * 1000))
                 info = self.client.publish(self._topic, payload, qos=1)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     self.stats.error("mqtt_publish")
                     break
-                inflight[info.mid] = (batch.first_id, batch.last_id, len(batch.payloads))
-                cursor = batch.last_id
+                n = len(batch.payloads)
+                inflight[info.mid] = (batch.first_id, batch.last_id, -n if replay else n)
+                if replay:
+                    replay_cursor = batch.last_id
+                    self.stats.inc("readings_replayed", n)
+                else:
+                    cursor = batch.last_id
                 self.stats.inc("messages_sent")
-            # delete after refilling the in-flight window, so the broker is busy while SQLite works
+            # delete after refilling the in-flight window, so the broker is busy while SQLite works; no window ends
+            # while a replay pass is running or awaiting PUBACKs (its rows get a new window on their PUBACK)
+            replaying = replay_cursor < replay_upto or any(n < 0 for _, _, n in inflight.values())
             if ranges:
                 try:
-                    self.queue.delete(ranges)
+                    self.queue.delete(ranges, prune=not replaying)
                 except QueueError as exc:
                     self.stats.error("queue_delete")
                     log.error("%s (the rows will be sent again)", exc)
                 self.stats.inc("readings_published", published)
                 self.stats.inc("messages_acked", len(ranges))
+            elif (
+                self._connected.is_set() and not replaying and self.queue.replay_rows
+                and time.monotonic() >= prune_due
+            ):  # idle: end the windows that ran out (a busy pump does it with every delete)
+                prune_due = time.monotonic() + 1.0
+                try:
+                    self.queue.prune_replay(int(time.time() * 1000))
+                except QueueError as exc:
+                    self.stats.error("queue_delete")
+                    log.error("%s", exc)
+            if replayed:
+                try:
+                    self.queue.refresh_replay(replayed)
+                except QueueError as exc:
+                    self.stats.error("queue_delete")
+                    log.error("%s", exc)
+                self.stats.inc("messages_acked", len(replayed))
             self.inflight_messages = len(inflight)
-            self.queue.inflight_upto = max((hi for _, hi, _ in inflight.values()), default=0)
+            self.queue.inflight_upto = max((hi for _, hi, n in inflight.values() if n >= 0), default=0)
             if self._connected.is_set() and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + m.status_interval_s
                 self.client.publish(

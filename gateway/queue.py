@@ -18,6 +18,15 @@ Bounds: ``max_rows``, ``max_bytes`` (payload + 64 bytes per row) and ``max_age``
 deletes the oldest rows in the same transaction as the insert and counts them (``dropped_full``); ``refuse-new``
 admits nothing more (see :meth:`DurableQueue.room`). Both are persisted in the ``counters`` table.
 
+Replay window: with ``replay_window_s`` > 0 a PUBACKed row is not deleted but moved to the ``replay`` table, where
+it stays for ``replay_window_s`` seconds after its PUBACK. Mosquitto has no per-message log: after a crash it comes
+back with its last autosave, so a message it PUBACKed since then is gone; the forwarder re-publishes the replay
+rows after every (re)connection (see gateway/forwarder.py). Replay rows are not "queued": they are left out of
+``rows``/``bytes``/``oldest_ts`` (the unsent figures) and never block a new reading — they count against
+``max_rows``/``max_bytes`` together with the unsent rows, and every commit that would exceed a bound deletes the
+oldest replay rows first, under either policy, counted as ``replay_trimmed`` (persisted). Only then does
+``drop-oldest`` touch unsent rows.
+
 Ordering: rows are delivered in commit order (``id``, AUTOINCREMENT so ids are never reused), which is oldest
 first per device — except a reading that was lost in transit and retransmitted later.
 """
@@ -60,13 +69,23 @@ CREATE TABLE IF NOT EXISTS progress (
     dropped_at_meter INTEGER NOT NULL,
     PRIMARY KEY (device, boot)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replay (
+    id INTEGER PRIMARY KEY,
+    payload BLOB NOT NULL,
+    acked_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replay_acked_at ON replay (acked_at);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 1
-PERSISTED_COUNTERS = ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown")
+SCHEMA_VERSION = 2  # 2: the replay table (created in place on an older file)
+PERSISTED_COUNTERS = ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown", "replay_trimmed")
 
 
 class Row(NamedTuple):
@@ -119,8 +138,10 @@ class DurableQueue:
         max_age_s: float = 90 * 86400.0,
         full_policy: Literal["drop-oldest", "refuse-new"] = "drop-oldest",
         synchronous: Literal["full", "normal"] = "full",
+        replay_window_s: float = 0.0,
     ) -> None:
         self.path = path
+        self.replay_window_s = replay_window_s
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
@@ -149,6 +170,9 @@ class DurableQueue:
         rows, size = self._db.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM readings").fetchone()
         self._rows: int = int(rows)
         self._bytes: int = int(size) + int(rows) * ROW_OVERHEAD
+        rows, size = self._db.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM replay").fetchone()
+        self._replay_rows: int = int(rows)
+        self._replay_bytes: int = int(size) + int(rows) * ROW_OVERHEAD
         self.counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         for name in PERSISTED_COUNTERS:
             self.counters.setdefault(name, 0)
@@ -174,8 +198,19 @@ class DurableQueue:
     def bytes(self) -> int:
         return self._bytes
 
+    @property
+    def replay_rows(self) -> int:
+        """PUBACKed rows kept for the replay window (not part of :attr:`rows`)."""
+        return self._replay_rows
+
+    @property
+    def replay_bytes(self) -> int:
+        return self._replay_bytes
+
     def room(self) -> int:
-        """How many more rows fit right now. Under ``refuse-new`` the ingest admits at most this many."""
+        """How many more rows fit right now. Under ``refuse-new`` the ingest admits at most this many.
+
+        Replay rows do not count here: a commit deletes them first to make room (:meth:`_trim_replay`)."""
         with self._lock:
             by_rows = self.max_rows - self._rows
             by_bytes = (self.max_bytes - self._bytes) // (ROW_OVERHEAD + 200)
@@ -185,6 +220,11 @@ class DurableQueue:
         with self._lock:
             self._rows -= rows
             self._bytes -= size + rows * ROW_OVERHEAD
+
+    def _forget_replay(self, rows: int, size: int) -> None:
+        with self._lock:
+            self._replay_rows -= rows
+            self._replay_bytes -= size + rows * ROW_OVERHEAD
 
     # --- writer (ingest thread) ---------------------------------------------------------------------------------
 
@@ -211,6 +251,7 @@ class DurableQueue:
         new_bytes = sum(len(r.payload) for r in rows) + len(rows) * ROW_OVERHEAD
         dropped = 0
         dropped_bytes = 0
+        trimmed = (0, 0)
         deltas = dict(counters or {})
         db = self._db
         trim = bool(rows) and self.full_policy == "drop-oldest"
@@ -221,8 +262,10 @@ class DurableQueue:
             try:
                 if rows:
                     db.executemany("INSERT INTO readings (device, boot, seq, ts, payload) VALUES (?, ?, ?, ?, ?)", rows)
+                if rows:
+                    trimmed = self._trim_replay(len(rows), new_bytes)
                 if trim:
-                    dropped, dropped_bytes = self._trim(len(rows), new_bytes)
+                    dropped, dropped_bytes = self._trim(len(rows), new_bytes, trimmed)
                 for p in progress:
                     db.execute(
                         "INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -238,6 +281,8 @@ class DurableQueue:
                     )
                 if dropped:
                     deltas["dropped_full"] = deltas.get("dropped_full", 0) + dropped
+                if trimmed[0]:
+                    deltas["replay_trimmed"] = deltas.get("replay_trimmed", 0) + trimmed[0]
                 for name, delta in deltas.items():
                     if delta:
                         db.execute(
@@ -261,16 +306,45 @@ class DurableQueue:
         with self._lock:
             self._rows += len(rows) - dropped
             self._bytes += new_bytes - dropped_bytes - dropped * ROW_OVERHEAD
+        self._forget_replay(*trimmed)
         return CommitResult(len(rows), dropped)
 
-    def _trim(self, n: int, size: int) -> tuple[int, int]:
-        """Inside the commit, after inserting ``n`` rows of ``size`` bytes: delete the oldest rows over the bounds."""
+    def _over(self, n: int, size: int, rows_gone: int = 0, bytes_gone: int = 0) -> tuple[int, int]:
+        """Rows and bytes over the bounds once ``n`` rows of ``size`` bytes are added (unsent + replay)."""
+        with self._lock:
+            rows = self._rows + self._replay_rows - rows_gone + n
+            size_all = self._bytes + self._replay_bytes - bytes_gone - rows_gone * ROW_OVERHEAD + size
+        return rows - self.max_rows, size_all - self.max_bytes
+
+    def _trim_replay(self, n: int, size: int) -> tuple[int, int]:
+        """Inside the commit: delete the oldest replay rows while the bounds are exceeded (any policy).
+
+        Returns (rows, payload bytes) deleted; the caller counts them as ``replay_trimmed``."""
+        gone = 0
+        gone_bytes = 0
+        while self._replay_rows - gone > 0:
+            rows_over, bytes_over = self._over(n, size, gone, gone_bytes)
+            if rows_over <= 0 and bytes_over <= 0:
+                break
+            k = max(rows_over, 1, bytes_over // (ROW_OVERHEAD + 150) + 1)
+            lens = self._db.execute(
+                "DELETE FROM replay WHERE id IN (SELECT id FROM replay ORDER BY acked_at, id LIMIT ?) "
+                "RETURNING length(payload)",
+                (k,),
+            ).fetchall()
+            if not lens:
+                break
+            gone += len(lens)
+            gone_bytes += sum(x for (x,) in lens)
+        return gone, gone_bytes
+
+    def _trim(self, n: int, size: int, replay_gone: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+        """Inside the commit, after inserting ``n`` rows of ``size`` bytes and trimming ``replay_gone`` replay rows:
+        delete the oldest unsent rows over the bounds."""
         dropped = 0
         dropped_bytes = 0
         while True:
-            with self._lock:
-                rows_over = self._rows - dropped + n - self.max_rows
-                bytes_over = self._bytes - dropped_bytes - dropped * ROW_OVERHEAD + size - self.max_bytes
+            rows_over, bytes_over = self._over(n, size, dropped + replay_gone[0], dropped_bytes + replay_gone[1])
             if rows_over <= 0 and bytes_over <= 0:
                 return dropped, dropped_bytes
             k = max(rows_over, 1, bytes_over // (ROW_OVERHEAD + 150) + 1)
@@ -338,23 +412,86 @@ class DurableQueue:
                 self.inflight_upto = max(self.inflight_upto, rows[-1][0])
         return Batch(rows[0][0], rows[-1][0], [p for _, p in rows])
 
-    def delete(self, ranges: Iterable[tuple[int, int]]) -> int:
-        """Delete rows in the inclusive id ranges (PUBACKed batches) in one transaction; returns rows deleted."""
+    def delete(self, ranges: Iterable[tuple[int, int]], now_ms: int | None = None, *, prune: bool = True) -> int:
+        """Delete rows in the inclusive id ranges (PUBACKed batches) in one transaction; returns rows deleted.
+
+        With a replay window the rows move to the ``replay`` table (stamped ``now_ms``, default now) instead, and
+        (``prune``) replay rows whose window has ended are deleted in the same transaction. Only the forwarder
+        prunes, while connected and not replaying: a window must not run out while the broker is unreachable."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        keep = self.replay_window_s > 0
         conn = self._reader()
         lens: list[tuple[int]] = []
+        pruned: list[tuple[int]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for lo, hi in ranges:
+                if keep:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO replay (id, payload, acked_at) "
+                        "SELECT id, payload, ? FROM readings WHERE id BETWEEN ? AND ?",
+                        (now, lo, hi),
+                    )
                 lens += conn.execute(
                     "DELETE FROM readings WHERE id BETWEEN ? AND ? RETURNING length(payload)", (lo, hi)
                 ).fetchall()
+            if keep and prune:
+                pruned = self._prune(conn, now)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise QueueError(f"delete failed: {exc}", self.path) from exc
-        self._forget(len(lens), sum(x for (x,) in lens))
+        size = sum(x for (x,) in lens)
+        self._forget(len(lens), size)
+        if keep:
+            self._forget_replay(len(pruned) - len(lens), sum(x for (x,) in pruned) - size)
         return len(lens)
+
+    def _prune(self, conn: sqlite3.Connection, now_ms: int) -> list[tuple[int]]:
+        cutoff = now_ms - int(self.replay_window_s * 1000)
+        return conn.execute("DELETE FROM replay WHERE acked_at < ? RETURNING length(payload)", (cutoff,)).fetchall()
+
+    def prune_replay(self, now_ms: int) -> int:
+        """Delete replay rows PUBACKed more than ``replay_window_s`` before ``now_ms``; returns how many."""
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            pruned = self._prune(conn, now_ms)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise QueueError(f"replay prune failed: {exc}", self.path) from exc
+        self._forget_replay(len(pruned), sum(x for (x,) in pruned))
+        return len(pruned)
+
+    def replay_upto(self) -> int:
+        """Highest id in the replay window right now (0 when empty): a replay pass re-publishes up to here."""
+        row = self._reader().execute("SELECT max(id) FROM replay").fetchone()
+        return int(row[0] or 0)
+
+    def fetch_replay(self, after_id: int, upto_id: int, limit: int) -> Batch | None:
+        """The next ``limit`` replay rows with ``after_id`` < id <= ``upto_id``, oldest first; None when none."""
+        sql = "SELECT id, payload FROM replay WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
+        rows = self._reader().execute(sql, (after_id, upto_id, limit)).fetchall()
+        if not rows:
+            return None
+        return Batch(rows[0][0], rows[-1][0], [p for _, p in rows])
+
+    def refresh_replay(self, ranges: Iterable[tuple[int, int]], now_ms: int | None = None) -> None:
+        """Replayed rows were PUBACKed again: their window restarts (the broker may crash again before saving)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for lo, hi in ranges:
+                conn.execute("UPDATE replay SET acked_at = ? WHERE id BETWEEN ? AND ?", (now, lo, hi))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise QueueError(f"replay refresh failed: {exc}", self.path) from exc
 
     def oldest_ts(self) -> int | None:
         """Measured time of the oldest queued reading (by commit order), or None when empty. Any thread."""
@@ -363,6 +500,16 @@ class DurableQueue:
                 self._peek = _connect(self.path, "normal")
             row = self._peek.execute("SELECT ts FROM readings ORDER BY id LIMIT 1").fetchone()
         return None if row is None else int(row[0])
+
+    def mark_clean_stop(self) -> None:
+        """Record that the gateway stopped cleanly (writer thread, after the ingest stopped)."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean_stop', 1)")
+
+    def take_clean_stop(self) -> bool:
+        """Whether the previous run ended with :meth:`mark_clean_stop`; clears the mark (a crash leaves none)."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'clean_stop'").fetchone()
+        self._db.execute("DELETE FROM meta WHERE name = 'clean_stop'")
+        return bool(row and row[0])
 
     def close(self) -> None:
         """Close the writer connection (reader connections close with their threads)."""

@@ -78,6 +78,13 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     after it. Default 20 ms."""
     expire_interval_s: Positive = 60.0
     """How often the age limit is enforced. Default 60 s."""
+    replay_window_s: Annotated[float, msgspec.Meta(ge=0)] = 180.0
+    """Seconds a reading is kept after the broker PUBACKed it, to be published again after every (re)connection:
+    Mosquitto restarts from its last autosave after a crash (kill -9, power loss) and loses what it PUBACKed since.
+    Must exceed the broker's ``autosave_interval`` (60 s in deploy/mosquitto/mosquitto.conf) plus the time the
+    gateway needs to notice the crash and reconnect. These rows are not counted as queued, count against
+    ``max_rows``/``max_bytes`` and are the first deleted when a bound is reached (counted as ``replay_trimmed``).
+    0 turns replay off. Default 180 s."""
 
 
 class MqttSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -57,6 +57,14 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "cds_gateway_queue_oldest_age_seconds", "Age of the oldest unsent reading", value=q["oldest_age_s"]
         )
+        yield GaugeMetricFamily(
+            "cds_gateway_replay_rows", "PUBACKed readings kept for replay after a broker crash", value=q["replay_rows"]
+        )
+        yield GaugeMetricFamily("cds_gateway_replay_bytes", "Bytes of the replay window", value=q["replay_bytes"])
+        yield CounterMetricFamily(
+            "cds_gateway_replay_trimmed", "Replay rows deleted early to respect the bounds (persisted)",
+            value=q["replay_trimmed"],
+        )
         b = s["broker"]
         connected = int(b["state"] == "connected")
         yield GaugeMetricFamily("cds_gateway_broker_connected", "1 when connected", value=connected)
@@ -144,7 +152,10 @@ td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:left}}th{{background:
 <tr><th>Descartadas por fila cheia</th><td>{q["dropped_full"]}</td></tr>
 <tr><th>Expiradas sem envio</th><td>{q["expired"]}</td></tr>
 <tr><th>Perdidas no medidor</th><td>{q["dropped_at_meter"]}</td></tr>
-<tr><th>Não recebidas (confirmadas por outro)</th><td>{q["skipped_unknown"]}</td></tr></table>
+<tr><th>Não recebidas (confirmadas por outro)</th><td>{q["skipped_unknown"]}</td></tr>
+<tr><th>Guardadas para reenvio após queda do broker (últimos {q["replay_window_s"]:g} s)</th>
+<td>{q["replay_rows"]} ({q["replay_bytes"] / 1e6:.1f} MB)</td></tr>
+<tr><th>Removidas da reserva de reenvio por falta de espaço</th><td>{q["replay_trimmed"]}</td></tr></table>
 <h2>Servidor MQTT (broker)</h2>
 <table><tr><th>Estado</th><td>{e(BROKER_PT.get(b["state"], b["state"]))}
 desde {_fmt_time(int(b["since"] * 1000))}</td></tr>

@@ -182,6 +182,17 @@ class Collector:
                     if seen != r:
                         self.mismatches.append((seen, r))
 
+    def pause(self) -> None:
+        """Disconnect cleanly, keeping the session: the broker queues our messages (a backend that is down)."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def resume(self) -> None:
+        """Connect again with the same client id and ``clean_start`` False (resubscribing if the session is gone)."""
+        self._subscribed.clear()
+        self.client.reconnect()
+        self.client.loop_start()
+
     def keys(self, device: str | None = None) -> set[Key]:
         with self._lock:
             return {k for k in self.readings if device is None or k[0] == device}

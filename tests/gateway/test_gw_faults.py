@@ -259,3 +259,83 @@ def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
     uptimes = [r.frame.uptime_ms for r in meter.truth().produced if r.boot == 1]
     assert any(b < a for a, b in itertools.pairwise(uptimes)), f"no wrap in {uptimes[:3]}..{uptimes[-3:]}"
     assert figures["max_ts_error_ms"] < 500, figures  # a wrong wrap would be off by 49.7 days
+
+
+def _kill9_after_puback_scenario(
+    sim: MeterRunner, crashing: MosquittoService, unique_id: str, wait_for: Callable[..., Any],
+    gw: GatewayProcess, collector: Collector,
+) -> tuple[list[Any], int]:  # fmt: skip
+    """Readings flow; the subscriber (the backend) goes offline, so the broker's only copy of what follows is its
+    queue for the subscriber's session; the broker saves; 100 more readings are PUBACKed (gateway-side counter),
+    i.e. queued after the save; then SIGKILL and restart. Returns the meters and the readings PUBACKed after the
+    save. The subscriber comes back with the session of the save (it subscribed before it), so it receives
+    whatever the broker holds or receives again from then on — and nothing else could have reached it."""
+    meters = add_meters(sim, 2)
+    gw.start()
+    wait_for(lambda: collector.count() >= 40, 10, what="first readings")
+    collector.pause()
+    base = gw.counter("readings_published")
+    wait_for(lambda: gw.counter("readings_published") >= base + 50, 10, what="readings queued for the offline backend")
+    crashing.save()
+    saved = gw.counter("readings_published")
+    wait_for(lambda: gw.counter("readings_published") >= saved + 100, 10, what="100 readings PUBACKed after the save")
+    crashing.kill()
+    after_save = gw.counter("readings_published") - saved
+    wait_for(lambda: gw.status()["broker"]["state"] != "connected", 10, what="gateway notices the crash")
+    n = gw.counter("readings_committed")
+    wait_for(lambda: gw.counter("readings_committed") >= n + 50, 10, what="readings queued while the broker is down")
+    crashing.start()
+    wait_for(lambda: gw.status()["broker"]["state"] == "connected", 15, what="gateway reconnects")
+    collector.resume()
+    return meters, after_save
+
+
+def test_broker_kill9_after_puback_loses_nothing(
+    sim: MeterRunner, mosquitto_factory: Callable[..., MosquittoService], unique_id: str, tmp_path: Any,
+    wait_for: Callable[..., Any],
+) -> None:  # fmt: skip
+    """Mosquitto restarts from its last save and forgets what it PUBACKed since; the gateway kept those rows for
+    ``replay_window_s`` (default 180 s) and re-publishes them on reconnecting, so every reading still arrives."""
+    crashing = mosquitto_factory()
+    collector = Collector(crashing, unique_id)
+    gw = GatewayProcess(tmp_path, crashing, unique_id, [str(sim.link_dir / "*")])
+    try:
+        meters, after_save = _kill9_after_puback_scenario(sim, crashing, unique_id, wait_for, gw, collector)
+        figures = check_delivery(meters, collector, gw, wait_for)
+        assert figures["dropped_at_meter_truth"] == 0 and figures["dropped_full"] == 0
+        assert gw.counter("replays") >= 1
+        assert gw.counter("readings_replayed") >= after_save >= 100
+        assert figures["duplicates"] > 0  # the replay re-sent what the broker had kept too: identical, checked
+        assert gw.status()["queue"]["replay_rows"] > 0 and gw.status()["queue"]["replay_trimmed"] == 0
+    finally:
+        collector.close()
+        gw.stop()
+
+
+def test_broker_kill9_after_puback_without_replay_window_loses_readings(
+    sim: MeterRunner, mosquitto_factory: Callable[..., MosquittoService], unique_id: str, tmp_path: Any,
+    wait_for: Callable[..., Any],
+) -> None:  # fmt: skip
+    """Control for the test above: with ``replay_window_s = 0`` the same crash loses the readings PUBACKed after
+    the save (the hole the replay window closes), so the test above can fail."""
+    crashing = mosquitto_factory()
+    collector = Collector(crashing, unique_id)
+    gw = GatewayProcess(tmp_path, crashing, unique_id, [str(sim.link_dir / "*")], queue={"replay_window_s": 0})
+    try:
+        meters, after_save = _kill9_after_puback_scenario(sim, crashing, unique_id, wait_for, gw, collector)
+        # a reading produced after the restart arrives after everything older that the broker still delivers
+        last = {m.device: max(r.seq for r in m.truth().produced) for m in meters}
+
+        def caught_up() -> bool:
+            keys = collector.keys()
+            return all(any(k[0] == d and k[2] > s for k in keys) for d, s in last.items())
+
+        wait_for(caught_up, 15, what="readings from after the restart")
+        keys = collector.keys()
+        acked = {(m.device, b, s) for m in meters for b, s in m.truth().must_have() if s <= last[m.device]}
+        missing = acked - keys
+        assert len(missing) >= 100 and after_save >= 100, (len(missing), after_save)
+        assert gw.counter("readings_replayed") == 0
+    finally:
+        collector.close()
+        gw.stop()

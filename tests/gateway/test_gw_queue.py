@@ -201,3 +201,64 @@ def test_rows_handed_to_mqtt_are_never_dropped_or_expired(tmp_path: Path) -> Non
     assert q.counters["dropped_full"] == 30
     assert q.expire(1_000_000 + 3600_000 + 10_000) == 30  # rows 71..100 (old ts); 1..40 are in flight
     q.close()
+
+
+def test_replay_window_keeps_pubacked_rows_out_of_the_depth_and_trims_them_first(tmp_path: Path) -> None:
+    """PUBACKed rows move to the replay table for ``replay_window_s``: not queued (depth, bytes, oldest), but
+    within the bounds, where a new commit deletes the oldest of them first (counted, persisted) under either
+    policy, before any unsent row; the window ends ``replay_window_s`` after the (last) PUBACK."""
+    t0 = 1_700_000_000_000
+    path = str(tmp_path / "q.db")
+    q = DurableQueue(path, max_rows=100, replay_window_s=180.0)
+    rows = [row(s) for s in range(1, 201)]
+    q.commit(rows[:60])
+    b = q.fetch(0, 60, hand_out=True)
+    assert b is not None
+    assert q.delete([(b.first_id, b.last_id)], now_ms=t0) == 60
+    assert (q.rows, q.bytes, q.oldest_ts()) == (0, 0, None)
+    assert q.replay_rows == 60 and q.replay_bytes == sum(len(r.payload) for r in rows[:60]) + 60 * ROW_OVERHEAD
+    assert q.fetch(0, 10) is None  # never sent again as unsent rows
+    upto = q.replay_upto()
+    assert upto == b.last_id
+    r1 = q.fetch_replay(0, upto, 50)
+    r2 = q.fetch_replay(r1.last_id, upto, 50) if r1 else None
+    assert r1 is not None and r2 is not None and r1.payloads + r2.payloads == [r.payload for r in rows[:60]]
+    assert q.fetch_replay(r2.last_id, upto, 50) is None
+
+    q.commit(rows[60:100])  # 40 unsent + 60 replay = 100: at the bound, nothing trimmed
+    assert (q.rows, q.replay_rows, q.counters["replay_trimmed"]) == (40, 60, 0)
+    assert q.room() == 60  # replay rows never hold back a new reading
+    result = q.commit(rows[100:125])  # 25 over: the 25 oldest replay rows go, no unsent row
+    assert result.dropped_full == 0 and q.counters["dropped_full"] == 0
+    assert (q.rows, q.replay_rows, q.counters["replay_trimmed"]) == (65, 35, 25)
+    first = q.fetch_replay(0, upto, 1)
+    assert first is not None and first.payloads == [rows[25].payload]  # oldest first
+    q.commit(rows[125:160])  # 35 more: the replay window is used up, still no unsent row dropped
+    assert (q.rows, q.replay_rows, q.counters["replay_trimmed"], q.counters["dropped_full"]) == (100, 0, 60, 0)
+    q.commit(rows[160:165])  # only now does drop-oldest touch unsent readings
+    assert (q.rows, q.replay_rows, q.counters["dropped_full"]) == (100, 0, 5)
+
+    b = q.fetch(0, 40, hand_out=True)
+    assert b is not None
+    q.delete([(b.first_id, b.first_id + 19)], now_ms=t0)
+    q.delete([(b.first_id + 20, b.last_id)], now_ms=t0 + 100_000)
+    assert (q.rows, q.replay_rows) == (60, 40)
+    q.refresh_replay([(b.first_id, b.first_id + 9)], now_ms=t0 + 150_000)  # replayed and PUBACKed again
+    assert q.prune_replay(t0 + 180_000) == 0  # nothing older than the window yet
+    assert q.prune_replay(t0 + 180_001) == 10  # PUBACKed at t0 and not replayed since
+    q.close()
+
+    q2 = DurableQueue(path, max_rows=100, replay_window_s=180.0, full_policy="refuse-new")
+    assert (q2.rows, q2.replay_rows, q2.counters["replay_trimmed"]) == (60, 30, 60)
+    assert q2.room() == 40
+    q2.commit(rows[165:195])  # refuse-new admits 40; the replay rows make room, counted
+    assert (q2.rows, q2.replay_rows, q2.counters["replay_trimmed"]) == (90, 10, 80)
+    assert q2.prune_replay(t0 + 330_001) == 10  # the refreshed ones and the later ones, each after its window
+    q2.close()
+
+    off = DurableQueue(str(tmp_path / "off.db"), replay_window_s=0)
+    off.commit(rows[:5])
+    b = off.fetch(0, 5)
+    assert b is not None and off.delete([(b.first_id, b.last_id)]) == 5
+    assert (off.rows, off.replay_rows, off.replay_upto()) == (0, 0, 0)
+    off.close()
