@@ -91,6 +91,8 @@ def test_gateway_restart_does_not_reforward_readings_whose_ack_was_lost(
     wait_for(lambda: collector.count() >= 10, 10, what="first readings")
     meter.set_drop_rate(1.0, "rx")
     wait_for(lambda: gw.counter("duplicates") > 20, 15, what="the meter's resends")
+    # ACKs never arrive, so what the meter holds only grows (up to its 256 slots): wait for enough of it.
+    wait_for(lambda: meter.model.status().queued > 40, 30, what="more than 40 readings held by the meter")
     wait_for(lambda: gw.status()["queue"]["rows"] == 0, 10, what="queue drained")
     gw.stop()
     held = meter.model.status().queued
