@@ -71,11 +71,14 @@ def load_w(hour: int, weekday: int, rnd: random.Random) -> float:
 
 
 async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: dt.datetime,
-                        month_start: dt.datetime) -> tuple[int, float]:
-    """r1h for a year and r1m for a month, per meter, with cumulative registers; returns (points, seconds)."""
+                        month_start: dt.datetime) -> tuple[int, float, list[str]]:
+    """r1h for a year and r1m for a month, per meter, with cumulative registers; returns (points, seconds,
+    the devices' daily series outside the month, to be written after the month's energy series: their
+    recompute rewrites the whole local days it touches, including the day before the month)."""
     t0 = time.perf_counter()
     points = 0
     site_hours: dict[int, int] = {}
+    day_lines: list[str] = []
     for i in range(meters):
         rnd = random.Random(i)
         dev = device(i)
@@ -107,7 +110,7 @@ async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: 
                          f"energy_last={energy - int(watts * 1000 / 360)}i,boot_min=1i,boot_max=1i {ts}")
         month_days = {int(dt.datetime.fromtimestamp(month_ms / 1000 + d * 86_400, TZ).timestamp() * 1000)
                       for d in range(31)}
-        lines.extend(f"{ENERGY_D},device={dev},gateway=gw,site={SITE} mwh={float(e)},est=0i,resets=0i,spikes=0i,"
+        day_lines.extend(f"{ENERGY_D},device={dev},gateway=gw,site={SITE} mwh={float(e)},est=0i,resets=0i,spikes=0i,"
                      f"jumps=0i {t}" for t, e in sorted(days.items()) if t not in month_days)
         for chunk in range(0, len(lines), 10_000):
             await influx.write(lines[chunk:chunk + 10_000], db, rp="r1h", precision="ms")
@@ -118,7 +121,7 @@ async def write_rollups(influx: InfluxClient, db: str, meters: int, year_start: 
                   for t, e in sorted(site_hours.items())]
     for chunk in range(0, len(site_lines), 10_000):
         await influx.write(site_lines[chunk:chunk + 10_000], db, rp="r1h", precision="ms")
-    return points, time.perf_counter() - t0
+    return points, time.perf_counter() - t0, day_lines
 
 
 async def energy_series(influx: InfluxClient, settings: Settings, month_start: dt.datetime) -> float:
@@ -160,7 +163,7 @@ async def main(meters: int, reps: int) -> None:
                 await ensure_schema(influx, settings)
                 year_start = dt.datetime(2025, 11, 1, tzinfo=TZ3)
                 month_start = dt.datetime(2026, 10, 1, tzinfo=TZ3)
-                points, secs = await write_rollups(influx, "bench", meters, year_start, month_start)
+                points, secs, day_lines = await write_rollups(influx, "bench", meters, year_start, month_start)
                 print(f"data: {meters} meters, {points:,} rollup points written in {secs:.1f} s "
                       f"({points / secs:,.0f} points/s)")
                 svc = AnalyticsService(settings=settings, influx=influx, sites={}, data=AneelData(
@@ -171,6 +174,8 @@ async def main(meters: int, reps: int) -> None:
                 _, _, m0, m1 = local_range("2026-10-01", "2026-10-31")
                 _, _, y0, y1 = local_range("2025-11-01", "2026-10-31")
                 secs = await energy_series(influx, settings, month_start)
+                for chunk in range(0, len(day_lines), 10_000):
+                    await influx.write(day_lines[chunk:chunk + 10_000], "bench", rp="r1h", precision="ms")
                 print(f"energy series of the month (15-min per meter and site, hourly site) computed in {secs:.1f} s")
                 c = await svc.consumo(site, m0, m1, "day")
                 d = await svc.consumo(per_dev, m0, m1, "day", series=False)
