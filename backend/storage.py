@@ -12,6 +12,7 @@ RP         measurement                     content
 ``r1m``    ``energy_q``/``site_energy``    15-min energy per device and per site (backend/energy_series.py)
 ``r1m``    ``energy_gap``                  data gaps per device (at the gap's end)
 ``r1h``    ``site_energy``                 hourly energy per site
+``r1h``    ``energy_d``                    energy per device and local day (backend/energy_series.py)
 =========  ==============================  =================================================================
 
 Tags are ``site``, ``gateway``, ``device`` (the site series: ``site`` only); a point is keyed by measurement +
