@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Litestar, Request, Response, get
+from litestar.params import FromQuery
 from litestar.static_files import create_static_files_router
 
 from backend.alerts import AlertEngine, AlertList
@@ -366,9 +367,16 @@ class AnalyticsController(Controller):
                  "dia_leitura": s.billing_day} for s in svc.sites.values()]
 
     @get("/consumo")
-    async def consumo(self, request: Request[Any, Any, Any], site: str | None = None, device: str | None = None,
-                      grupo: str | None = None, inicio: str | None = None, fim: str | None = None,
-                      granularidade: str = "hour") -> Consumption:
+    async def consumo(
+        self,
+        request: Request[Any, Any, Any],
+        site: FromQuery[str | None] = None,
+        device: FromQuery[str | None] = None,
+        grupo: FromQuery[str | None] = None,
+        inicio: FromQuery[str | None] = None,
+        fim: FromQuery[str | None] = None,
+        granularidade: FromQuery[str] = "hour",
+    ) -> Consumption:
         """kWh por hora/dia/semana/mês (horário de Brasília), a partir dos registradores de energia; demanda
         máxima em janelas de 15 min."""
         if granularidade not in GRANULARITIES:
@@ -380,8 +388,14 @@ class AnalyticsController(Controller):
         return await svc.consumo(svc.scope(site, device, grupo), a, b, granularidade)  # type: ignore[arg-type]
 
     @get("/custo")
-    async def custo(self, request: Request[Any, Any, Any], site: str, inicio: str | None = None,
-                    fim: str | None = None, referencia: str | None = None) -> dict[str, Any]:
+    async def custo(
+        self,
+        request: Request[Any, Any, Any],
+        site: FromQuery[str],
+        inicio: FromQuery[str | None] = None,
+        fim: FromQuery[str | None] = None,
+        referencia: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
         """Conta estimada do ciclo de faturamento (ou do período dado), linha a linha, com a REH usada."""
         svc = _service(request)
         scope = svc.scope(site, None, None)
@@ -398,25 +412,42 @@ class AnalyticsController(Controller):
         return {"conta": bill, "explicacao": explain(bill), "status_aneel": await _status(svc)}
 
     @get("/tarifa-branca")
-    async def tarifa_branca(self, request: Request[Any, Any, Any], site: str, inicio: str | None = None,
-                            fim: str | None = None) -> TarifaBrancaOut:
+    async def tarifa_branca(
+        self,
+        request: Request[Any, Any, Any],
+        site: FromQuery[str],
+        inicio: FromQuery[str | None] = None,
+        fim: FromQuery[str | None] = None,
+    ) -> TarifaBrancaOut:
         """A mesma energia faturada na Convencional e na Branca (ponta/intermediário/fora ponta em dias úteis)."""
         svc = _service(request)
         start, end, a, b = local_range(inicio, fim, default_days=30)
         return await svc.tarifa_branca(svc.scope(site, None, None), start, end, a, b)
 
     @get("/previsao")
-    async def previsao(self, request: Request[Any, Any, Any], site: str | None = None,
-                       device: str | None = None) -> ForecastOut:
+    async def previsao(
+        self,
+        request: Request[Any, Any, Any],
+        site: FromQuery[str | None] = None,
+        device: FromQuery[str | None] = None,
+    ) -> ForecastOut:
         """Próximos 7 dias e restante do mês (kWh e R$), com intervalo e o erro do backtest contra o
         sazonal ingênuo."""
         svc = _service(request)
         return await svc.previsao(svc.scope(site, device, None))
 
     @get("/relatorios")
-    async def relatorios(self, request: Request[Any, Any, Any], site: str | None = None,
-                         device: str | None = None, grupo: str | None = None, tipo: str = "diario",
-                         inicio: str | None = None, fim: str | None = None, formato: str = "json") -> Response[Any]:
+    async def relatorios(
+        self,
+        request: Request[Any, Any, Any],
+        site: FromQuery[str | None] = None,
+        device: FromQuery[str | None] = None,
+        grupo: FromQuery[str | None] = None,
+        tipo: FromQuery[str] = "diario",
+        inicio: FromQuery[str | None] = None,
+        fim: FromQuery[str | None] = None,
+        formato: FromQuery[str] = "json",
+    ) -> Response[Any]:
         """Resumo diário, semanal ou mensal em JSON ou CSV (números no formato brasileiro)."""
         if tipo not in ("diario", "semanal", "mensal"):
             raise BadRequestError("'tipo' deve ser diario, semanal ou mensal.")
@@ -432,7 +463,7 @@ class AnalyticsController(Controller):
         return Response(rep)
 
     @get("/alertas")
-    async def alertas(self, request: Request[Any, Any, Any], site: str | None = None) -> list[AlertList]:
+    async def alertas(self, request: Request[Any, Any, Any], site: FromQuery[str | None] = None) -> list[AlertList]:
         """Alertas atuais: medidor sem comunicação, consumo anormal, tensão fora da faixa adequada (PRODIST
         Módulo 8), fator de potência abaixo de 0,92."""
         svc = _service(request)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import FromQuery, Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from backend.aneel_records import TariffRecord
 from backend.aneel_store import SyncReport, SyncStatus
@@ -89,7 +89,7 @@ class AneelController(Controller):
     async def tarifas(self, request: Request[Any, Any, Any], distribuidora: FromQuery[str],
                       subgrupo: FromQuery[str] = "B1", modalidade: FromQuery[str | None] = None,
                       subclasse: FromQuery[str] = "Residencial",
-                      data_ref: Annotated[str | None, Parameter(query="data")] = None) -> TariffsOut:
+                      data_ref: Annotated[str | None, QueryParameter(name="data")] = None) -> TariffsOut:
         """Tarifas homologadas (TUSD e TE) de uma distribuidora (sigla ou CNPJ), com a vigente na data."""
         svc = _service(request)
         age = await _age(request)

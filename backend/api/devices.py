@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 
 from backend.errors import BadRequestError, NotFoundError
 from backend.influx import InfluxClient
@@ -158,8 +158,8 @@ class DevicesController(Controller):
                 if (site is None or d.site == site) and (gateway is None or d.gateway == gateway)]
 
     @get("/devices/{device:str}")
-    async def device(self, device: str, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
-                     services: NamedDependency[Any]) -> DeviceOut:
+    async def device(self, device: FromPath[str], influx: NamedDependency[InfluxClient],
+                     settings: NamedDependency[Settings], services: NamedDependency[Any]) -> DeviceOut:
         """One meter's status; 404 when the backend has never heard of it."""
         check_device(device)
         found = await device_statuses(influx, settings, services.registry, device)

@@ -8,7 +8,7 @@ from typing import Any, Final, Literal
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 
 from backend.api.devices import check_device
 from backend.errors import BadRequestError
@@ -54,7 +54,7 @@ class ReadingsController(Controller):
     @get("/{device:str}/readings")
     async def readings(
         self,
-        device: str,
+        device: FromPath[str],
         influx: NamedDependency[InfluxClient],
         settings: NamedDependency[Settings],
         start: FromQuery[datetime | None] = None,
