@@ -209,7 +209,7 @@ class System:
         print(
             "\nCDS está rodando (dados em {state}):\n"
             "  Painel (dashboard):       {api}/painel/   usuário {user}, senha {pw}\n"
-            "  API REST e documentação:  {api}/schema/swagger\n"
+            "  API REST e documentação:  {api}/docs\n"
             "  Página de status do gateway: http://127.0.0.1:{sp}/\n"
             "  Broker MQTT:              {bh}:{bp}   (mosquitto_sub -h {bh} -p {bp} -t 'cds/v1/#' -v)\n"
             "  InfluxDB (API v1):        {iu}   (banco 'cds')\n"
@@ -284,6 +284,10 @@ class System:
     def smoke(self) -> bool:
         """True once every meter has readings queryable through the REST API."""
         api = f"http://127.0.0.1:{self.backend_port}"
+        for page in (f"{api}/docs", f"{api}/painel/", f"http://127.0.0.1:{self.status_port}/"):
+            if httpx.get(page, timeout=10).status_code != 200:
+                print(f"CDS smoke: FALHOU, {page} não respondeu 200", flush=True)
+                return False
         headers = {"Authorization": f"Bearer {self.token()}"}
         deadline = time.monotonic() + self.args.timeout
         seen: dict[str, int] = {}
