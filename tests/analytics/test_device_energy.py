@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from backend.api.analytics import AnalyticsService, Scope
 from backend.consumption import TZ, Consumption, consumption, fetch_samples, gap_for, min_dt_for
 from backend.influx import InfluxClient
 from backend.rollups import RollupWorker, energy_from_ms
 from backend.settings import Settings
-from backend.storage import dirty_mark_lines, ensure_schema
+from backend.storage import dirty_mark_lines
+from tests.analytics.conftest import ms, service
 from tests.analytics.test_site_energy import (
     DAY,
     A,
@@ -27,23 +26,13 @@ from tests.analytics.test_site_energy import (
     C,
     assert_same_buckets,
     day_lines,
-    ms,
     rollup,
-    service,
     write,
 )
 
 KWH = {A: 17.28, B: 8.64, C: 34.56}
 
 
-@pytest_asyncio.fixture
-async def env(influx, unique_id: str) -> AsyncIterator[tuple[Settings, InfluxClient]]:  # type: ignore[no-untyped-def]
-    settings = Settings(influx_url=influx.url, influx_db=unique_id, retention_raw="INF", retention_1m="INF",
-                        rollup_settle_s=0.0)
-    async with InfluxClient(influx.url) as client:
-        await ensure_schema(client, settings)
-        yield settings, client
-        await client.execute(f'DROP DATABASE "{unique_id}"', epoch=None)
 
 
 def scope(devices: list[str]) -> Scope:

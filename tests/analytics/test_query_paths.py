@@ -5,47 +5,32 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from backend.aneel import AneelClient
 from backend.aneel_sites import parse_sites
-from backend.aneel_store import AneelData, AneelStore, sync
-from backend.api.analytics import AnalyticsService, Scope
+from backend.aneel_store import sync
+from backend.api.analytics import Scope
 from backend.consumption import TZ, choose_resolution
 from backend.influx import InfluxClient
 from backend.lineprotocol import reading_line
 from backend.rollups import RollupWorker
 from backend.settings import Settings
-from backend.storage import ReadingStore, ensure_schema
+from backend.storage import ReadingStore
 from gateway.contracts import Reading
 from sim.aneel_fake import FakeCkan
+from tests.analytics.conftest import ms, service
 
 DEV = "00000000000000c1"
 MIN = 60_000
 
 
-def ms(d: dt.datetime) -> int:
-    return int(d.timestamp() * 1000)
 
 
-@pytest_asyncio.fixture
-async def env(influx, unique_id: str) -> AsyncIterator[tuple[Settings, InfluxClient]]:  # type: ignore[no-untyped-def]
-    settings = Settings(influx_url=influx.url, influx_db=unique_id, retention_raw="INF", retention_1m="INF",
-                        rollup_settle_s=0.0)
-    async with InfluxClient(influx.url) as client:
-        await ensure_schema(client, settings)
-        yield settings, client
-        await client.execute(f'DROP DATABASE "{unique_id}"', epoch=None)
 
 
-def service(settings: Settings, client: InfluxClient, sites: dict[str, Any] | None = None) -> AnalyticsService:
-    store = AneelStore(client, settings.influx_db)
-    return AnalyticsService(settings=settings, influx=client, sites=sites or {}, data=AneelData(store), store=store)
 
 
 @pytest.mark.asyncio

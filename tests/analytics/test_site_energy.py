@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from backend.api.analytics import AnalyticsService, Scope
 from backend.consumption import TZ, Consumption
@@ -26,8 +24,9 @@ from backend.influx import InfluxClient
 from backend.lineprotocol import reading_line
 from backend.rollups import RollupWorker, energy_from_ms
 from backend.settings import Settings
-from backend.storage import ReadingStore, dirty_mark_lines, ensure_schema
+from backend.storage import ReadingStore, dirty_mark_lines
 from gateway.contracts import Reading
+from tests.analytics.conftest import ms, service
 
 A, B, C = "00000000000000e1", "00000000000000e2", "00000000000000e3"
 STEP = 10_000
@@ -35,25 +34,10 @@ DAY = 86_400_000
 SITE = "se"
 
 
-def ms(d: dt.datetime) -> int:
-    return int(d.timestamp() * 1000)
 
 
-@pytest_asyncio.fixture
-async def env(influx, unique_id: str) -> AsyncIterator[tuple[Settings, InfluxClient]]:  # type: ignore[no-untyped-def]
-    settings = Settings(influx_url=influx.url, influx_db=unique_id, retention_raw="INF", retention_1m="INF",
-                        rollup_settle_s=0.0)
-    async with InfluxClient(influx.url) as client:
-        await ensure_schema(client, settings)
-        yield settings, client
-        await client.execute(f'DROP DATABASE "{unique_id}"', epoch=None)
 
 
-def service(settings: Settings, client: InfluxClient) -> AnalyticsService:
-    from backend.aneel_store import AneelData, AneelStore
-
-    store = AneelStore(client, settings.influx_db)
-    return AnalyticsService(settings=settings, influx=client, sites={}, data=AneelData(store), store=store)
 
 
 def day_lines(t0: int, *, skip_gap: bool = True, only_gap: bool = False) -> list[str]:
