@@ -16,6 +16,7 @@
 #include <avr/io.h>
 #include <avr/sleep.h>
 #include <avr/wdt.h>
+#include <util/atomic.h>
 #include <string.h>
 
 #include "../lib/board.h"
@@ -126,30 +127,21 @@ ISR(TIMER1_COMPA_vect)
 uint32_t hal_millis(void)
 {
     uint32_t v;
-    uint8_t sreg = SREG;
-    cli();
-    v = s_ms;
-    SREG = sreg;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { v = s_ms; }  /* multi-byte, written by the ISR */
     return v;
 }
 
 uint32_t hal_window_end_ms(void)
 {
     uint32_t v;
-    uint8_t sreg = SREG;
-    cli();
-    v = s_window_end_ms;
-    SREG = sreg;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { v = s_window_end_ms; }  /* multi-byte, written by the ISR */
     return v;
 }
 
 uint16_t hal_pair_rate(void)
 {
     uint16_t v;
-    uint8_t sreg = SREG;
-    cli();
-    v = s_pair_rate;
-    SREG = sreg;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { v = s_pair_rate; }  /* multi-byte, written by the ISR */
     return v;
 }
 
