@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from backend.mqtt import MqttBridge
-from gateway import contracts
+from protocol import mqtt
 
 if TYPE_CHECKING:
     from backend.ingest import IngestService
 
 log = logging.getLogger(__name__)
 
-PRESENCE_ROOT: Final = f"{contracts.ROOT}/_backend"
+PRESENCE_ROOT: Final = f"{mqtt.ROOT}/_backend"
 
 
 class Presence(msgspec.Struct, frozen=True):

@@ -44,8 +44,8 @@ from backend.registry import Registry
 from backend.settings import Settings
 from backend.storage import ReadingStore, Span
 from backend.validation import ParsedBatch, Rejection, parse_batch, topic_ids
-from gateway import contracts
-from gateway.contracts import ReadingBatch
+from protocol import mqtt
+from protocol.mqtt import ReadingBatch
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,10 @@ class IngestService:
         me = settings.resolved_client_id()
         self.presence_topic = presence_topic(group, me)
         self.bridge = MqttBridge(settings, self.on_message, [
-            (f"$share/{group}/{contracts.READINGS_FILTER}", 1),
-            (contracts.STATUS_FILTER, 1),
-            (contracts.DEVICES_FILTER, 1),
-            (contracts.CONFIG_RESULT_FILTER, 1),
+            (f"$share/{group}/{mqtt.READINGS_FILTER}", 1),
+            (mqtt.STATUS_FILTER, 1),
+            (mqtt.DEVICES_FILTER, 1),
+            (mqtt.CONFIG_RESULT_FILTER, 1),
             (presence_topic(group, "+"), 1),
         ], will=(self.presence_topic, presence_payload(me, False)),
             birth=(self.presence_topic, presence_payload(me, True)))
@@ -187,7 +187,7 @@ class IngestService:
             for r in parsed.rejected:
                 self.metrics.rejected.labels(r.reason).inc()
             first = parsed.rejected[0]
-            payload = contracts.json_encoder.encode(
+            payload = mqtt.json_encoder.encode(
                 ReadingBatch(site=site, gateway=gateway, readings=[r.reading for r in parsed.rejected]))
             self._spawn_dead_letter(pending, msg.topic, payload, first.reason,
                                     f"{len(parsed.rejected)} reading(s) refused: {first.error}")
@@ -210,21 +210,21 @@ class IngestService:
     def _on_state(self, pending: _Pending) -> None:
         msg = pending.msg
         try:
-            site, gateway, rest = contracts.split_topic(msg.topic)
+            site, gateway, rest = mqtt.split_topic(msg.topic)
             empty = len(msg.payload) == 0
             if rest == "status":
                 self.registry.update_gateway(site, gateway,
-                                             None if empty else contracts.status_decoder.decode(msg.payload))
+                                             None if empty else mqtt.status_decoder.decode(msg.payload))
                 kind = "status"
             elif rest.startswith("devices/"):
                 device = rest.removeprefix("devices/")
-                info = None if empty else contracts.device_decoder.decode(msg.payload)
+                info = None if empty else mqtt.device_decoder.decode(msg.payload)
                 if info is not None and info.device != device:
                     raise Rejection("topic_mismatch", f"DeviceInfo for {info.device} under topic of {device}")
                 self.registry.update_device(site, gateway, device, info)
                 kind = "device"
             elif rest == "up/config-result":
-                self.registry.config_result(contracts.config_result_decoder.decode(msg.payload))
+                self.registry.config_result(mqtt.config_result_decoder.decode(msg.payload))
                 kind = "config_result"
             else:
                 raise Rejection("bad_topic", f"unexpected topic {msg.topic[:200]!r}")
@@ -262,7 +262,7 @@ class IngestService:
                               payload=payload[:_DEAD_LETTER_MAX_PAYLOAD].decode("utf-8", "replace"),
                               truncated=len(payload) > _DEAD_LETTER_MAX_PAYLOAD)
         try:
-            await self.bridge.publish(f"{contracts.DEAD_LETTER_ROOT}/{topic}", _dl_encoder.encode(envelope),
+            await self.bridge.publish(f"{mqtt.DEAD_LETTER_ROOT}/{topic}", _dl_encoder.encode(envelope),
                                       qos=1, timeout=10.0)
         except MqttUnavailableError as exc:
             self.metrics.dead_letter_failures.inc()

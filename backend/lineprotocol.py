@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from gateway.contracts import Reading
+from protocol.mqtt import Reading
 
 READINGS_MEASUREMENT: Final = "readings"
 PRECISION: Final = "ms"

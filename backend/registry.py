@@ -19,7 +19,7 @@ from typing import Final
 
 import msgspec
 
-from gateway.contracts import ConfigResult, DeviceInfo, GatewayStatus
+from protocol.mqtt import ConfigResult, DeviceInfo, GatewayStatus
 
 _MAX_RESULTS: Final = 10_000
 

@@ -16,8 +16,8 @@ import msgspec
 
 from backend.lineprotocol import LineProtocolError, reading_formatter
 from backend.storage import Span
-from gateway import contracts
-from gateway.contracts import Reading, ReadingBatch
+from protocol import ids, mqtt
+from protocol.mqtt import Reading, ReadingBatch
 
 REASONS: Final = (
     "oversize", "invalid_json", "schema", "bad_topic", "topic_mismatch", "future_timestamp",
@@ -59,10 +59,10 @@ class ParsedBatch:
 def topic_ids(topic: str) -> tuple[str, str]:
     """(site, gateway) of an uplink readings topic; Rejection('bad_topic') when it is not one."""
     try:
-        site, gateway, rest = contracts.split_topic(topic)
+        site, gateway, rest = mqtt.split_topic(topic)
     except ValueError as exc:
         raise Rejection("bad_topic", str(exc)) from exc
-    if rest != "up/readings" or not contracts.is_ident(site) or not contracts.is_ident(gateway):
+    if rest != "up/readings" or not ids.is_ident(site) or not ids.is_ident(gateway):
         raise Rejection("bad_topic", f"topic {topic[:200]!r} is not cds/v1/<site>/<gateway>/up/readings "
                                      "with valid ids")
     return site, gateway
@@ -81,7 +81,7 @@ def parse_batch(
     if len(payload) > max_bytes:
         raise Rejection("oversize", f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
-        batch: ReadingBatch = contracts.batch_decoder.decode(payload)
+        batch: ReadingBatch = mqtt.batch_decoder.decode(payload)
     except msgspec.ValidationError as exc:
         raise Rejection("schema", str(exc)) from exc
     except msgspec.DecodeError as exc:

@@ -26,7 +26,7 @@ import time
 
 from cobs import cobs
 
-from gateway import frames as f
+from protocol import frames as f
 
 
 def make_wire(n: int, seed: int = 1) -> tuple[list[f.Reading], bytes]:

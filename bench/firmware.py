@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway import frames  # noqa: E402
+from protocol import frames  # noqa: E402
 
 TARGET_PAIRS = 3200
 

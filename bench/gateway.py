@@ -25,16 +25,16 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gateway import contracts  # noqa: E402
 from gateway.forwarder import batch_payload  # noqa: E402
 from gateway.link import Progress  # noqa: E402
 from gateway.queue import DurableQueue, Row  # noqa: E402
+from protocol import mqtt  # noqa: E402
 from sim.runner import MeterRunner  # noqa: E402
 from sim.services import MosquittoService, free_port  # noqa: E402
 
@@ -48,11 +48,11 @@ def make_rows(n: int, devices: int = 8, start_ms: int | None = None) -> list[Row
     for i in range(n):
         dev = f"a1c55000000000{i % devices:02x}"
         seq = i // devices + 1
-        r = contracts.Reading(
+        r = mqtt.Reading(
             device=dev, boot=1, seq=seq, ts=start + i, vrms=127.123, irms=3.456, p=401.2, s=439.3, pf=0.913,
             freq=60.002, energy_mwh=123_456_789 + i, flags=0,
         )  # fmt: skip
-        rows.append(Row(dev, 1, seq, start + i, contracts.json_encoder.encode(r)))
+        rows.append(Row(dev, 1, seq, start + i, mqtt.json_encoder.encode(r)))
     return rows
 
 
@@ -89,8 +89,8 @@ class Counter:
         self.first = 0.0
         self.last = 0.0
         self._ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}-{time.time()}",
-                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}-{time.time()}",
+                                  protocol=paho.MQTTv5)  # fmt: skip
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.on_message = self._on_message
@@ -98,8 +98,8 @@ class Counter:
         self.client.loop_start()
         self._ready.wait(10)
 
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        k = len(contracts.batch_decoder.decode(msg.payload).readings)
+    def _on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        k = len(mqtt.batch_decoder.decode(msg.payload).readings)
         now = time.perf_counter()
         if not self.n:
             self.first = now
@@ -122,7 +122,7 @@ def bench_sustained(tmp: Path, broker: MosquittoService, meters: int, seconds: f
         for _ in range(meters):
             runner.add_meter(report_period_ms=1000)
         conf = write_config(tmp, broker, str(tmp / "links" / "*"), tmp / "sustained.sqlite3")
-        sub = Counter(broker, contracts.readings_topic(SITE, GW))
+        sub = Counter(broker, mqtt.readings_topic(SITE, GW))
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(conf)], cwd=REPO)
         try:
             time.sleep(3.0)  # warm-up: imports, ports opened, first readings (not synchronisation: a warm-up window)
@@ -151,16 +151,16 @@ def bench_drain(tmp: Path, broker: MosquittoService, n: int, inflight: int) -> N
     print(f"[drain] filled a queue with {n:,} readings in {time.perf_counter() - t:.1f} s")
     # the raw limit: the same batch payloads, published by paho alone, same QoS and window, same subscriber
     payloads = []
-    b = q.fetch(0, contracts.MAX_BATCH)
+    b = q.fetch(0, mqtt.MAX_BATCH)
     while b is not None:
         payloads.append(batch_payload(SITE, GW, b.payloads, int(time.time() * 1000)))
-        b = q.fetch(b.last_id, contracts.MAX_BATCH)
+        b = q.fetch(b.last_id, mqtt.MAX_BATCH)
     q.close()
     del rows
 
     raw_topic = f"cds/v1/{SITE}/raw/up/readings"
     sub = Counter(broker, raw_topic)
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw-pub", protocol=mqtt.MQTTv5)
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw-pub", protocol=paho.MQTTv5)
     pub.max_inflight_messages_set(inflight)
     pub.connect(broker.host, broker.port)
     pub.loop_start()
@@ -175,7 +175,7 @@ def bench_drain(tmp: Path, broker: MosquittoService, n: int, inflight: int) -> N
     sub.close()
     raw_rate = n / raw_s
 
-    sub = Counter(broker, contracts.readings_topic(SITE, GW))
+    sub = Counter(broker, mqtt.readings_topic(SITE, GW))
     conf = write_config(tmp, broker, str(tmp / "no-meters" / "*"), qpath, max_inflight=inflight)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(conf)], cwd=REPO)

@@ -38,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,8 +47,8 @@ sys.path.insert(0, str(REPO))
 from backend.influx import InfluxClient  # noqa: E402
 from backend.lineprotocol import reading_line  # noqa: E402
 from backend.rollups import RAW_TO_1M  # noqa: E402,F401  (documents the schema mirrored below)
-from gateway import contracts  # noqa: E402
-from gateway.contracts import Reading, ReadingBatch  # noqa: E402
+from protocol import mqtt  # noqa: E402
+from protocol.mqtt import Reading, ReadingBatch  # noqa: E402
 from sim.services import HOST, InfluxService, MosquittoService, free_port  # noqa: E402
 
 DAY_MS = 86_400_000
@@ -68,7 +68,7 @@ def make_readings(n: int, devices: int, start_ms: int) -> list[Reading]:
 
 class Publisher:
     def __init__(self, broker: MosquittoService, inflight: int = 200) -> None:
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5)
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=paho.MQTTv5)
         self.c.max_inflight_messages_set(inflight)
         self.c.max_queued_messages_set(0)
         self.acked = 0
@@ -167,11 +167,11 @@ def mqtt_run(broker: MosquittoService, influx: InfluxService, tmp: Path, db: str
         payloads = []
         for rs in by_dev.values():
             for i in range(0, len(rs), per_msg):
-                payloads.append(contracts.json_encoder.encode(ReadingBatch(site=site, gateway="gw",
+                payloads.append(mqtt.json_encoder.encode(ReadingBatch(site=site, gateway="gw",
                                                                            readings=rs[i:i + per_msg])))
         random.Random(1).shuffle(payloads)
         pub = Publisher(broker)
-        topic = contracts.readings_topic(site, "gw")
+        topic = mqtt.readings_topic(site, "gw")
         t0 = time.perf_counter()
         for p in payloads:
             pub.publish(topic, p)
@@ -221,10 +221,10 @@ def latency_run(broker: MosquittoService, influx: InfluxService, tmp: Path, mete
                 now_ms = int(time.time() * 1000)
                 r = Reading(device=dev, boot=1, seq=sec, ts=now_ms, vrms=127.0, irms=1.0, p=127.0, s=130.0,
                             pf=0.97, freq=60.0, energy_mwh=sec * 35)
-                payload = contracts.json_encoder.encode(ReadingBatch(site="lat", gateway=f"gw{m // 10}",
+                payload = mqtt.json_encoder.encode(ReadingBatch(site="lat", gateway=f"gw{m // 10}",
                                                                      readings=[r]))
                 sent[(dev, sec)] = time.perf_counter()
-                pub.publish(contracts.readings_topic("lat", f"gw{m // 10}"), payload)
+                pub.publish(mqtt.readings_topic("lat", f"gw{m // 10}"), payload)
         deadline_after = time.perf_counter() + 10
         stop.set()
         poller.join(20)
@@ -370,12 +370,12 @@ def main() -> None:
             raw_rate = n / raw_s
             print(f"1. raw InfluxDB line protocol: {n:,} readings in {raw_s:.2f} s = {raw_rate:,.0f} readings/s")
 
-            e2e_s, pub_s = mqtt_run(broker, influx, tmp, "bench_batched", readings, contracts.MAX_BATCH)
+            e2e_s, pub_s = mqtt_run(broker, influx, tmp, "bench_batched", readings, mqtt.MAX_BATCH)
             rate = n / e2e_s
             # the machine's load drifts: measure the raw limit again right after and compare with the mean
             raw_rate_after = n / asyncio.run(raw_ingest(influx, "bench_raw_after", lines))
             raw_mean = (raw_rate + raw_rate_after) / 2
-            print(f"2. MQTT batched ({contracts.MAX_BATCH}/msg, QoS 1, ack after write): {n:,} readings queryable in "
+            print(f"2. MQTT batched ({mqtt.MAX_BATCH}/msg, QoS 1, ack after write): {n:,} readings queryable in "
                   f"{e2e_s:.2f} s = {rate:,.0f} readings/s = {100 * rate / raw_mean:.0f} % of raw "
                   f"(raw measured again after: {raw_rate_after:,.0f}/s, mean {raw_mean:,.0f}/s; target >= 50 %; "
                   f"publisher done after {pub_s:.2f} s)")

@@ -1,5 +1,5 @@
 """CDS gateway: serial links to AICSS meters, a durable SQLite queue and the MQTT forwarder.
 
-Kept import-light: ``gateway.frames`` (serial codec) and ``gateway.contracts`` (MQTT payloads) need only msgspec
-and cobs, so the backend and the simulator import them without pulling in pyserial or paho.
+The wire contracts it speaks (serial frames, MQTT payloads) live in the shared ``protocol`` package; this package
+holds only what runs on the Raspberry Pi.
 """

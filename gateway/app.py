@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Any
 
-from gateway import contracts
 from gateway.forwarder import VERSION, Forwarder
 from gateway.ingest import Ingest
 from gateway.queue import DurableQueue
@@ -23,6 +22,7 @@ from gateway.serial_link import SerialLink
 from gateway.settings import Settings
 from gateway.stats import Stats
 from gateway.statuspage import StatusServer
+from protocol import mqtt
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ class _LazyForwarder:
         if self.target:
             self.target.wake()
 
-    def publish_device(self, info: contracts.DeviceInfo) -> None:
+    def publish_device(self, info: mqtt.DeviceInfo) -> None:
         if self.target:
             self.target.publish_device(info)
 
-    def publish_config_result(self, result: contracts.ConfigResult) -> None:
+    def publish_config_result(self, result: mqtt.ConfigResult) -> None:
         if self.target:
             self.target.publish_config_result(result)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway import contracts, frames
+from protocol import frames, mqtt
 
 _STATUS: dict[int, Literal["applied", "rejected", "storage_error"]] = {
     frames.CONFIG_APPLIED: "applied",
@@ -20,7 +20,7 @@ _STATUS: dict[int, Literal["applied", "rejected", "storage_error"]] = {
 }
 
 
-def to_frame(request: contracts.ConfigRequest) -> frames.Config:
+def to_frame(request: mqtt.ConfigRequest) -> frames.Config:
     """The serial CONFIG for an MQTT request; ``None`` fields become the protocol's keep markers."""
     return frames.Config(
         request_id=request.request_id,
@@ -31,9 +31,9 @@ def to_frame(request: contracts.ConfigRequest) -> frames.Config:
     )
 
 
-def result_from_frame(device: str, result: frames.ConfigResult, now_ms: int) -> contracts.ConfigResult:
+def result_from_frame(device: str, result: frames.ConfigResult, now_ms: int) -> mqtt.ConfigResult:
     status = _STATUS.get(result.status)
-    return contracts.ConfigResult(
+    return mqtt.ConfigResult(
         device=device,
         request_id=result.request_id,
         status=status or "rejected",
@@ -49,8 +49,8 @@ def result_from_frame(device: str, result: frames.ConfigResult, now_ms: int) -> 
 FailureStatus = Literal["undeliverable", "timeout"]
 
 
-def failure(device: str, request_id: int, status: FailureStatus, detail: str, now_ms: int) -> contracts.ConfigResult:
-    return contracts.ConfigResult(device=device, request_id=request_id, status=status, detail=detail, ts=now_ms)
+def failure(device: str, request_id: int, status: FailureStatus, detail: str, now_ms: int) -> mqtt.ConfigResult:
+    return mqtt.ConfigResult(device=device, request_id=request_id, status=status, detail=detail, ts=now_ms)
 
 
 @dataclass(slots=True)
@@ -72,12 +72,12 @@ class PendingConfigs:
     def sent(self, device: str, request_id: int, port: str, mono: float) -> None:
         self._pending[(device, request_id)] = _Pending(mono + self.timeout_s, port)
 
-    def answered(self, device: str, result: frames.ConfigResult, now_ms: int) -> tuple[contracts.ConfigResult, bool]:
+    def answered(self, device: str, result: frames.ConfigResult, now_ms: int) -> tuple[mqtt.ConfigResult, bool]:
         """The MQTT result for a CONFIG_RESULT, and whether a request was waiting for it."""
         expected = self._pending.pop((device, result.request_id), None) is not None
         return result_from_frame(device, result, now_ms), expected
 
-    def expired(self, mono: float, now_ms: int) -> list[contracts.ConfigResult]:
+    def expired(self, mono: float, now_ms: int) -> list[mqtt.ConfigResult]:
         """Requests whose deadline passed, answered ``timeout``."""
         out = []
         for key, p in list(self._pending.items()):

@@ -32,28 +32,28 @@ from queue import Empty, SimpleQueue
 from typing import Any, Literal
 
 import msgspec
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import contracts
 from gateway.errors import QueueError
 from gateway.queue import DurableQueue
 from gateway.settings import Settings
 from gateway.stats import Stats
+from protocol import mqtt
 
 log = logging.getLogger(__name__)
 
 BrokerState = Literal["connecting", "connected", "disconnected", "stopped"]
-ConfigSink = Callable[[str, contracts.ConfigRequest | None, str], None]
+ConfigSink = Callable[[str, mqtt.ConfigRequest | None, str], None]
 VERSION = "0.1.0"
 
 
 def batch_payload(site: str, gateway: str, payloads: list[bytes], sent_at: int) -> bytes:
     """A ``ReadingBatch`` JSON document built from already-encoded ``Reading`` JSON objects."""
     head = b'{"site":"%s","gateway":"%s","readings":[' % (site.encode(), gateway.encode())
-    return head + b",".join(payloads) + b'],"sent_at":%d,"v":%d}' % (sent_at, contracts.SCHEMA_VERSION)
+    return head + b",".join(payloads) + b'],"sent_at":%d,"v":%d}' % (sent_at, mqtt.SCHEMA_VERSION)
 
 
 class Forwarder:
@@ -65,7 +65,7 @@ class Forwarder:
         queue: DurableQueue,
         stats: Stats,
         on_config: ConfigSink,
-        device_infos: Callable[[], list[contracts.DeviceInfo]],
+        device_infos: Callable[[], list[mqtt.DeviceInfo]],
     ) -> None:
         self.settings = settings
         self.queue = queue
@@ -77,8 +77,8 @@ class Forwarder:
         self._on_config = on_config
         self._device_infos = device_infos
         self._site, self._gw = settings.site, settings.gateway
-        self._topic = contracts.readings_topic(self._site, self._gw)
-        self._config_prefix = contracts.config_topic(self._site, self._gw, "")
+        self._topic = mqtt.readings_topic(self._site, self._gw)
+        self._config_prefix = mqtt.config_topic(self._site, self._gw, "")
         self._acks: SimpleQueue[tuple[int, bool]] = SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -101,16 +101,16 @@ class Forwarder:
             queued = self.queue.rows
             ts = self.queue.oldest_ts() if queued else None
             oldest = max(0, int(time.time() * 1000) - ts) if ts is not None else 0
-        return contracts.json_encoder.encode(
-            contracts.GatewayStatus(
+        return mqtt.json_encoder.encode(
+            mqtt.GatewayStatus(
                 online=online, gateway=self._gw, site=self._site, version=VERSION, queued=queued,
                 oldest_queued_ms=oldest, ts=int(time.time() * 1000),
             )
         )  # fmt: skip
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> paho.Client:
         m = self.settings.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.settings.client_id, protocol=mqtt.MQTTv5)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.settings.client_id, protocol=paho.MQTTv5)
         client.max_inflight_messages_set(m.max_inflight)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(m.reconnect_min_s, m.reconnect_max_s)  # type: ignore[arg-type]
@@ -124,9 +124,9 @@ class Forwarder:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
             client.tls_insecure_set(m.tls_insecure)
-        will = contracts.GatewayStatus(online=False, gateway=self._gw, site=self._site, version=VERSION)
+        will = mqtt.GatewayStatus(online=False, gateway=self._gw, site=self._site, version=VERSION)
         client.will_set(
-            contracts.status_topic(self._site, self._gw), contracts.json_encoder.encode(will), qos=1, retain=True
+            mqtt.status_topic(self._site, self._gw), mqtt.json_encoder.encode(will), qos=1, retain=True
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -134,7 +134,7 @@ class Forwarder:
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any = None) -> None:
+    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any = None) -> None:
         if rc.is_failure:
             self.stats.error("mqtt_connect")
             self.last_error = str(rc)
@@ -165,7 +165,7 @@ class Forwarder:
         self._connected.set()
         self._wake.set()
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         self._connected.clear()
         if self.state == "connected":
             self.stats.inc("mqtt_disconnects")
@@ -174,16 +174,16 @@ class Forwarder:
             self.state, self.since = "disconnected", time.time()
             self.last_error = str(rc)
 
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: Any, _p: Any = None) -> None:
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: Any, _p: Any = None) -> None:
         self._acks.put((mid, bool(getattr(rc, "is_failure", False))))
         self._wake.set()
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         device = msg.topic.rsplit("/", 1)[-1]
         if not msg.topic.startswith(self._config_prefix) or not device:
             return
         try:
-            request = contracts.config_request_decoder.decode(msg.payload)
+            request = mqtt.config_request_decoder.decode(msg.payload)
         except msgspec.DecodeError as exc:
             self._on_config(device, None, str(exc))
             return
@@ -206,7 +206,7 @@ class Forwarder:
         self._pump_thread.join(timeout)
         if self._connected.is_set():
             info = self.client.publish(
-                contracts.status_topic(self._site, self._gw), self._status_payload(False), qos=1, retain=True
+                mqtt.status_topic(self._site, self._gw), self._status_payload(False), qos=1, retain=True
             )
             deadline = time.monotonic() + timeout
             while not info.is_published() and time.monotonic() < deadline and self._connected.is_set():
@@ -221,14 +221,14 @@ class Forwarder:
 
     # --- publishing from other threads --------------------------------------------------------------------------
 
-    def publish_device(self, info: contracts.DeviceInfo) -> None:
+    def publish_device(self, info: mqtt.DeviceInfo) -> None:
         if self._connected.is_set() or self.state == "connecting":
-            topic = contracts.device_topic(self._site, self._gw, info.device)
-            self.client.publish(topic, contracts.json_encoder.encode(info), qos=1, retain=True)
+            topic = mqtt.device_topic(self._site, self._gw, info.device)
+            self.client.publish(topic, mqtt.json_encoder.encode(info), qos=1, retain=True)
 
-    def publish_config_result(self, result: contracts.ConfigResult) -> None:
-        topic = contracts.config_result_topic(self._site, self._gw)
-        self.client.publish(topic, contracts.json_encoder.encode(result), qos=1)
+    def publish_config_result(self, result: mqtt.ConfigResult) -> None:
+        topic = mqtt.config_result_topic(self._site, self._gw)
+        self.client.publish(topic, mqtt.json_encoder.encode(result), qos=1)
         self.stats.inc("config_results")
 
     # --- the pump --------------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ class Forwarder:
                         break
                 payload = batch_payload(self._site, self._gw, batch.payloads, int(time.time() * 1000))
                 info = self.client.publish(self._topic, payload, qos=1)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
                     self.stats.error("mqtt_publish")
                     break
                 n = len(batch.payloads)
@@ -341,5 +341,5 @@ class Forwarder:
             if self._connected.is_set() and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + m.status_interval_s
                 self.client.publish(
-                    contracts.status_topic(self._site, self._gw), self._status_payload(True), qos=1, retain=True
+                    mqtt.status_topic(self._site, self._gw), self._status_payload(True), qos=1, retain=True
                 )

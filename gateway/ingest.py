@@ -18,26 +18,27 @@ from typing import Any, Protocol
 
 import msgspec
 
-from gateway import contracts, downlink, frames
+from gateway import downlink
 from gateway.errors import QueueError
 from gateway.link import Progress, Session
 from gateway.queue import DurableQueue, Row
 from gateway.serial_link import LinkDown, LinkUp, Received, SerialLink
 from gateway.settings import Settings
 from gateway.stats import Stats
+from protocol import frames, mqtt
 
 log = logging.getLogger(__name__)
 
 _SYNC = frames.encode(frames.Sync())
-_reading_check = msgspec.json.Decoder(contracts.Reading)
+_reading_check = msgspec.json.Decoder(mqtt.Reading)
 
 
 class Publisher(Protocol):
     """What the ingest needs from the MQTT side (the forwarder)."""
 
     def wake(self) -> None: ...
-    def publish_device(self, info: contracts.DeviceInfo) -> None: ...
-    def publish_config_result(self, result: contracts.ConfigResult) -> None: ...
+    def publish_device(self, info: mqtt.DeviceInfo) -> None: ...
+    def publish_config_result(self, result: mqtt.ConfigResult) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class ConfigIn:
     """A downlink request from MQTT (``request`` is None when the payload did not decode)."""
 
     device: str
-    request: contracts.ConfigRequest | None
+    request: mqtt.ConfigRequest | None
     error: str = ""
 
 
@@ -53,7 +54,7 @@ class ConfigIn:
 class DeviceView:
     """What the status page shows per meter."""
 
-    info: contracts.DeviceInfo
+    info: mqtt.DeviceInfo
     last_reading: dict[str, Any] = field(default_factory=dict)
     meter_status: dict[str, int] = field(default_factory=dict)
     readings: int = 0
@@ -98,11 +99,11 @@ class Ingest:
         self.events.put(None)
         self._thread.join(timeout)
 
-    def submit_config(self, device: str, request: contracts.ConfigRequest | None, error: str = "") -> None:
+    def submit_config(self, device: str, request: mqtt.ConfigRequest | None, error: str = "") -> None:
         """Called from the MQTT thread."""
         self.events.put(ConfigIn(device, request, error))
 
-    def device_infos(self) -> list[contracts.DeviceInfo]:
+    def device_infos(self) -> list[mqtt.DeviceInfo]:
         with self.devices_lock:
             return [d.info for d in self.devices.values()]
 
@@ -192,7 +193,7 @@ class Ingest:
             self._progress_for(hello.device, hello.boot_count)
             if old and old != hello.device:
                 self._mark_down(old)
-        info = contracts.DeviceInfo(
+        info = mqtt.DeviceInfo(
             device=hello.device,
             firmware=hello.firmware,
             hw_rev=hello.hw_rev,
@@ -236,8 +237,8 @@ class Ingest:
             self.stats.inc("refused_full")
             return
         ts = prog.timestamp(r, recv_ms, newest_seq=session.newest_seq, period_ms=hello.report_period_ms)
-        reading = contracts.reading_from_frame(device, boot, ts, r)
-        payload = contracts.json_encoder.encode(reading)
+        reading = mqtt.reading_from_frame(device, boot, ts, r)
+        payload = mqtt.json_encoder.encode(reading)
         try:
             _reading_check.decode(payload)  # the backend validates the same way: never poison a batch
         except msgspec.ValidationError as exc:

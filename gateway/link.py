@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway import frames
+from protocol import frames
 
 U32 = 1 << 32
 

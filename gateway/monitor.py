@@ -13,7 +13,7 @@ from typing import TextIO
 
 import serial
 
-from gateway import frames
+from protocol import frames
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

@@ -1,6 +1,6 @@
 """One meter's serial port: open by stable path, SYNC, read and decode, reopen with backoff.
 
-A thin I/O shell around :class:`gateway.frames.Decoder`: each link runs one thread that blocks on the port and
+A thin I/O shell around :class:`protocol.frames.Decoder`: each link runs one thread that blocks on the port and
 posts what it decodes to the ingest thread's event queue. Writes (ACK, SYNC, CONFIG) come from the ingest thread
 through :meth:`SerialLink.write`. Unplugging (EIO), a vanished path or any SerialException closes the port, posts
 :class:`LinkDown` and reopens it with exponential backoff (tenacity) — a ``/dev/serial/by-id`` path comes back
@@ -20,9 +20,9 @@ from typing import Literal
 import serial
 import tenacity
 
-from gateway import frames
 from gateway.errors import LinkError
 from gateway.stats import Stats
+from protocol import frames
 
 log = logging.getLogger(__name__)
 

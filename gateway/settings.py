@@ -20,8 +20,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.contracts import ID_PATTERN, MAX_BATCH
 from gateway.errors import SettingsError
+from protocol.ids import ID_PATTERN
+from protocol.mqtt import MAX_BATCH
 
 ENV_PREFIX = "GATEWAY_"
 

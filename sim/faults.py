@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from gateway.frames import DELIMITER
+from protocol.frames import DELIMITER
 
 
 class LinkFaults:

@@ -17,7 +17,7 @@ import math
 import random
 from typing import Final, NamedTuple
 
-from gateway import frames
+from protocol import frames
 from sim.loads import Household
 
 # firmware/lib/board.h

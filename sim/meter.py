@@ -22,7 +22,7 @@ from typing import Final
 
 import msgspec
 
-from gateway import frames
+from protocol import frames
 from sim.frontend import FACTORY, PAIR_RATE_HZ, Calibration, FrontEnd
 from sim.loads import Household
 from sim.truth import GroundTruth, ProducedReading

@@ -28,7 +28,7 @@ from typing import IO, Final
 
 import httpx
 
-from gateway.contracts import MAX_BATCH, Reading, ReadingBatch, json_encoder
+from protocol.mqtt import MAX_BATCH, Reading, ReadingBatch, json_encoder
 from sim.loads import Household
 from sim.services import InfluxService, MosquittoService
 

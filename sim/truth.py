@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from gateway import frames
+from protocol import frames
 
 
 class ProducedReading(NamedTuple):

@@ -16,7 +16,7 @@ run ``bash scripts/setup.sh`` — CI must never pass by skipping them):
 Helpers:
 
 - ``unique_id``: e.g. ``broker_restart_keeps_queue_3f9a1c`` — lowercase, unique per test, valid as an MQTT topic
-  level, an InfluxDB database name (even unquoted) and a CDS site/gateway id (gateway.contracts.ID_PATTERN).
+  level, an InfluxDB database name (even unquoted) and a CDS site/gateway id (protocol.ids.ID_PATTERN).
 - ``wait_for(predicate, timeout=10, interval=0.01, what="...")``: poll until ``predicate()`` is truthy and
   return that value; fail the test with ``what`` (a string, or a callable evaluated at failure time) and the
   last value when the deadline passes. ``wait_for_async``
@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from gateway.contracts import is_ident
+from protocol.ids import is_ident
 from sim.services import (
     InfluxService,
     MosquittoService,

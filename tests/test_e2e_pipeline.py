@@ -2,7 +2,7 @@
 real InfluxDB -> InfluxQL returns the reading, value for value.
 
 The gateway and backend roles here are the smallest faithful versions of the documented rules, written with the
-project's own building blocks (``gateway.frames``, ``gateway.contracts``, ``backend.lineprotocol``):
+project's own building blocks (``protocol.frames``, ``protocol.mqtt``, ``backend.lineprotocol``):
 
 - gateway: decode the meter's bytes, timestamp each READING from the meter's uptime (docs/protocol.md §3, "Time"),
   publish one ``ReadingBatch`` with QoS 1 and, once the broker PUBACKed it, send the meter a cumulative ACK;
@@ -19,14 +19,14 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from backend import lineprotocol
-from gateway import contracts, frames
+from protocol import frames, mqtt
 from sim.meter import MeterModel
 from sim.services import InfluxService, MosquittoService
 
@@ -45,15 +45,15 @@ class GatewayRole:
         self.decoder = frames.Decoder()
         self.hello: frames.Hello | None = None
         self.errors: list[frames.FrameError] = []
-        self.readings: list[contracts.Reading] = []
+        self.readings: list[mqtt.Reading] = []
         self._seen: set[int] = set()
         self._acked = 0
 
-    def feed(self, data: bytes, now_ms: int) -> list[contracts.Reading]:
+    def feed(self, data: bytes, now_ms: int) -> list[mqtt.Reading]:
         """Decode a chunk that arrived at ``now_ms``; return the readings not seen before, timestamped."""
         items = self.decoder.feed(data)
         self.errors += [item for item in items if isinstance(item, frames.FrameError)]
-        fresh: list[contracts.Reading] = []
+        fresh: list[mqtt.Reading] = []
         latest: int | None = None
         for item in items:
             if isinstance(item, frames.Hello):
@@ -64,7 +64,7 @@ class GatewayRole:
             if isinstance(item, frames.Reading) and item.seq not in self._seen:
                 assert self.hello is not None and latest is not None, "a READING before any HELLO"
                 ts = now_ms - ((latest - item.uptime_ms) & U32)
-                fresh.append(contracts.reading_from_frame(self.hello.device, self.hello.boot_count, ts, item))
+                fresh.append(mqtt.reading_from_frame(self.hello.device, self.hello.boot_count, ts, item))
                 self._seen.add(item.seq)
         self.readings += fresh
         return fresh
@@ -88,9 +88,9 @@ class BackendRole:
         self.acked = 0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._topic = f"$share/{client_id}/{contracts.ROOT}/{site}/+/up/readings"
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        self._topic = f"$share/{client_id}/{mqtt.ROOT}/{site}/+/up/readings"
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
         )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
@@ -100,17 +100,17 @@ class BackendRole:
         self.client.connect(broker.host, broker.port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if not flags.session_present:
             client.subscribe(self._topic, qos=1)
 
     def wait_subscribed(self, wait_for: WaitFor) -> None:
         wait_for(self._subscribed.is_set, what=f"SUBACK for {self._topic}")
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
-            site, gateway, _ = contracts.split_topic(msg.topic)
-            batch = contracts.batch_decoder.decode(msg.payload)
+            site, gateway, _ = mqtt.split_topic(msg.topic)
+            batch = mqtt.batch_decoder.decode(msg.payload)
             assert (batch.site, batch.gateway) == (site, gateway), "payload names another gateway than its topic"
             self.influx.write(
                 self.db, lineprotocol.reading_lines(site, gateway, batch.readings), precision=lineprotocol.PRECISION
@@ -134,7 +134,7 @@ class Publisher:
     def __init__(self, broker: MosquittoService, client_id: str) -> None:
         self.pubacks = 0
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         self.client.on_publish = self._on_publish
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
@@ -143,10 +143,10 @@ class Publisher:
         with self._lock:
             self.pubacks += 1
 
-    def publish(self, batch: contracts.ReadingBatch, wait_for: WaitFor) -> None:
+    def publish(self, batch: mqtt.ReadingBatch, wait_for: WaitFor) -> None:
         before = self.pubacks
         self.client.publish(
-            contracts.readings_topic(batch.site, batch.gateway), contracts.json_encoder.encode(batch), qos=1
+            mqtt.readings_topic(batch.site, batch.gateway), mqtt.json_encoder.encode(batch), qos=1
         )
         wait_for(lambda: self.pubacks > before, what="the broker's PUBACK")
 
@@ -173,17 +173,17 @@ def _meter(unique_id: str) -> MeterModel:
     return MeterModel(device, start_ms=START_MS, seed=unique_id, report_period_ms=1000)
 
 
-def _run(meter: MeterModel, gateway: GatewayRole, until_ms: int) -> list[contracts.Reading]:
+def _run(meter: MeterModel, gateway: GatewayRole, until_ms: int) -> list[mqtt.Reading]:
     """Step the meter from one spontaneous output to the next, as a serial port would deliver them, ACKing what the
     gateway committed; return the new readings."""
-    out: list[contracts.Reading] = []
+    out: list[mqtt.Reading] = []
     while (now := meter.next_deadline_ms()) <= until_ms:
         out += gateway.feed(meter.advance(now), now)
         out += gateway.feed(meter.receive(gateway.ack(), now), now)
     return out
 
 
-def _expected_row(site: str, r: contracts.Reading) -> dict[str, Any]:
+def _expected_row(site: str, r: mqtt.Reading) -> dict[str, Any]:
     return {
         "time": r.ts, "site": site, "gateway": GATEWAY, "device": r.device,
         "vrms": r.vrms, "irms": r.irms, "p": r.p, "s": r.s, "pf": r.pf, "freq": r.freq,
@@ -209,7 +209,7 @@ def test_meter_reading_reaches_influxdb(
     assert meter.acked[1] == 10 and not meter.queue  # the meter got its ACKs and resent nothing
     assert not any(r.flags & frames.FLAG_RESENT for r in readings)
 
-    publisher.publish(contracts.ReadingBatch(site=unique_id, gateway=GATEWAY, readings=readings), wait_for)
+    publisher.publish(mqtt.ReadingBatch(site=unique_id, gateway=GATEWAY, readings=readings), wait_for)
 
     rows = wait_for(lambda: _stored(influx, unique_id, unique_id), what="the readings in InfluxDB")
     assert rows == [_expected_row(unique_id, r) for r in readings]
@@ -224,7 +224,7 @@ def test_replayed_batch_is_stored_once(
     """At-least-once delivery upstream, exactly-once in storage: a batch sent twice leaves one point per reading."""
     publisher, backend = roles
     readings = _run(_meter(unique_id), GatewayRole(), START_MS + 5_000)
-    batch = contracts.ReadingBatch(site=unique_id, gateway=GATEWAY, readings=readings)
+    batch = mqtt.ReadingBatch(site=unique_id, gateway=GATEWAY, readings=readings)
     publisher.publish(batch, wait_for)
     publisher.publish(batch, wait_for)
     wait_for(lambda: backend.acked == 2, what="both deliveries written and acknowledged")
@@ -243,10 +243,10 @@ def test_broker_restart_with_backend_offline_loses_nothing(
     publisher, backend = roles
     backend.close()
     meter, gateway = _meter(unique_id), GatewayRole()
-    sent: list[contracts.Reading] = []
+    sent: list[mqtt.Reading] = []
     for minute in range(1, 4):
         readings = _run(meter, gateway, START_MS + minute * 60_000)
-        publisher.publish(contracts.ReadingBatch(site=unique_id, gateway=GATEWAY, readings=readings), wait_for)
+        publisher.publish(mqtt.ReadingBatch(site=unique_id, gateway=GATEWAY, readings=readings), wait_for)
         sent += readings
     broker.restart()
     returned = BackendRole(broker, influx, unique_id, unique_id, f"backend-{unique_id}")

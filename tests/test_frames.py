@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import frames as f
+from protocol import frames as f
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "frames.json").read_text())
 VALID = VECTORS["valid"]

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.contracts import is_ident
+from protocol.ids import is_ident
 from sim.services import (
     InfluxError,
     InfluxService,

@@ -15,8 +15,8 @@ from backend.api.devices import DeviceOut, check_device, device_statuses
 from backend.auth import requires_role
 from backend.errors import BadRequestError, NotFoundError, UnavailableError
 from backend.validation import Rejection, parse_batch
-from gateway import contracts
-from gateway.contracts import ConfigRequest
+from protocol import ids, mqtt
+from protocol.mqtt import ConfigRequest
 
 REASON_PT: Final = {
     "oversize": "Lote grande demais.",
@@ -59,8 +59,8 @@ class ConfigIn(msgspec.Struct, frozen=True):
     v_gain: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     i_gain: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     phase_cdeg: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] | None = None
-    site: Annotated[str, msgspec.Meta(pattern=contracts.ID_PATTERN)] | None = None
-    gateway: Annotated[str, msgspec.Meta(pattern=contracts.ID_PATTERN)] | None = None
+    site: Annotated[str, msgspec.Meta(pattern=ids.ID_PATTERN)] | None = None
+    gateway: Annotated[str, msgspec.Meta(pattern=ids.ID_PATTERN)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] | None = None
 
 
@@ -71,7 +71,7 @@ class ConfigOut(msgspec.Struct):
     """``applied``, ``rejected``, ``storage_error``, ``undeliverable``, ``timeout`` (the meter's answer) or
     ``pending`` (no answer within the wait; the request stays queued for the gateway)."""
     detail: str = ""
-    result: contracts.ConfigResult | None = None
+    result: mqtt.ConfigResult | None = None
 
 
 class AicssController(Controller):
@@ -149,8 +149,8 @@ class AicssController(Controller):
         from backend.errors import MqttUnavailableError
 
         try:
-            await ingest.bridge.publish(contracts.config_topic(site, gateway, data.device),
-                                        contracts.json_encoder.encode(req), qos=1, timeout=5.0)
+            await ingest.bridge.publish(mqtt.config_topic(site, gateway, data.device),
+                                        mqtt.json_encoder.encode(req), qos=1, timeout=5.0)
         except MqttUnavailableError as exc:
             raise UnavailableError("O broker MQTT não confirmou o envio; tente novamente.") from exc
         timeout = data.timeout_s or services.settings.config_timeout_s

@@ -16,7 +16,7 @@ from backend.influx import InfluxClient
 from backend.registry import Registry
 from backend.settings import Settings
 from backend.storage import RP_RAW, table
-from gateway import contracts
+from protocol import ids
 
 DEVICE_PATTERN = r"^[0-9a-f]{16}$"
 _DEVICE_RE = re.compile(DEVICE_PATTERN)
@@ -57,7 +57,7 @@ class SiteOut(msgspec.Struct):
 
 
 def check_ident(value: str | None, what: str) -> None:
-    if value is not None and not contracts.is_ident(value):
+    if value is not None and not ids.is_ident(value):
         raise BadRequestError(f"Identificador de {what} inválido: use letras minúsculas, dígitos, '_' ou '-'.")
 
 

@@ -18,7 +18,7 @@ from backend.influx import InfluxClient
 from backend.lineprotocol import reading_line
 from backend.settings import Settings
 from backend.storage import ReadingStore, ensure_schema
-from gateway.contracts import Reading
+from protocol.mqtt import Reading
 
 
 @pytest.mark.parametrize(("v", "nominal", "cls"), [

@@ -17,7 +17,7 @@ from backend.lineprotocol import reading_line
 from backend.rollups import RollupWorker
 from backend.settings import Settings
 from backend.storage import ReadingStore
-from gateway.contracts import Reading
+from protocol.mqtt import Reading
 from sim.aneel_fake import FakeCkan
 from tests.analytics.test_billing_month import register_samples
 

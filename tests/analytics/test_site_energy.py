@@ -25,7 +25,7 @@ from backend.lineprotocol import reading_line
 from backend.rollups import RollupWorker, energy_from_ms
 from backend.settings import Settings
 from backend.storage import ReadingStore, dirty_mark_lines
-from gateway.contracts import Reading
+from protocol.mqtt import Reading
 from tests.analytics.conftest import ms, service
 
 A, B, C = "00000000000000e1", "00000000000000e2", "00000000000000e3"

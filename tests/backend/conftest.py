@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import msgspec
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
@@ -26,8 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from backend.app import create_app
 from backend.settings import Settings
-from gateway import contracts
-from gateway.contracts import Reading, ReadingBatch
+from protocol import mqtt
+from protocol.mqtt import Reading, ReadingBatch
 from sim.services import HOST, InfluxService, MosquittoService, free_port
 
 JWT_SECRET = "test-secret-" + "x" * 24
@@ -44,7 +44,7 @@ def purge_session(host: str, port: int, client_id: str) -> None:
     Otherwise every finished test leaves a session (with a shared subscription) that the session broker keeps
     queueing into for the rest of the run."""
     done = threading.Event()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     c.on_connect = lambda *a: done.set()
     try:
         c.connect(host, port, clean_start=True)
@@ -87,7 +87,7 @@ def reading(device: str, seq: int, ts: int, *, boot: int = 1, p: float = 100.0, 
 
 
 def batch_bytes(site: str, gateway: str, readings: list[Reading]) -> bytes:
-    return contracts.json_encoder.encode(ReadingBatch(site=site, gateway=gateway, readings=readings))
+    return mqtt.json_encoder.encode(ReadingBatch(site=site, gateway=gateway, readings=readings))
 
 
 class Publisher:
@@ -95,8 +95,8 @@ class Publisher:
 
     def __init__(self, broker: MosquittoService, client_id: str | None = None, *, username: str = "",
                  password: str = "", port: int | None = None) -> None:
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{secrets.token_hex(4)}",
-                                   protocol=mqtt.MQTTv5)
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{secrets.token_hex(4)}",
+                                   protocol=paho.MQTTv5)
         if username:
             self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(200)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import msgspec
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 import pytest
 from litestar.testing import AsyncTestClient
 from paho.mqtt.enums import CallbackAPIVersion
@@ -18,8 +18,8 @@ from backend.app import create_app
 from backend.auth import hash_password, verify_password
 from backend.errors import ConfigError
 from backend.settings import Settings, User
-from gateway import contracts
-from gateway.contracts import ConfigResult, DeviceInfo, GatewayStatus
+from protocol import mqtt
+from protocol.mqtt import ConfigResult, DeviceInfo, GatewayStatus
 from tests.backend.conftest import REPO, batch_bytes, count_points, device_id, make_settings, reading, token
 
 
@@ -119,10 +119,10 @@ async def test_device_status_from_retained_messages_and_config_downlink(
     site, gw, dev, silent = unique_id, "gw1", device_id(9), device_id(10)
     now = int(time.time() * 1000)
     pub = publisher_factory(broker)
-    pub.publish(contracts.status_topic(site, gw), contracts.json_encoder.encode(
+    pub.publish(mqtt.status_topic(site, gw), mqtt.json_encoder.encode(
         GatewayStatus(online=True, gateway=gw, site=site, version="1.2.3", queued=4, ts=now)), retain=True)
     for d in (dev, silent):
-        pub.publish(contracts.device_topic(site, gw, d), contracts.json_encoder.encode(
+        pub.publish(mqtt.device_topic(site, gw, d), mqtt.json_encoder.encode(
             DeviceInfo(device=d, firmware="aicss-0.9", hw_rev=2, boot=17, report_period_ms=1000, seen_at=now)),
             retain=True)
     pub.wait_all_acked()
@@ -143,15 +143,15 @@ async def test_device_status_from_retained_messages_and_config_downlink(
     answered = threading.Event()
 
     def on_message(c: Any, u: Any, m: Any) -> None:
-        req = contracts.config_request_decoder.decode(m.payload)
+        req = mqtt.config_request_decoder.decode(m.payload)
         result = ConfigResult(device=m.topic.rsplit("/", 1)[1], request_id=req.request_id, status="applied",
                               report_period_ms=req.report_period_ms or 0)
-        c.publish(contracts.config_result_topic(site, gw), contracts.json_encoder.encode(result), qos=1)
+        c.publish(mqtt.config_result_topic(site, gw), mqtt.json_encoder.encode(result), qos=1)
         answered.set()
 
-    fake = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fakegw-{unique_id}", protocol=mqtt.MQTTv5)
+    fake = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fakegw-{unique_id}", protocol=paho.MQTTv5)
     subscribed = threading.Event()
-    fake.on_connect = lambda c, u, f, rc, p: c.subscribe(contracts.config_topic(site, gw, dev), 1)
+    fake.on_connect = lambda c, u, f, rc, p: c.subscribe(mqtt.config_topic(site, gw, dev), 1)
     fake.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
     fake.on_message = on_message
     fake.connect(broker.host, broker.port)
@@ -173,14 +173,14 @@ async def test_device_status_from_retained_messages_and_config_downlink(
         fake.disconnect()
         fake.loop_stop()
     # the gateway's last will: offline -> its meters are offline
-    pub.publish(contracts.status_topic(site, gw), contracts.json_encoder.encode(
+    pub.publish(mqtt.status_topic(site, gw), mqtt.json_encoder.encode(
         GatewayStatus(online=False, gateway=gw, site=site)), retain=True)
     await wait_for_async(lambda: _eq(_online(device(dev)), False), timeout=10, what="device offline")
     status = (await app_client.get("/api/v1/aicss/status", headers=viewer)).json()
     assert status["mqtt_connected"] is True and status["gateways_online"] == 0
     for d in (dev, silent):  # leave no retained state behind
-        pub.publish(contracts.device_topic(site, gw, d), b"", retain=True)
-    pub.publish(contracts.status_topic(site, gw), b"", retain=True)
+        pub.publish(mqtt.device_topic(site, gw, d), b"", retain=True)
+    pub.publish(mqtt.status_topic(site, gw), b"", retain=True)
     pub.wait_all_acked()
 
 

@@ -11,13 +11,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from backend.auth import verify_password
 from backend.settings import Settings
-from gateway import contracts
+from protocol import mqtt
 from sim.services import free_port
 from tests.backend.conftest import REPO
 
@@ -76,7 +76,7 @@ def test_init_secrets_then_gateway_publishes_over_tls_listener(tmp_path: Path, m
 
     acks: list[Any] = []
     connected = threading.Event()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-gw", protocol=mqtt.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="tls-gw", protocol=paho.MQTTv5)
     c.tls_set(ca_certs=str(secrets / "certs" / "ca.crt"), cert_reqs=ssl.CERT_REQUIRED)
     c.username_pw_set("casa-1/gw-1", gw_pass)
     c.on_connect = lambda cl, u, f, rc, p: connected.set()
@@ -85,15 +85,15 @@ def test_init_secrets_then_gateway_publishes_over_tls_listener(tmp_path: Path, m
     c.loop_start()
     try:
         assert connected.wait(10)
-        c.publish(contracts.status_topic("casa-1", "gw-1"), b'{"online": true}', qos=1)
-        c.publish(contracts.status_topic("casa-1", "gw-2"), b'{"online": true}', qos=1)
+        c.publish(mqtt.status_topic("casa-1", "gw-1"), b'{"online": true}', qos=1)
+        c.publish(mqtt.status_topic("casa-1", "gw-2"), b'{"online": true}', qos=1)
         wait_for(lambda: len(acks) == 2, timeout=10, what="two PUBACKs over TLS")
         assert [a.is_failure for a in acks] == [False, True]
     finally:
         c.disconnect()
         c.loop_stop()
     # the same port refuses a client that does not speak TLS
-    plain = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="plain-gw", protocol=mqtt.MQTTv5)
+    plain = paho.Client(CallbackAPIVersion.VERSION2, client_id="plain-gw", protocol=paho.MQTTv5)
     plain.username_pw_set("casa-1/gw-1", gw_pass)
     try:
         rc = plain.connect("127.0.0.1", tls_port)

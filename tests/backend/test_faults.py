@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from backend.app import create_app
-from gateway import contracts
+from protocol import mqtt
 from tests.backend.conftest import (
     Publisher,
     batch_bytes,
@@ -51,7 +51,7 @@ class Stream:
 
     def _run(self) -> None:
         start = time.monotonic()
-        topic = contracts.readings_topic(self.site, self.gateway)
+        topic = mqtt.readings_topic(self.site, self.gateway)
         for k in range(self.batches):
             pause = start + k / self.rate_hz - time.monotonic()  # pacing of the load, not synchronisation
             if pause > 0:
@@ -109,7 +109,7 @@ async def test_influxdb_down_loses_nothing_and_backpressures(
         assert await ingest.bridge.wait_connected(10)
         pub = publisher_factory(broker)
         stream = Stream(pub, unique_id, "gw1", batches=200, per_batch=20, rate_hz=1000)
-        topic = contracts.readings_topic(unique_id, "gw1")
+        topic = mqtt.readings_topic(unique_id, "gw1")
         for k in range(50):
             pub.publish(topic, stream.make(k))
         await wait_for_async(lambda: count_points(influx, unique_id) == 1000, timeout=15, what="first part")
@@ -145,7 +145,7 @@ async def test_backend_outage_longer_than_default_queue_loses_nothing(
         assert await app.state.services.ingest.bridge.wait_connected(10)
     pub = publisher_factory(broker)
     stream = Stream(pub, unique_id, "gw1", batches=2500, per_batch=1, rate_hz=1e9)
-    topic = contracts.readings_topic(unique_id, "gw1")
+    topic = mqtt.readings_topic(unique_id, "gw1")
     for k in range(stream.batches):
         pub.publish(topic, stream.make(k))
     pub.wait_all_acked()
@@ -204,7 +204,7 @@ async def test_broker_restart_mid_stream_backend_resumes_loses_nothing(
         ingest = app.state.services.ingest
         assert await ingest.bridge.wait_connected(10)
         stream = Stream(publisher_factory(broker), unique_id, "gw1", batches=400, per_batch=25, rate_hz=1e9)
-        topic = contracts.readings_topic(unique_id, "gw1")
+        topic = mqtt.readings_topic(unique_id, "gw1")
         pub = stream.pub
         for k in range(200):
             pub.publish(topic, stream.make(k))

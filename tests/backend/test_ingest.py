@@ -11,7 +11,7 @@ import pytest
 
 from backend.rollups import merge_windows
 from backend.storage import dirty_mark_lines
-from gateway import contracts
+from protocol import mqtt
 from tests.backend.conftest import batch_bytes, count_points, device_id, distinct_keys, reading
 
 
@@ -33,7 +33,7 @@ async def test_batches_stored_once_even_when_replayed(app_client: Any, broker: A
     batches = [[reading(device_id(d), seq, now - 60_000 + seq * 100) for seq in range(100)] for d in range(3)]
     for _ in range(2):  # the gateway replays everything (e.g. lost PUBACKs): InfluxDB must overwrite
         for b in batches:
-            pub.publish(contracts.readings_topic(site, gw), batch_bytes(site, gw, b))
+            pub.publish(mqtt.readings_topic(site, gw), batch_bytes(site, gw, b))
     pub.wait_all_acked()
     ingest = app_client.app.state.services.ingest
     await wait_for_async(lambda: ingest.written_readings >= 600 and ingest.unacked == 0, timeout=15,
@@ -47,10 +47,10 @@ async def test_malformed_and_hostile_payloads_dead_lettered_counted_good_data_ke
     app_client: Any, broker: Any, influx: Any, unique_id: str, publisher_factory: Any, mqtt_recorder: Any,
     wait_for_async: Any,
 ) -> None:
-    dead = mqtt_recorder(f"{contracts.DEAD_LETTER_ROOT}/#")
+    dead = mqtt_recorder(f"{mqtt.DEAD_LETTER_ROOT}/#")
     pub = publisher_factory(broker)
     site, gw = unique_id, "gw1"
-    topic = contracts.readings_topic(site, gw)
+    topic = mqtt.readings_topic(site, gw)
     now = int(time.time() * 1000)
     good = reading(device_id(1), 1, now - 1000)
     good_json = json.loads(batch_bytes(site, gw, [good]))
@@ -70,8 +70,8 @@ async def test_malformed_and_hostile_payloads_dead_lettered_counted_good_data_ke
         (topic, variant(device="ção000000000000a"), "schema"),        # unicode id
         (topic, json.dumps({**good_json, "site": "outro"}).encode(), "topic_mismatch"),
         (topic, json.dumps({**good_json, "site": "a b,c=d"}).encode(), "schema"),
-        (contracts.readings_topic("ção", gw), batch_bytes(site, gw, [good]), "bad_topic"),
-        (contracts.readings_topic("a,b=c", gw), batch_bytes(site, gw, [good]), "bad_topic"),
+        (mqtt.readings_topic("ção", gw), batch_bytes(site, gw, [good]), "bad_topic"),
+        (mqtt.readings_topic("a,b=c", gw), batch_bytes(site, gw, [good]), "bad_topic"),
         (topic, b"[" + b" " * 300_000 + b"]", "oversize"),
     ]
     future = reading(device_id(1), 2, now + 3 * 86_400_000)
@@ -105,7 +105,7 @@ async def test_rollups_follow_late_and_replayed_data(app_client: Any, broker: An
                                                      publisher_factory: Any, wait_for_async: Any) -> None:
     pub = publisher_factory(broker)
     site, gw, dev = unique_id, "gw1", device_id(7)
-    topic = contracts.readings_topic(site, gw)
+    topic = mqtt.readings_topic(site, gw)
     hour = (int(time.time() * 1000) // 3_600_000 - 30) * 3_600_000  # 30 h ago: "late" data
     minute_a = [reading(dev, s, hour + s * 1000, p=100.0, energy=10_000 + s) for s in range(60)]
     pub.publish(topic, batch_bytes(site, gw, minute_a))
@@ -186,7 +186,7 @@ async def test_rollups_by_another_replica_see_writes_of_a_replica_without_worker
         pub = publisher_factory(broker)
         now = int(time.time() * 1000)
         readings = [reading(device_id(2), s, now - 90_000 + s * 1000) for s in range(30)]
-        pub.publish(contracts.readings_topic(unique_id, "gw1"), batch_bytes(unique_id, "gw1", readings))
+        pub.publish(mqtt.readings_topic(unique_id, "gw1"), batch_bytes(unique_id, "gw1", readings))
         await wait_for_async(lambda: ingest.written_readings == 30 and ingest.unacked == 0, timeout=10,
                              what="written and acked")
     assert influx.rows(f'SELECT * FROM "{unique_id}"."r1m"."readings"', db=unique_id) == []

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 import pytest
 from litestar.testing import AsyncTestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
 from backend.app import create_app
-from gateway import contracts
+from protocol import mqtt
 from tests.backend.conftest import REPO, batch_bytes, count_points, device_id, make_settings, reading
 
 ACL = REPO / "deploy" / "mosquitto" / "acl"
@@ -47,10 +47,10 @@ async def test_gateway_outside_its_prefix_refused_by_acl_broker(
         own = batch_bytes(site, "gw1", [reading(device_id(1), 1, now - 1000)])
         forged_gw = batch_bytes(site, "gw2", [reading(device_id(2), 1, now - 1000)])
         forged_site = batch_bytes("outro", "gw1", [reading(device_id(3), 1, now - 1000)])
-        gw.publish(contracts.readings_topic(site, "gw2"), forged_gw)        # another gateway of the same site
-        gw.publish(contracts.readings_topic("outro", "gw1"), forged_site)   # another site
-        gw.publish(f"{contracts.DEAD_LETTER_ROOT}/x", b"{}")                 # backend-only topic
-        gw.publish(contracts.readings_topic(site, "gw1"), own)
+        gw.publish(mqtt.readings_topic(site, "gw2"), forged_gw)        # another gateway of the same site
+        gw.publish(mqtt.readings_topic("outro", "gw1"), forged_site)   # another site
+        gw.publish(f"{mqtt.DEAD_LETTER_ROOT}/x", b"{}")                 # backend-only topic
+        gw.publish(mqtt.readings_topic(site, "gw1"), own)
         gw.wait_all_acked()
         assert sorted(code for _, code in gw.refused) == [0x87, 0x87, 0x87]  # MQTT 5 "not authorized"
         await wait_for_async(lambda: count_points(influx, unique_id) >= 1, timeout=10, what="own batch stored")
@@ -63,15 +63,15 @@ async def test_gateway_outside_its_prefix_refused_by_acl_broker(
                                                    "cds/v1/+/+/up/readings"])
         try:
             gw2 = publisher_factory(broker, username=f"{site}/gw2", password="gw2-secret")
-            gw2.publish(contracts.readings_topic(site, "gw2"), forged_gw)
+            gw2.publish(mqtt.readings_topic(site, "gw2"), forged_gw)
             gw2.wait_all_acked()
             backend = publisher_factory(broker, username="backend", password="backend-secret")
-            backend.publish(contracts.config_topic(site, "gw2", device_id(2)), b"{}")
-            backend.publish(contracts.config_topic(site, "gw1", device_id(1)), b"{}")
+            backend.publish(mqtt.config_topic(site, "gw2", device_id(2)), b"{}")
+            backend.publish(mqtt.config_topic(site, "gw1", device_id(1)), b"{}")
             backend.wait_all_acked()
             assert gw2.refused == [] and backend.refused == []
             await wait_for_async(lambda: got.topics, timeout=10, what="gw1 receives its own downlink")
-            assert got.topics == [contracts.config_topic(site, "gw1", device_id(1))]
+            assert got.topics == [mqtt.config_topic(site, "gw1", device_id(1))]
         finally:
             got.close()
 
@@ -80,8 +80,8 @@ class _Recorder:
     def __init__(self, broker: Any, user: str, password: str, filters: list[str]) -> None:
         self.topics: list[str] = []
         self._ready = threading.Event()
-        self._c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.monotonic_ns()}",
-                              protocol=mqtt.MQTTv5)
+        self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{time.monotonic_ns()}",
+                              protocol=paho.MQTTv5)
         self._c.username_pw_set(user, password)
         self._c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([(t, 1) for t in filters])
         self._c.on_subscribe = lambda cl, u, mid, rcs, p: self._ready.set()

@@ -5,7 +5,7 @@
 - ``cds`` (session): the host build of the portable C core (``libcds.so``) loaded with ctypes.
 - ``figure`` (function): ``figure(text)`` records a measured figure for the terminal summary.
 - ``simmeter`` (function): ``simmeter(*args, eeprom=None) -> SimMeter`` starts the harness on the real AVR ELF
-  with a pseudo-terminal; the test talks to it with ``gateway.frames``. Every harness is stopped after the test.
+  with a pseudo-terminal; the test talks to it with ``protocol.frames``. Every harness is stopped after the test.
 
 Missing tools fail the run with a hint to run ``bash scripts/setup.sh``: CI must not pass by skipping.
 """

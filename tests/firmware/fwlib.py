@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import frames
+from protocol import frames
 
 
 class Wave(ctypes.Structure):
@@ -125,7 +125,7 @@ class FirmwareBuild:
 
 
 class SimMeter:
-    """The real firmware ELF running in the libsimavr harness, its UART on a pty, spoken to with gateway.frames."""
+    """The real firmware ELF running in the libsimavr harness, its UART on a pty, spoken to with protocol.frames."""
 
     def __init__(self, harness: Path, elf: Path, args: list[str], eeprom: Path | None) -> None:
         cmd = [str(harness), "-w"]

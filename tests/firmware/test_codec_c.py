@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import frames
+from protocol import frames
 
 pytestmark = pytest.mark.firmware
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway import frames
+from protocol import frames
 from tests.firmware.fwlib import Calib, Result
 
 pytestmark = pytest.mark.firmware

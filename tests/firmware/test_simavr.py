@@ -1,5 +1,5 @@
 """The real AVR firmware (the same ELF that is flashed) on a simulated ATmega328P: the libsimavr harness injects
-front-end waveforms into ADC0/ADC1 and bridges UART0 to a pty; gateway.frames decodes what the meter sends."""
+front-end waveforms into ADC0/ADC1 and bridges UART0 to a pty; protocol.frames decodes what the meter sends."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway import frames
+from protocol import frames
 from tests.firmware.fwlib import SimMeter
 
 pytestmark = pytest.mark.firmware

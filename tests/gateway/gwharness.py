@@ -22,13 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import contracts
+from protocol import mqtt
 from sim.port import VirtualMeter
 from sim.services import MosquittoService, free_port
 
@@ -138,15 +138,15 @@ class Collector:
 
     def __init__(self, broker: MosquittoService, site: str, username: str = "", password: str = "") -> None:
         self.site = site
-        self.readings: dict[Key, contracts.Reading] = {}
+        self.readings: dict[Key, mqtt.Reading] = {}
         self.duplicates = 0
-        self.mismatches: list[tuple[contracts.Reading, contracts.Reading]] = []
+        self.mismatches: list[tuple[mqtt.Reading, mqtt.Reading]] = []
         self.other: list[tuple[str, bytes]] = []
         self.messages = 0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"collector-{site}-{secrets.token_hex(3)}", protocol=mqtt.MQTTv5
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"collector-{site}-{secrets.token_hex(3)}", protocol=paho.MQTTv5
         )
         if username:
             self.client.username_pw_set(username, password)
@@ -161,17 +161,17 @@ class Collector:
         if not self._subscribed.wait(10):
             raise TimeoutError("collector: no SUBACK")
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if not flags.session_present:
             client.subscribe(f"cds/v1/{self.site}/#", qos=1)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
             self.messages += 1
             if not msg.topic.endswith("/up/readings"):
                 self.other.append((msg.topic, bytes(msg.payload)))
                 return
-            batch = contracts.batch_decoder.decode(msg.payload)
+            batch = mqtt.batch_decoder.decode(msg.payload)
             for r in batch.readings:
                 key = (r.device, r.boot, r.seq)
                 seen = self.readings.get(key)
@@ -251,7 +251,7 @@ def check_delivery(
         assert len(must - got) <= status["queue"]["dropped_full"], f"ACKed, never arrived: {sorted(must - got)[:10]}"
         for key in got:
             r, p = collector.readings[key], produced[key]
-            expected = contracts.reading_from_frame(m.device, p.boot, r.ts, p.frame)
+            expected = mqtt.reading_from_frame(m.device, p.boot, r.ts, p.frame)
             assert r == msgspec_replace_flags(expected, r.flags), f"values differ for {key}: {r} != {expected}"
             ts_error = max(ts_error, abs(r.ts - p.t_ms))
         snap_keys = snapshot[m.device].keys()  # GroundTruth.keys(), not a dict
@@ -282,7 +282,7 @@ def check_delivery(
     }
 
 
-def msgspec_replace_flags(r: contracts.Reading, flags: int) -> contracts.Reading:
+def msgspec_replace_flags(r: mqtt.Reading, flags: int) -> mqtt.Reading:
     """A first transmission and its RESENT copy differ only in the RESENT flag bit."""
     import msgspec
 

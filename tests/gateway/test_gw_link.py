@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import frames
 from gateway.link import U32, Progress, Session, signed_delta
+from protocol import frames
 
 
 def reading(seq: int, uptime: int, flags: int = 0) -> frames.Reading:

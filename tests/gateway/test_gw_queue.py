@@ -12,21 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from gateway import contracts
 from gateway.errors import QueueError
 from gateway.forwarder import batch_payload
 from gateway.link import Progress
 from gateway.queue import ROW_OVERHEAD, DurableQueue, Row
+from protocol import mqtt
 
 DEVICE = "a1c5500000000001"
 
 
 def row(seq: int, ts: int = 1_700_000_000_000, device: str = DEVICE, boot: int = 1) -> Row:
-    reading = contracts.Reading(
+    reading = mqtt.Reading(
         device=device, boot=boot, seq=seq, ts=ts + seq, vrms=127.0, irms=1.0, p=127.0, s=127.0, pf=1.0,
         freq=60.0, energy_mwh=seq * 10,
     )  # fmt: skip
-    return Row(device, boot, seq, ts + seq, contracts.json_encoder.encode(reading))
+    return Row(device, boot, seq, ts + seq, mqtt.json_encoder.encode(reading))
 
 
 def test_commit_fetch_delete_in_order_and_depth_is_exact(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_commit_fetch_delete_in_order_and_depth_is_exact(tmp_path: Path) -> None
     b2 = q.fetch(b1.last_id, 500)
     assert b2 is not None and b2.first_id == b1.last_id + 1
     payload = batch_payload("site-1", "gw-1", b1.payloads, 123)
-    batch = contracts.batch_decoder.decode(payload)  # what the backend decodes
+    batch = mqtt.batch_decoder.decode(payload)  # what the backend decodes
     assert [r.seq for r in batch.readings] == list(range(1, 501))
     assert q.delete([(b2.first_id, b2.last_id), (b1.first_id, b1.last_id)]) == 1000
     assert q.delete([(b1.first_id, b1.last_id)]) == 0  # a PUBACK repeated after a restart deletes nothing
@@ -73,7 +73,7 @@ def test_drop_oldest_policy_deletes_and_counts_persistently(tmp_path: Path) -> N
     assert q.rows == 100
     b = q.fetch(0, 1000)
     assert b is not None
-    kept = [contracts.batch_decoder.decode(batch_payload("s", "g", b.payloads, 0)).readings]
+    kept = [mqtt.batch_decoder.decode(batch_payload("s", "g", b.payloads, 0)).readings]
     assert [r.seq for r in kept[0]] == list(range(31, 131))  # the oldest went first
     q.close()
     q2 = DurableQueue(str(tmp_path / "q.db"), max_rows=100)
@@ -196,7 +196,7 @@ def test_rows_handed_to_mqtt_are_never_dropped_or_expired(tmp_path: Path) -> Non
     q.commit([row(s) for s in range(101, 131)])
     left = q.fetch(0, 1000)
     assert left is not None
-    kept = [r.seq for r in contracts.batch_decoder.decode(batch_payload("s", "g", left.payloads, 0)).readings]
+    kept = [r.seq for r in mqtt.batch_decoder.decode(batch_payload("s", "g", left.payloads, 0)).readings]
     assert kept[:40] == list(range(1, 41)) and kept[40:] == list(range(71, 131))
     assert q.counters["dropped_full"] == 30
     assert q.expire(1_000_000 + 3600_000 + 10_000) == 30  # rows 71..100 (old ts); 1..40 are in flight

@@ -12,12 +12,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
+import paho.mqtt.client as paho
 import pytest
 from gwharness import REPO, Collector, GatewayProcess, check_delivery
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway import contracts
+from protocol import mqtt
 from sim.runner import MeterRunner
 from sim.services import MosquittoService
 
@@ -25,7 +25,7 @@ PERIOD_MS = 20
 
 
 def publish(broker: MosquittoService, topic: str, payload: bytes) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="")
     client.connect(broker.host, broker.port)
     client.loop_start()
     client.publish(topic, payload, qos=1).wait_for_publish(10)
@@ -33,8 +33,8 @@ def publish(broker: MosquittoService, topic: str, payload: bytes) -> None:
     client.loop_stop()
 
 
-def results(collector: Collector) -> list[contracts.ConfigResult]:
-    return [contracts.config_result_decoder.decode(p) for p in collector.topic_payloads("/up/config-result")]
+def results(collector: Collector) -> list[mqtt.ConfigResult]:
+    return [mqtt.config_result_decoder.decode(p) for p in collector.topic_payloads("/up/config-result")]
 
 
 def test_downlink_config_applied_storage_error_undeliverable_timeout(
@@ -47,9 +47,9 @@ def test_downlink_config_applied_storage_error_undeliverable_timeout(
     gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
     gw.start()
     wait_for(lambda: len({k[0] for k in collector.keys(None)}) == 2, 10, what="readings from both meters")
-    topic = contracts.config_topic(unique_id, gw.gateway, meter.device)
+    topic = mqtt.config_topic(unique_id, gw.gateway, meter.device)
 
-    publish(broker, topic, contracts.json_encoder.encode(contracts.ConfigRequest(request_id=7, report_period_ms=250)))
+    publish(broker, topic, mqtt.json_encoder.encode(mqtt.ConfigRequest(request_id=7, report_period_ms=250)))
     wait_for(lambda: any(r.request_id == 7 for r in results(collector)), 10, what="result 7")
     (r7,) = [r for r in results(collector) if r.request_id == 7]
     assert (r7.device, r7.status, r7.report_period_ms) == (meter.device, "applied", 250)
@@ -58,17 +58,17 @@ def test_downlink_config_applied_storage_error_undeliverable_timeout(
              what="DeviceInfo with the new period")  # fmt: skip
 
     meter.set_storage_fails(True)
-    publish(broker, topic, contracts.json_encoder.encode(contracts.ConfigRequest(request_id=8, v_gain=250_001)))
+    publish(broker, topic, mqtt.json_encoder.encode(mqtt.ConfigRequest(request_id=8, v_gain=250_001)))
     wait_for(lambda: any(r.request_id == 8 for r in results(collector)), 10, what="result 8")
     assert [r.status for r in results(collector) if r.request_id == 8] == ["storage_error"]
 
-    other = contracts.config_topic(unique_id, gw.gateway, "a1c5500000000fff")
-    publish(broker, other, contracts.json_encoder.encode(contracts.ConfigRequest(request_id=9, report_period_ms=1000)))
+    other = mqtt.config_topic(unique_id, gw.gateway, "a1c5500000000fff")
+    publish(broker, other, mqtt.json_encoder.encode(mqtt.ConfigRequest(request_id=9, report_period_ms=1000)))
     wait_for(lambda: any(r.request_id == 9 for r in results(collector)), 10, what="result 9")
     assert [r.status for r in results(collector) if r.request_id == 9] == ["undeliverable"]
 
     meter.set_drop_rate(1.0, "rx")  # the CONFIG never reaches the meter
-    publish(broker, topic, contracts.json_encoder.encode(contracts.ConfigRequest(request_id=10, i_gain=97_000)))
+    publish(broker, topic, mqtt.json_encoder.encode(mqtt.ConfigRequest(request_id=10, i_gain=97_000)))
     wait_for(lambda: any(r.request_id == 10 for r in results(collector)), 10, what="result 10")
     assert [r.status for r in results(collector) if r.request_id == 10] == ["timeout"]
     meter.set_drop_rate(0.0, "rx")
@@ -112,9 +112,9 @@ def test_retained_status_online_then_offline_and_last_will_on_kill(
     collector = collector_factory(unique_id)
     gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
 
-    def last_status() -> contracts.GatewayStatus | None:
+    def last_status() -> mqtt.GatewayStatus | None:
         payloads = collector.topic_payloads("/status")
-        return contracts.status_decoder.decode(payloads[-1]) if payloads else None
+        return mqtt.status_decoder.decode(payloads[-1]) if payloads else None
 
     gw.start()
     wait_for(lambda: (s := last_status()) is not None and s.online, 10, what="online")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from gateway import frames
+from protocol import frames
 from sim.faults import LinkFaults
 from sim.meter import MeterModel
 

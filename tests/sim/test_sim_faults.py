@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import frames
+from protocol import frames
 from sim.faults import LinkFaults
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import frames
+from protocol import frames
 from sim.frontend import FACTORY, Calibration
 from sim.loads import Household, Standby
 from sim.meter import MeterModel
@@ -408,18 +408,18 @@ def test_same_seed_same_bytes_different_seed_different_bytes() -> None:
 @pytest.mark.parametrize("nominal", [127, 220])
 def test_a_day_of_readings_fits_the_mqtt_contract(nominal: int) -> None:
     # every reading the meter makes must survive the gateway's conversion and the backend's validating decoder
-    from gateway import contracts
+    from protocol import mqtt
 
     m = MeterModel(DEVICE, start_ms=START_MS, seed=f"contract-{nominal}", nominal_v=nominal,
                    report_period_ms=30_000, integration_step_ms=1000, resend_min_ms=10**12)
     got = fresh(decode(m.advance(START_MS + 86_400_000)))
     assert len(got) == 2880
-    for i in range(0, len(got), contracts.MAX_BATCH):
-        batch = contracts.ReadingBatch(
+    for i in range(0, len(got), mqtt.MAX_BATCH):
+        batch = mqtt.ReadingBatch(
             site="s", gateway="g",
-            readings=[contracts.reading_from_frame(DEVICE, 1, START_MS + 30_000 * r.seq, r) for r in got[i : i + 500]],
+            readings=[mqtt.reading_from_frame(DEVICE, 1, START_MS + 30_000 * r.seq, r) for r in got[i : i + 500]],
         )
-        assert contracts.batch_decoder.decode(contracts.json_encoder.encode(batch)) == batch
+        assert mqtt.batch_decoder.decode(mqtt.json_encoder.encode(batch)) == batch
     assert all(0 < r.pf_milli <= 1000 and r.s_dva >= r.p_dw > 0 for r in got)
     assert max(r.p_dw for r in got) > 10 * min(r.p_dw for r in got)  # the day has peaks and valleys
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 import pytest
 import serial
 
-from gateway import frames
+from protocol import frames
 from sim.port import VirtualMeter
 from sim.runner import MeterRunner, device_id_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cobs import cobs
 
-from gateway import frames as f
+from protocol import frames as f
 
 VALID: list[tuple[str, f.Frame]] = [
     ("hello", f.Hello(bytes.fromhex("a1c5500000000001"), 1, 2, 3, 1, 7, 1000)),

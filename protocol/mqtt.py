@@ -1,37 +1,27 @@
 """MQTT contract between gateways and the backend (docs/mqtt.md).
 
-Light on purpose: msgspec only, no paho or pyserial, so the backend imports it freely. Every payload carries
-``v`` (schema version); fields added later get defaults, so old and new peers keep decoding each other
-(msgspec's schema-evolution rules). Encoders and decoders are built once, here.
+Light on purpose: msgspec only, no paho or pyserial, so the gateway, the backend and the simulator import it
+freely. Every payload carries ``v`` (schema version); fields added later get defaults, so old and new peers keep
+decoding each other (msgspec's schema-evolution rules). Encoders and decoders are built once, here.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Final, Literal
 
 import msgspec
 
-from gateway import frames
+from protocol import frames
+from protocol.ids import DeviceId, Ident
 
 SCHEMA_VERSION: Final = 1
 ROOT: Final = "cds/v1"
 MAX_BATCH: Final = 500
 """Readings per uplink message at most; keeps a message well under 128 KiB."""
 
-# Site, gateway and device ids become MQTT topic levels and InfluxDB tags: keep them boring.
-ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_ID_RE: Final = re.compile(ID_PATTERN)
-Ident = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-DeviceId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=32503680000000)]  # up to year 3000
 Finite = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]  # also rejects NaN and infinities
-
-
-def is_ident(value: str) -> bool:
-    """True when ``value`` may be used as a site or gateway id."""
-    return _ID_RE.fullmatch(value) is not None
 
 
 class Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -122,10 +112,6 @@ class ConfigResult(msgspec.Struct, frozen=True):
 
 
 # --- topics -------------------------------------------------------------------------------------------------
-
-
-def gateway_prefix(site: str, gateway: str) -> str:
-    return f"{ROOT}/{site}/{gateway}"
 
 
 def readings_topic(site: str, gateway: str) -> str:
