@@ -7,6 +7,12 @@ import argparse
 import getpass
 import sys
 
+import uvicorn
+
+from backend.api.auth import hash_password
+from backend.errors import ConfigError
+from backend.settings import get_settings
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description="CDS backend")
@@ -17,8 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "hash-password":
-        from backend.auth import hash_password
-
         if args.stdin:
             password = sys.stdin.readline().rstrip("\n")
         else:
@@ -32,17 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         print(hash_password(password))
         return 0
 
-    import uvicorn
-
-    from backend.errors import ConfigError
-    from backend.settings import get_settings
-
     try:
         settings = get_settings()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run("backend.app:create_app", factory=True, host=settings.host, port=settings.port,
+    uvicorn.run("backend.api.app:create_app", factory=True, host=settings.host, port=settings.port,
                 log_config=None, access_log=False, lifespan="on")
     return 0
 

@@ -11,6 +11,7 @@ literals (``30d``, ``52w``, ``INF``).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from functools import lru_cache
@@ -140,12 +141,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     readings_max_points: int = 20000
     """Most points one readings request may return (pt-BR error beyond)."""
 
-    # --- analytics (issue 6: ANEEL tariffs, consumption, cost) — fields added below this line -------------
+    # --- analytics: ANEEL tariffs, consumption, cost, alerts -----------------------------------------------
     sites_file: str = ""
     """TOML file with the sites' pricing configuration (distributor, subgroup, modality, taxes, billing day,
     devices, groups); see docs/analytics.md. Empty = no site can be priced."""
     aneel_base_url: str = "https://dadosabertos.aneel.gov.br"
-    """ANEEL's CKAN portal (the fake of ``python -m sim.aneel_fake`` for an offline demo)."""
+    """ANEEL's CKAN portal (the fake of ``python -m devstack.aneel_fake`` for an offline demo)."""
     aneel_sync_enabled: bool = True
     """Pull tariffs and bandeiras on a schedule inside the backend (idempotent across replicas)."""
     aneel_sync_interval_s: float = 86400.0
@@ -201,8 +202,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def validate(self) -> None:
         """Cross-field checks; raises ConfigError."""
-        import re
-
         for name in ("retention_raw", "retention_1m", "retention_1h"):
             if not re.fullmatch(_DURATION_RE, getattr(self, name)):
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {getattr(self, name)!r} is not an InfluxQL "

@@ -1,13 +1,13 @@
 """Analytics query latency over 100 meters through the rollups, and the forecast's backtest error.
 
 Starts its own influxd (Debian's package, temporary folder), writes a year of 1-hour rollups and a month of
-1-minute rollups for N meters of one site (the shape backend/rollups.py produces), then times the real
+1-minute rollups for N meters of one site (the shape backend/store/rollups.py produces), then times the real
 service path (``AnalyticsService.consumo``: InfluxQL with bound parameters + register maths in Python):
 
 * one meter, month (day buckets + peak demand from the 1-min rollup) and year (month buckets);
 * the whole site (N meters summed), month (day buckets, with and without peak) and year (month buckets).
 
-Whole-site queries read the site energy series (backend/energy_series.py). The month's are computed by the
+Whole-site queries read the site energy series (backend/store/energy_series.py). The month's are computed by the
 real code (``EnergySeries.recompute`` over the month of 1-minute rollups, all meters, a day per call; the time
 it takes is printed); the rest of the year, which has no 1-minute rollups here, gets its hourly site points
 written directly from the same synthetic hourly energy (writing and rolling up a year of 1-minute rollups for
@@ -45,15 +45,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from backend.aneel_store import AneelData, AneelStore
-from backend.api.analytics import AnalyticsService, Scope, local_range
-from backend.consumption import TZ, fetch_samples
-from backend.energy_series import ENERGY_D, FROM_FIELD, SITE_ENERGY, EnergySeries
-from backend.forecast import backtest
-from backend.influx import InfluxClient
+from backend.analytics.forecast import backtest
+from backend.analytics.queries import fetch_samples
+from backend.analytics.service import AnalyticsService, Scope, local_range
+from backend.aneel.store import AneelData, AneelStore
 from backend.settings import Settings
-from backend.storage import ensure_schema
-from sim.services import InfluxService
+from backend.store.energy_series import FROM_FIELD, EnergySeries
+from backend.store.influx import InfluxClient
+from backend.store.layout import ENERGY_D, SITE_ENERGY, ensure_schema
+from devstack.services import InfluxService
+from protocol.timebase import TZ
 
 SITE = "bench-site"
 TZ3 = dt.timezone(dt.timedelta(hours=-3))

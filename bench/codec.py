@@ -2,7 +2,7 @@
 
 Prints the codec's rates next to the raw limit measured in the same run: the C primitives alone (split on 0x00,
 COBS decode, CRC, struct unpack) without building typed frames, i.e. the best any Python decoder on these
-libraries could do. Target (issue 2): >= 200,000 READING frames/s decoded.
+libraries could do. Target: >= 200,000 READING frames/s decoded.
 
     python bench/codec.py [--frames 200000] [--chunk 4096]
 """

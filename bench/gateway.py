@@ -31,12 +31,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from devstack.services import MosquittoService, free_port  # noqa: E402
 from gateway.forwarder import batch_payload  # noqa: E402
 from gateway.link import Progress  # noqa: E402
 from gateway.queue import DurableQueue, Row  # noqa: E402
 from protocol import mqtt  # noqa: E402
 from sim.runner import MeterRunner  # noqa: E402
-from sim.services import MosquittoService, free_port  # noqa: E402
 
 SITE, GW = "bench", "gw-1"
 CLK = os.sysconf("SC_CLK_TCK")

@@ -9,8 +9,8 @@ the backend as a real ``python -m backend`` subprocess (ingest + rollups, as dep
 4. end-to-end latency p50/p99 (publish -> visible to a query) at M meters x 1 reading/s;
 5. analytics query latency through the rollups over a month of data for 100 meters (p50/p95).
 
-For 5., the rollup RPs are filled directly with points of the rollup schema (backend/rollups.py) and of the
-site energy series (backend/energy_series.py: ``site_energy`` per 15 min and per hour) derived from a
+For 5., the rollup RPs are filled directly with points of the rollup schema (backend/store/rollups.py) and of the
+site energy series (backend/store/energy_series.py: ``site_energy`` per 15 min and per hour) derived from a
 synthetic month of 1 s data: writing 260 M raw points and rolling them up would take hours here. Whole-site
 questions are asked both of the per-meter rollups (as before the site series) and of the site series; kWh per
 day per meter also of the devices' daily series (``energy_d``).
@@ -44,12 +44,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backend.influx import InfluxClient  # noqa: E402
-from backend.lineprotocol import reading_line  # noqa: E402
-from backend.rollups import RAW_TO_1M  # noqa: E402,F401  (documents the schema mirrored below)
+from backend.store.influx import InfluxClient  # noqa: E402
+from backend.store.lineprotocol import reading_line  # noqa: E402
+from backend.store.rollups import RAW_TO_1M  # noqa: E402,F401  (documents the schema mirrored below)
+from devstack.services import HOST, InfluxService, MosquittoService, free_port  # noqa: E402
 from protocol import mqtt  # noqa: E402
 from protocol.mqtt import Reading, ReadingBatch  # noqa: E402
-from sim.services import HOST, InfluxService, MosquittoService, free_port  # noqa: E402
 
 DAY_MS = 86_400_000
 
@@ -289,7 +289,7 @@ async def analytics_run(influx: InfluxService, meters: int, days: int, minute_me
     end_ms = start_ms + days * DAY_MS
     async with InfluxClient(influx.url, timeout=120) as client:
         from backend.settings import Settings
-        from backend.storage import ensure_schema
+        from backend.store.layout import ensure_schema
 
         settings = Settings(influx_db=db, influx_url=influx.url)
         await ensure_schema(client, settings)

@@ -21,7 +21,6 @@ from protocol import frames
 from sim.loads import Household
 
 # firmware/lib/board.h
-FACTORY_PERIOD_MS: Final = 1000
 FACTORY_V_GAIN: Final = 976_563
 """Microvolts of mains per ADC count, nominal."""
 FACTORY_I_GAIN: Final = 146_484

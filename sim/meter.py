@@ -118,8 +118,6 @@ class MeterModel:
         self.dropped_keys: set[tuple[int, int]] = set()
         self.lost_keys: set[tuple[int, int]] = set()
         self.acked: dict[int, int] = {}
-        self.produced_count = 0
-        self.dropped_total = 0
         # clock
         self._drift_rate = 1 + drift_ppm * 1e-6
         self.now_ms = start_ms
@@ -294,13 +292,11 @@ class MeterModel:
             flags=flags,
         )
         self.next_seq = (self.next_seq + 1) & U32
-        self.produced_count += 1
         if self.record_truth:
             self.produced.append(ProducedReading(self.boot_count, reading.seq, round(t_end), reading))
         if len(self.queue) >= self.queue_capacity:
             old = self.queue.popleft()
             self.dropped += 1
-            self.dropped_total += 1
             if self.record_truth:
                 self.dropped_keys.add((self.boot_count, old.seq))
         if not self.queue:

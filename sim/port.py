@@ -187,11 +187,6 @@ class VirtualMeter:
         with self._runner.lock:
             return self._pty_path if self._master is not None else ""
 
-    @property
-    def plugged(self) -> bool:
-        with self._runner.lock:
-            return self._master is not None
-
     def unplug(self) -> None:
         """Pull the USB cable: the gateway's port fails, the link disappears, the meter keeps queueing."""
         with self._runner.lock:

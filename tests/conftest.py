@@ -1,6 +1,6 @@
 """Fixtures shared by the whole CDS test suite: real Mosquitto and InfluxDB, unique ids, polling helpers.
 
-Services (real processes from Debian's packages, see sim/services.py; missing binaries FAIL the run with a hint to
+Services (real processes from Debian's packages, see devstack/services.py; missing binaries FAIL the run with a hint to
 run ``bash scripts/setup.sh`` — CI must never pass by skipping them):
 
 - ``mosquitto`` / ``influxdb`` (session): one broker and one influxd for the whole run, started once in a
@@ -42,14 +42,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from protocol.ids import is_ident
-from sim.services import (
+from devstack.services import (
     InfluxService,
     MosquittoService,
     ServiceNotInstalledError,
     influxd_binary,
     mosquitto_binary,
 )
+from protocol.ids import is_ident
 
 T = TypeVar("T")
 

@@ -7,7 +7,8 @@ project's own building blocks (``protocol.frames``, ``protocol.mqtt``, ``backend
 - gateway: decode the meter's bytes, timestamp each READING from the meter's uptime (docs/protocol.md §3, "Time"),
   publish one ``ReadingBatch`` with QoS 1 and, once the broker PUBACKed it, send the meter a cumulative ACK;
 - backend: an MQTT 5 shared subscription with a persistent session and manual acknowledgement, which writes the
-  batch to InfluxDB and acknowledges the message only after ``/write`` answered 204 (DESIGN.md, reliability model).
+  batch to InfluxDB and acknowledges the message only after ``/write`` answered 204 (docs/architecture.md,
+  reliability model).
 
 The meter's ground truth (``MeterModel.produced``) is what InfluxDB must return.
 """
@@ -25,10 +26,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from backend import lineprotocol
+from backend.store import lineprotocol
+from devstack.services import InfluxService, MosquittoService
 from protocol import frames, mqtt
 from sim.meter import MeterModel
-from sim.services import InfluxService, MosquittoService
 
 WaitFor = Callable[..., Any]
 

@@ -1,6 +1,6 @@
 """The real-service fixtures work, and the broker settings we ship do not lose queued messages.
 
-The broker-level proof of the reliability model (docs: shared DESIGN.md): Mosquitto's default
+The broker-level proof of the reliability model (docs/architecture.md): Mosquitto's default
 ``max_queued_messages 1000`` silently drops what an offline persistent session cannot queue, while the
 shipped deploy/mosquitto/mosquitto.conf keeps all of it, also across a graceful broker restart.
 """
@@ -19,8 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from protocol.ids import is_ident
-from sim.services import (
+from devstack.services import (
     InfluxError,
     InfluxService,
     MosquittoService,
@@ -28,6 +27,7 @@ from sim.services import (
     find_binary,
     shipped_mosquitto_options,
 )
+from protocol.ids import is_ident
 
 WaitFor = Callable[..., Any]
 

@@ -1,4 +1,4 @@
-"""README's run command, end to end: `python -m sim.system --smoke` starts every part (Mosquitto, InfluxDB, fake
+"""README's run command, end to end: `python -m devstack --smoke` starts every part (Mosquitto, InfluxDB, fake
 ANEEL, simulated meters, gateway, backend) as the user would, and exits 0 only once every meter's readings are
 queryable through the REST API."""
 
@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_local_system_runs_and_serves_readings(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "sim.system", "--smoke", "--timeout", "120", "--state-dir", str(tmp_path / "state"),
+        [sys.executable, "-m", "devstack", "--smoke", "--timeout", "120", "--state-dir", str(tmp_path / "state"),
          "--meters", "2", "--period-ms", "500", "--history-days", "2", "--http-port", "0", "--status-port", "0",
          "--mqtt-port", "0", "--influx-port", "0", "--aneel-port", "0"],
         cwd=REPO, capture_output=True, text=True, timeout=280,

@@ -11,10 +11,13 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
 
-from backend.api.devices import DeviceOut, check_device, device_statuses
-from backend.auth import requires_role
-from backend.errors import BadRequestError, NotFoundError, UnavailableError
-from backend.validation import Rejection, parse_batch
+from backend.api.auth import requires_role
+from backend.api.devices import check_device
+from backend.api.state import Services
+from backend.errors import BadRequestError, MqttUnavailableError, NotFoundError, UnavailableError
+from backend.ingest.fleet import DeviceOut, device_statuses
+from backend.ingest.validation import Rejection, parse_batch
+from backend.store.influx import InfluxClient
 from protocol import ids, mqtt
 from protocol.mqtt import ConfigRequest
 
@@ -79,7 +82,7 @@ class AicssController(Controller):
     tags = ["aicss"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @post("/dados", guards=[requires_role("operator")], status_code=200)
-    async def dados(self, request: Request[Any, Any, Any], services: NamedDependency[Any]) -> Response[DadosOut]:
+    async def dados(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[DadosOut]:
         """Readings posted by a meter over HTTP: the same ReadingBatch, checks and idempotency as MQTT.
 
         Returns:
@@ -99,6 +102,8 @@ class AicssController(Controller):
         for r in parsed.rejected:
             services.metrics.rejected.labels(r.reason).inc()
         if parsed.lines:
+            if services.store is None:
+                raise UnavailableError("Banco de dados de medições ainda não conectado; tente novamente.")
             await services.store.write(parsed.lines, parsed.spans)
             services.metrics.readings_written.labels("http").inc(len(parsed.lines))
             services.registry.note_readings(parsed.site, parsed.gateway,
@@ -108,11 +113,12 @@ class AicssController(Controller):
         return Response(out, status_code=200 if parsed.lines else 422)
 
     @get("/status")
-    async def status(self, services: NamedDependency[Any], device: FromQuery[str | None] = None) -> StatusOut:
+    async def status(self, services: NamedDependency[Services], influx: NamedDependency[InfluxClient],
+                     device: FromQuery[str | None] = None) -> StatusOut:
         """Meters' status (one with ``?device=``) and the ingest's state on this replica."""
         if device is not None:
             check_device(device)
-        items = await device_statuses(services.influx, services.settings, services.registry, device)
+        items = await device_statuses(influx, services.settings, services.registry, device)
         if device is not None and not items:
             raise NotFoundError(f"Medidor {device} desconhecido.")
         ingest = services.ingest
@@ -124,7 +130,7 @@ class AicssController(Controller):
                          readings_ingested=ingest.written_readings if ingest else None, items=items)
 
     @put("/config", guards=[requires_role("operator")])
-    async def config(self, data: JSONBody[ConfigIn], services: NamedDependency[Any]) -> ConfigOut:
+    async def config(self, data: JSONBody[ConfigIn], services: NamedDependency[Services]) -> ConfigOut:
         """Send a CONFIG downlink to a meter and wait (bounded) for its answer.
 
         Returns:
@@ -146,8 +152,6 @@ class AicssController(Controller):
         request_id = secrets.randbelow(0xFFFF) + 1
         req = ConfigRequest(request_id=request_id, report_period_ms=data.report_period_ms, v_gain=data.v_gain,
                             i_gain=data.i_gain, phase_cdeg=data.phase_cdeg)
-        from backend.errors import MqttUnavailableError
-
         try:
             await ingest.bridge.publish(mqtt.config_topic(site, gateway, data.device),
                                         mqtt.json_encoder.encode(req), qos=1, timeout=5.0)

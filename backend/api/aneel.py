@@ -10,12 +10,12 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromQuery, QueryParameter
 
-from backend.aneel_records import TariffRecord
-from backend.aneel_store import SyncReport, SyncStatus
-from backend.api.analytics import _service
-from backend.auth import requires_role
+from backend.aneel.records import TariffRecord
+from backend.aneel.store import SyncReport, SyncStatus
+from backend.aneel.tariffs import TariffError, merge_periods
+from backend.api.auth import requires_role
+from backend.api.state import analytics_service
 from backend.errors import BadRequestError, InfluxError, NotFoundError, UnavailableError
-from backend.tariffs import TariffError, merge_periods
 
 
 class DataAge(msgspec.Struct):
@@ -70,7 +70,7 @@ def _out(r: TariffRecord, *, in_force: bool = False, expired: bool = False) -> T
 
 
 async def _age(request: Request[Any, Any, Any]) -> DataAge:
-    svc = _service(request)
+    svc = analytics_service(request)
     await svc.data.load()
     try:
         st: SyncStatus | None = await svc.store.status()
@@ -91,7 +91,7 @@ class AneelController(Controller):
                       subclasse: FromQuery[str] = "Residencial",
                       data_ref: Annotated[str | None, QueryParameter(name="data")] = None) -> TariffsOut:
         """Tarifas homologadas (TUSD e TE) de uma distribuidora (sigla ou CNPJ), com a vigente na data."""
-        svc = _service(request)
+        svc = analytics_service(request)
         age = await _age(request)
         try:
             day = dt.date.fromisoformat(data_ref) if data_ref else dt.date.today()
@@ -129,7 +129,7 @@ class AneelController(Controller):
     @get("/bandeiras")
     async def bandeiras(self, request: Request[Any, Any, Any], desde: FromQuery[str | None] = None) -> FlagsOut:
         """Bandeira acionada por mês (R$/MWh) e os adicionais por resolução."""
-        svc = _service(request)
+        svc = analytics_service(request)
         age = await _age(request)
         try:
             since = dt.date.fromisoformat(desde) if desde else dt.date.min
@@ -151,7 +151,7 @@ class AneelController(Controller):
     @post("/sync", guards=[requires_role("admin")], status_code=200)
     async def sync(self, request: Request[Any, Any, Any]) -> SyncReport:
         """Puxa agora as tarifas e bandeiras da ANEEL e informa o que mudou (somente admin)."""
-        svc = _service(request)
+        svc = analytics_service(request)
         if svc.scheduler is None:
             raise UnavailableError("Sincronização indisponível.")
         return await svc.scheduler.run_once()

@@ -9,6 +9,7 @@ from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from backend.api.state import Services
 from backend.errors import InfluxError
 
 
@@ -19,7 +20,7 @@ def health() -> dict[str, str]:
 
 
 @get("/ready", opt={"public": True}, tags=["health"])
-async def ready(services: NamedDependency[Any]) -> Response[dict[str, Any]]:
+async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     """Readiness: InfluxDB answers /ping and (when ingest is enabled) the MQTT session is connected.
 
     Returns:
@@ -47,6 +48,6 @@ async def ready(services: NamedDependency[Any]) -> Response[dict[str, Any]]:
 
 @get("/metrics", opt={"public": True}, tags=["health"], media_type="text/plain; version=0.0.4",
      sync_to_thread=False)
-def metrics(services: NamedDependency[Any]) -> bytes:
+def metrics(services: NamedDependency[Services]) -> bytes:
     """Prometheus text exposition of the backend's metrics (ingest, InfluxDB writes, rollups, MQTT)."""
-    return services.metrics.render()  # type: ignore[no-any-return]
+    return services.metrics.render()

@@ -12,12 +12,11 @@ from litestar.params import FromPath, FromQuery
 
 from backend.api.devices import check_device
 from backend.errors import BadRequestError
-from backend.influx import InfluxClient
 from backend.settings import Settings
-from backend.storage import RP_1H, RP_1M, RP_RAW, table
+from backend.store.influx import InfluxClient
+from backend.store.layout import RP_1H, RP_1M, RP_RAW, table
 
 Resolution = Literal["auto", "raw", "1m", "1h"]
-RAW_FIELDS: Final = ("vrms", "irms", "p", "s", "pf", "freq", "energy_mwh", "boot", "seq", "flags")
 AUTO_RAW_MAX: Final = timedelta(hours=6)
 AUTO_1M_MAX: Final = timedelta(days=7)
 MAX_SPAN: Final = timedelta(days=3660)
@@ -80,7 +79,7 @@ class ReadingsController(Controller):
             raise BadRequestError("Período longo demais: no máximo 10 anos por consulta.")
         res = choose_resolution(end_utc - start_utc, resolution)
         limit = settings.readings_max_points
-        q = (f"SELECT * FROM {table(settings, _RP[res])} WHERE device = $device AND time >= $start "
+        q = (f"SELECT * FROM {table(settings.influx_db, _RP[res])} WHERE device = $device AND time >= $start "
              f"AND time < $end ORDER BY time ASC LIMIT {limit + 1}")
         rows = await influx.rows(q, db=settings.influx_db, params={
             "device": device, "start": int(start_utc.timestamp() * 1e9), "end": int(end_utc.timestamp() * 1e9)})

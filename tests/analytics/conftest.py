@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest_asyncio
 
-from backend.aneel_store import AneelData, AneelStore
-from backend.api.analytics import AnalyticsService
-from backend.influx import InfluxClient
+from backend.analytics.service import AnalyticsService
+from backend.aneel.store import AneelData, AneelStore
 from backend.settings import Settings
-from backend.storage import ensure_schema
+from backend.store.influx import InfluxClient
+from backend.store.layout import ensure_schema
 
 
 def ms(d: dt.datetime) -> int:

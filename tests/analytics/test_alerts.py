@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from backend.alerts import check_offline, check_power_factor, check_profile, check_voltage, voltage_class
-from backend.app import create_app
-from backend.influx import InfluxClient
-from backend.lineprotocol import reading_line
+from backend.analytics.alerts import check_offline, check_power_factor, check_profile, check_voltage, voltage_class
+from backend.api.app import create_app
 from backend.settings import Settings
-from backend.storage import ReadingStore, ensure_schema
+from backend.store.influx import InfluxClient
+from backend.store.layout import ensure_schema
+from backend.store.lineprotocol import reading_line
+from backend.store.readings import ReadingStore
 from protocol.mqtt import Reading
 
 

@@ -12,13 +12,13 @@ import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
-from backend.app import create_app
-from backend.lineprotocol import reading_line
-from backend.rollups import RollupWorker
+from backend.api.app import create_app
 from backend.settings import Settings
-from backend.storage import ReadingStore
+from backend.store.lineprotocol import reading_line
+from backend.store.readings import ReadingStore
+from backend.store.rollups import RollupWorker
+from devstack.aneel_fake import FakeCkan
 from protocol.mqtt import Reading
-from sim.aneel_fake import FakeCkan
 from tests.analytics.test_billing_month import register_samples
 
 DEV1, DEV2 = "00000000000000a1", "00000000000000a2"
@@ -55,10 +55,10 @@ def fake() -> Iterator[FakeCkan]:
 
 async def load_month(settings: Settings, site: str) -> None:
     """DEV1: the month of the billing test (15-min register samples, 14 kWh/day); DEV2: idle register."""
-    from backend.influx import InfluxClient
+    from backend.store.influx import InfluxClient
 
     async with InfluxClient(settings.influx_url) as influx:
-        from backend.storage import ensure_schema
+        from backend.store.layout import ensure_schema
 
         await ensure_schema(influx, settings)
         store = ReadingStore(influx, settings)
@@ -87,7 +87,7 @@ async def api(broker, influx, fake: FakeCkan, unique_id: str, tmp_path: Path,  #
     await load_month(settings, site)
     app = create_app(settings)
     async with AsyncTestClient(app) as client:
-        svc = app.state.services.extra["analytics"]
+        svc = app.state.services.analytics
         await wait_for_async(lambda: svc.scheduler.last_report is not None and svc.scheduler.last_report.ok,
                              timeout=20, what="first ANEEL sync")
         yield client, site
@@ -97,7 +97,7 @@ async def api(broker, influx, fake: FakeCkan, unique_id: str, tmp_path: Path,  #
 
 
 async def influx_drop(influx: Any, db: str) -> None:
-    from backend.influx import InfluxClient
+    from backend.store.influx import InfluxClient
 
     async with InfluxClient(influx.url) as c:
         await c.execute(f'DROP DATABASE "{db}"', epoch=None)

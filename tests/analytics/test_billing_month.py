@@ -40,13 +40,13 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal as D
 
-from backend.aneel_records import parse_bandeira_adder, parse_bandeira_month, parse_tariff
-from backend.aneel_sites import parse_sites
-from backend.billing import estimate_bill, explain
-from backend.consumption import Sample, consumption
-from backend.tarifa_branca import split_by_posto
-from backend.tariffs import BandeiraBook, TariffBook
-from sim.aneel_fake import ACIONAMENTO, ADICIONAL, QUIRK_TARIFFS, REAL_TARIFFS
+from backend.analytics.billing import estimate_bill, explain
+from backend.aneel.postos import split_by_posto
+from backend.aneel.records import parse_bandeira_adder, parse_bandeira_month, parse_tariff
+from backend.aneel.sites import parse_sites
+from backend.aneel.tariffs import BandeiraBook, TariffBook
+from backend.store.registers import Sample, consumption
+from devstack.aneel_fake import ACIONAMENTO, ADICIONAL, QUIRK_TARIFFS, REAL_TARIFFS
 
 SITES = parse_sites("""
 [[site]]

@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 from zoneinfo import ZoneInfo
 
-from backend.consumption import Sample, bucket_edges, consumption, register_intervals
+from backend.store.registers import Sample, bucket_edges, consumption, register_intervals
 
 SP = ZoneInfo("America/Sao_Paulo")
 MIN = 60_000

@@ -12,12 +12,14 @@ import time
 
 import pytest
 
-from backend.api.analytics import AnalyticsService, Scope
-from backend.consumption import TZ, Consumption, consumption, fetch_samples, gap_for, min_dt_for
-from backend.influx import InfluxClient
-from backend.rollups import RollupWorker, energy_from_ms
+from backend.analytics.queries import fetch_samples
+from backend.analytics.service import AnalyticsService, Scope
 from backend.settings import Settings
-from backend.storage import dirty_mark_lines
+from backend.store.influx import InfluxClient
+from backend.store.readings import dirty_mark_lines
+from backend.store.registers import Consumption, consumption, gap_for, min_dt_for
+from backend.store.rollups import RollupWorker, energy_from_ms
+from protocol.timebase import TZ
 from tests.analytics.conftest import ms, service
 from tests.analytics.test_site_energy import (
     DAY,

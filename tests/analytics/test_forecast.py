@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-from backend.forecast import backtest, forecast_daily, seasonal_naive, weekly_profile
+from backend.analytics.forecast import backtest, forecast_daily, seasonal_naive, weekly_profile
 
 PATTERN = [10.0, 10.5, 10.0, 11.0, 12.0, 15.0, 14.0]
 

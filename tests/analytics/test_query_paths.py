@@ -9,18 +9,19 @@ from decimal import Decimal
 
 import pytest
 
-from backend.aneel import AneelClient
-from backend.aneel_sites import parse_sites
-from backend.aneel_store import sync
-from backend.api.analytics import Scope
-from backend.consumption import TZ, choose_resolution
-from backend.influx import InfluxClient
-from backend.lineprotocol import reading_line
-from backend.rollups import RollupWorker
+from backend.analytics.service import Scope
+from backend.aneel.client import AneelClient
+from backend.aneel.sites import parse_sites
+from backend.aneel.sync import sync
 from backend.settings import Settings
-from backend.storage import ReadingStore
+from backend.store.influx import InfluxClient
+from backend.store.lineprotocol import reading_line
+from backend.store.readings import ReadingStore
+from backend.store.registers import choose_resolution
+from backend.store.rollups import RollupWorker
+from devstack.aneel_fake import FakeCkan
 from protocol.mqtt import Reading
-from sim.aneel_fake import FakeCkan
+from protocol.timebase import TZ
 from tests.analytics.conftest import ms, service
 
 DEV = "00000000000000c1"

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from backend.consumption import Bucket
-from backend.reports import build_report, fmt_br, to_csv
-from backend.tarifa_branca import KNOWN_WINDOWS
+from backend.analytics.reports import build_report, fmt_br, to_csv
+from backend.aneel.postos import KNOWN_WINDOWS
+from backend.store.registers import Bucket
 
 T0 = int(dt.datetime(2026, 4, 30, tzinfo=dt.timezone(dt.timedelta(hours=-3))).timestamp() * 1000)
 H = 3_600_000

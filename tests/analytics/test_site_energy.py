@@ -18,14 +18,15 @@ import time
 
 import pytest
 
-from backend.api.analytics import AnalyticsService, Scope
-from backend.consumption import TZ, Consumption
-from backend.influx import InfluxClient
-from backend.lineprotocol import reading_line
-from backend.rollups import RollupWorker, energy_from_ms
+from backend.analytics.service import AnalyticsService, Scope
 from backend.settings import Settings
-from backend.storage import ReadingStore, dirty_mark_lines
+from backend.store.influx import InfluxClient
+from backend.store.lineprotocol import reading_line
+from backend.store.readings import ReadingStore, dirty_mark_lines
+from backend.store.registers import Consumption
+from backend.store.rollups import RollupWorker, energy_from_ms
 from protocol.mqtt import Reading
+from protocol.timebase import TZ
 from tests.analytics.conftest import ms, service
 
 A, B, C = "00000000000000e1", "00000000000000e2", "00000000000000e3"

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from backend.aneel_sites import SiteConfigError, parse_sites
-from backend.tarifa_branca import KNOWN_WINDOWS, holiday_name, posto_at, split_by_posto, windows_for
+from backend.aneel.postos import KNOWN_WINDOWS, holiday_name, posto_at, split_by_posto, windows_for
+from backend.aneel.sites import SiteConfigError, parse_sites
 
 SP = ZoneInfo("America/Sao_Paulo")
 CEMIG = KNOWN_WINDOWS["CEMIG-D"]

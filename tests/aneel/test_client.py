@@ -11,21 +11,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from backend.aneel import (
-    AneelClient,
-    AneelNotFound,
-    AneelUnavailable,
-    AneelUnknownAction,
-    AneelValidationError,
-)
-from backend.aneel_records import (
+from backend.aneel.client import AneelClient, AneelNotFound, AneelUnavailable, AneelUnknownAction, AneelValidationError
+from backend.aneel.records import (
     BANDEIRA_ACIONAMENTO_RESOURCE,
     TARIFFS_RESOURCE,
     AneelFormatError,
     parse_decimal,
     parse_tariff,
 )
-from sim.aneel_fake import FakeCkan, tariff_row
+from devstack.aneel_fake import FakeCkan, tariff_row
 
 
 @pytest.fixture

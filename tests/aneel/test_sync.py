@@ -10,12 +10,13 @@ from decimal import Decimal
 import pytest
 import pytest_asyncio
 
-from backend.aneel import AneelClient
-from backend.aneel_records import TARIFFS_RESOURCE
-from backend.aneel_sites import parse_sites
-from backend.aneel_store import AneelData, AneelStore, sync
-from backend.influx import InfluxClient
-from sim.aneel_fake import REAL_TARIFFS, FakeCkan
+from backend.aneel.client import AneelClient
+from backend.aneel.records import TARIFFS_RESOURCE
+from backend.aneel.sites import parse_sites
+from backend.aneel.store import AneelData, AneelStore
+from backend.aneel.sync import sync
+from backend.store.influx import InfluxClient
+from devstack.aneel_fake import REAL_TARIFFS, FakeCkan
 
 SITES = list(parse_sites("""
 [[site]]
@@ -134,7 +135,7 @@ async def test_two_replicas_syncing_at_once_write_the_same_data(fake: FakeCkan, 
 @pytest.mark.asyncio
 async def test_scheduler_waits_an_interval_after_success_and_retry_delay_after_failure(
         fake: FakeCkan, store: AneelStore) -> None:
-    from backend.aneel_store import AneelScheduler
+    from backend.aneel.sync import AneelScheduler
     from backend.settings import Settings
 
     settings = Settings(aneel_sync_interval_s=86400, aneel_retry_s=900)

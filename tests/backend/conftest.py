@@ -24,11 +24,11 @@ import pytest_asyncio
 from litestar.testing import AsyncTestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from backend.app import create_app
+from backend.api.app import create_app
 from backend.settings import Settings
+from devstack.services import HOST, InfluxService, MosquittoService, free_port
 from protocol import mqtt
 from protocol.mqtt import Reading, ReadingBatch
-from sim.services import HOST, InfluxService, MosquittoService, free_port
 
 JWT_SECRET = "test-secret-" + "x" * 24
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def make_settings(broker: MosquittoService, influx: InfluxService, uid: str, **o
         mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=uid,
         mqtt_client_id=f"be-{uid}", mqtt_share_group=f"g-{uid}", jwt_secret=JWT_SECRET,
         rollup_interval_s=0.2, rollup_settle_s=0.1, ingest_flush_ms=20, log_level="WARNING",
-        aneel_sync_enabled=False, alerts_enabled=False,  # issue 6's jobs: no traffic beyond 127.0.0.1 here
+        aneel_sync_enabled=False, alerts_enabled=False,  # scheduled jobs: no traffic beyond 127.0.0.1 here
     )
     base.update(overrides)
     settings = Settings(**base)

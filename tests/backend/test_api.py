@@ -14,8 +14,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from backend.app import create_app
-from backend.auth import hash_password, verify_password
+from backend.api.app import create_app
+from backend.api.auth import hash_password, verify_password
 from backend.errors import ConfigError
 from backend.settings import Settings, User
 from protocol import mqtt

@@ -15,10 +15,10 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from backend.auth import verify_password
+from backend.api.auth import verify_password
 from backend.settings import Settings
+from devstack.services import free_port
 from protocol import mqtt
-from sim.services import free_port
 from tests.backend.conftest import REPO
 
 COMPOSE = REPO / "deploy" / "compose"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from backend.app import create_app
+from backend.api.app import create_app
 from protocol import mqtt
 from tests.backend.conftest import (
     Publisher,

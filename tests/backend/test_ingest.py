@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from backend.rollups import merge_windows
-from backend.storage import dirty_mark_lines
+from backend.store.readings import dirty_mark_lines
+from backend.store.rollups import merge_windows
 from protocol import mqtt
 from tests.backend.conftest import batch_bytes, count_points, device_id, distinct_keys, reading
 
@@ -155,7 +155,7 @@ def test_merge_windows_unites_overlaps_and_splits_long_ranges() -> None:
 
 
 def test_fast_formatter_matches_reading_line_and_refuses_non_finite() -> None:
-    from backend.lineprotocol import LineProtocolError, reading_formatter, reading_line
+    from backend.store.lineprotocol import LineProtocolError, reading_formatter, reading_line
 
     fmt = reading_formatter("site-1", "gw_2")
     for r in [reading(device_id(3), 5, 1_700_000_000_000), reading(device_id(4), 0, 0, p=-12.5, energy=0)]:
@@ -173,9 +173,9 @@ async def test_rollups_by_another_replica_see_writes_of_a_replica_without_worker
     """A replica with BACKEND_ROLLUP_ENABLED=false still writes dirty marks; another replica's worker uses them."""
     from litestar.testing import AsyncTestClient
 
-    from backend.app import create_app
-    from backend.influx import InfluxClient
-    from backend.rollups import RollupWorker
+    from backend.api.app import create_app
+    from backend.store.influx import InfluxClient
+    from backend.store.rollups import RollupWorker
     from tests.backend.conftest import make_settings
 
     settings = make_settings(broker, influx, unique_id, rollup_enabled=False)

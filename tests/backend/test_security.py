@@ -14,7 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from backend.app import create_app
+from backend.api.app import create_app
 from protocol import mqtt
 from tests.backend.conftest import REPO, batch_bytes, count_points, device_id, make_settings, reading
 

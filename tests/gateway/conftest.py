@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from gwharness import Collector, GatewayProcess
 
+from devstack.services import MosquittoService
 from sim.runner import MeterRunner
-from sim.services import MosquittoService
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 simulated meters on ptys, and a persistent-session MQTT subscriber that checks every reading against the
 simulator's ground truth.
 
-The delivery check (:func:`check_delivery`) is the one rule of issue 4: every reading a meter produced arrives
+The delivery check (:func:`check_delivery`) is the gateway's one delivery rule: every reading a meter produced arrives
 exactly once per ``(device, boot, seq)`` (duplicates on the wire must be identical), or the meter itself
 discarded it (ring overflow or reset, in the simulator's ground truth, and then the gateway counted it), or the
 gateway dropped it under its stated full-queue policy (counted). Nothing else missing, nothing invented.
@@ -17,20 +17,22 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from devstack.services import MosquittoService, free_port
 from protocol import mqtt
 from sim.port import VirtualMeter
-from sim.services import MosquittoService, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 Key = tuple[str, int, int]
@@ -83,8 +85,6 @@ class GatewayProcess:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, f"gateway exited:\n{self.log_tail()}"
@@ -284,7 +284,5 @@ def check_delivery(
 
 def msgspec_replace_flags(r: mqtt.Reading, flags: int) -> mqtt.Reading:
     """A first transmission and its RESENT copy differ only in the RESENT flag bit."""
-    import msgspec
-
     assert flags & ~1 == r.flags & ~1, f"flags differ beyond RESENT: {flags} vs {r.flags}"
     return msgspec.structs.replace(r, flags=flags)

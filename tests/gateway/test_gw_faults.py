@@ -10,8 +10,8 @@ from typing import Any
 
 from gwharness import Collector, GatewayProcess, check_delivery
 
+from devstack.services import MosquittoService
 from sim.runner import MeterRunner
-from sim.services import MosquittoService
 
 PERIOD_MS = 20
 

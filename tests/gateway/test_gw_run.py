@@ -17,9 +17,9 @@ import pytest
 from gwharness import REPO, Collector, GatewayProcess, check_delivery
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devstack.services import MosquittoService
 from protocol import mqtt
 from sim.runner import MeterRunner
-from sim.services import MosquittoService
 
 PERIOD_MS = 20
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from gwharness import Collector, GatewayProcess
 
+from devstack.services import MosquittoService, free_port
 from sim.runner import MeterRunner
-from sim.services import MosquittoService, free_port
 
 
 def make_ca_and_server_cert(d: Path) -> tuple[Path, Path, Path]:

@@ -2,7 +2,7 @@
 
 InfluxDB's continuous queries only ever look at the latest interval, so readings that arrive late (a gateway
 back after a day offline) or are replayed would never reach the rollups. Instead every write of raw readings
-is followed by a *dirty mark* (backend/storage.py: minute range + devices, timestamped with the write time)
+is followed by a *dirty mark* (store/readings.py: minute range + devices, timestamped with the write time)
 and this worker recomputes exactly the marked windows:
 
 1. read the watermark (``marks.rollup_state``; the write time up to which marks were processed);
@@ -12,7 +12,7 @@ and this worker recomputes exactly the marked windows:
 4. ``SELECT ... INTO r1m FROM raw ... GROUP BY time(1m), *`` per window, then the same from ``r1m`` into
    ``r1h`` for the enclosing hours;
 5. recompute the 15-min energy series per device and per site for the same windows
-   (backend/energy_series.py), and advance their backfill by one chunk;
+   (store/energy_series.py), and advance their backfill by one chunk;
 6. store the new watermark (and ``energy_v2_from_ms``, the time from which the energy series are complete).
 
 Every step is idempotent: a recomputed window overwrites the same points (measurement + tags + bucket time),
@@ -29,25 +29,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Final
 
-from backend.energy_series import BACKFILL_MS, FROM_FIELD, EnergySeries
 from backend.errors import InfluxError
-from backend.influx import InfluxClient
 from backend.metrics import Metrics
 from backend.settings import Settings
-from backend.storage import DIRTY, HOUR_MS, MINUTE_MS, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, table
+from backend.store.energy_series import BACKFILL_MS, FROM_FIELD, EnergySeries
+from backend.store.influx import InfluxClient
+from backend.store.layout import DIRTY, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, table
+from protocol.ids import is_device_id
+from protocol.timebase import DAY_MS, HOUR_MS, MINUTE_MS
 
 log = logging.getLogger(__name__)
 
-DAY_MS: Final = 86_400_000
 OVERLAP_NS: Final = 60 * 10**9
 MAX_DEVICE_FILTER: Final = 200
 """Windows touching more devices than this are recomputed for all devices (cheaper than a huge regex)."""
-_DEVICE_RE: Final = re.compile(r"^[0-9a-f]{16}$")
 
 _SUMMED: Final = ("vrms", "irms", "p", "s", "pf", "freq")
 
@@ -116,7 +115,7 @@ def merge_windows(marks: list[tuple[int, int, set[str]]], align: int, max_len: i
 def _device_filter(devices: set[str] | None) -> str:
     if devices is None:
         return ""
-    valid = sorted(d for d in devices if _DEVICE_RE.fullmatch(d))  # ids are hex: safe inside the regex
+    valid = sorted(d for d in devices if is_device_id(d))  # ids are hex: safe inside the regex
     if not valid:
         return " AND device = ''"
     return f" AND device =~ /^({'|'.join(valid)})$/"
@@ -156,8 +155,8 @@ class RollupWorker:
             await asyncio.sleep(self.settings.rollup_interval_s)
 
     async def _watermark(self) -> int:
-        rows = await self.influx.rows(f"SELECT last(watermark_ns) FROM {table(self.settings, RP_MARKS, STATE)}",
-                                      db=self.settings.influx_db, epoch="ns")
+        db = self.settings.influx_db
+        rows = await self.influx.rows(f"SELECT last(watermark_ns) FROM {table(db, RP_MARKS, STATE)}", db=db, epoch="ns")
         return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else 0
 
     async def energy_from(self) -> int | None:
@@ -185,13 +184,14 @@ class RollupWorker:
         """One pass; returns the number of windows recomputed (1m + 1h)."""
         async with self._lock:
             s = self.settings
+            db = s.influx_db
             hi = (now_ns or time.time_ns()) - int(s.rollup_settle_s * 1e9)
             lo = max(0, await self._watermark() - OVERLAP_NS)
             if hi <= lo:
                 return 0
             energy_from = await self._backfill(hi // 1_000_000)
             rows = await self.influx.rows(
-                f"SELECT start_ms, end_ms, devices FROM {table(s, RP_MARKS, DIRTY)} WHERE time > $lo AND time <= $hi",
+                f"SELECT start_ms, end_ms, devices FROM {table(db, RP_MARKS, DIRTY)} WHERE time > $lo AND time <= $hi",
                 db=s.influx_db, params={"lo": lo, "hi": hi}, epoch="ns")
             marks = [(int(r["start_ms"]), int(r["end_ms"]), set(str(r["devices"]).split(",")))
                      for r in rows if r.get("start_ms") is not None and r.get("end_ms") is not None]
@@ -218,7 +218,8 @@ class RollupWorker:
 
     async def _recompute(self, w: Window, src: str, dst: str, fields: str, label: str) -> None:
         s = self.settings
-        q = (f"SELECT {fields} INTO {table(s, dst)} FROM {table(s, src)} "
+        db = s.influx_db
+        q = (f"SELECT {fields} INTO {table(db, dst)} FROM {table(db, src)} "
              f"WHERE time >= $start AND time < $end{_device_filter(w.devices)} "
              f"GROUP BY time({'1m' if label == '1m' else '1h'}), * fill(none)")
         await self.influx.execute(q, db=s.influx_db, params={"start": w.start * 1_000_000, "end": w.end * 1_000_000})
@@ -227,7 +228,7 @@ class RollupWorker:
 
 
 async def energy_from_ms(influx: InfluxClient, settings: Settings) -> int | None:
-    """Time from which the energy series (backend/energy_series.py) are complete; 0 = all; None = not yet."""
-    rows = await influx.rows(f"SELECT last({FROM_FIELD}) FROM {table(settings, RP_MARKS, STATE)}",
+    """Time from which the energy series (store/energy_series.py) are complete; 0 = all; None = not yet."""
+    rows = await influx.rows(f"SELECT last({FROM_FIELD}) FROM {table(settings.influx_db, RP_MARKS, STATE)}",
                              db=settings.influx_db)
     return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else None

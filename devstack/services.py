@@ -361,7 +361,7 @@ class MosquittoService(_ManagedProcess):
 
     def config_text(self) -> str:
         """The configuration this broker runs with."""
-        lines = [f"# Written by sim/services.py from {self.base_config}; do not edit."]
+        lines = [f"# Written by devstack/services.py from {self.base_config}; do not edit."]
         lines += [f"{key} {value}".rstrip() for key, value in shipped_mosquitto_options(self.base_config)]
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise the broker drops to 'mosquitto' and cannot write workdir
@@ -417,7 +417,7 @@ class MosquittoService(_ManagedProcess):
 # --- InfluxDB 1.x -------------------------------------------------------------------------------------------
 
 _INFLUX_CONFIG: Final = """\
-# Written by sim/services.py; do not edit.
+# Written by devstack/services.py; do not edit.
 reporting-enabled = false  # Debian's influxdb 1.6 spelling
 reporting-disabled = true  # upstream 1.x spelling; the other one is ignored
 bind-address = "{host}:{rpc_port}"
@@ -643,9 +643,6 @@ class InfluxService(_ManagedProcess):
     def create_database(self, name: str) -> None:
         """CREATE DATABASE (idempotent in InfluxDB 1.x)."""
         self.query(f"CREATE DATABASE {quote_ident(name)}", epoch=None)
-
-    def drop_database(self, name: str) -> None:
-        self.query(f"DROP DATABASE {quote_ident(name)}", epoch=None)
 
     def __repr__(self) -> str:
         return f"InfluxService({self.url}, running={self.running}, workdir={self.workdir})"

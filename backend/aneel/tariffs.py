@@ -21,13 +21,7 @@ from decimal import Decimal
 
 import msgspec
 
-from backend.aneel_records import (
-    APPLICATION_BASE,
-    NOT_APPLICABLE,
-    BandeiraAdder,
-    BandeiraMonth,
-    TariffRecord,
-)
+from backend.aneel.records import APPLICATION_BASE, NOT_APPLICABLE, BandeiraAdder, BandeiraMonth, TariffRecord
 
 
 class TariffError(Exception):

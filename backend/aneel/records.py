@@ -209,9 +209,3 @@ def parse_bandeira_adder(row: Mapping[str, Any]) -> BandeiraAdder:
         ),
         generated=parse_date(generated_raw) if generated_raw else None,
     )
-
-
-def format_decimal_br(value: Decimal) -> str:
-    """The inverse of :func:`parse_decimal` in ANEEL's own style (``0`` -> ``",00"``); used by the fake server."""
-    q = f"{value:.2f}".replace(".", ",")
-    return q[1:] if q.startswith("0,") else q

@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from backend.aneel_records import (
+from backend.aneel.records import (
     BANDEIRA_ACIONAMENTO_RESOURCE,
     BANDEIRA_ADICIONAL_RESOURCE,
     TARIFFS_RESOURCE,

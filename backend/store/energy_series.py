@@ -2,7 +2,7 @@
 
 Whole-site analytics over many meters would otherwise scan every meter's rollups on each request (a year of
 1-hour rollups of 100 meters is 880k rows; a month of 1-minute rollups for the peak demand 4.5 M). The rollup
-worker (backend/rollups.py) therefore also maintains, after each ``r1m``/``r1h`` recompute:
+worker (store/rollups.py) therefore also maintains, after each ``r1m``/``r1h`` recompute:
 
 =================  ====  ====================  ==================================================================
 measurement        RP    tags                  content
@@ -17,9 +17,9 @@ measurement        RP    tags                  content
 ``energy_gap``     r1m   site, device           one point per data gap, at the gap's end: ``t0_ms`` (its start)
 =================  ====  ====================  ==================================================================
 
-A device's quarters are computed exactly like :func:`backend.consumption.consumption` does from the 1-minute
-rollup: its register samples (:func:`~backend.consumption.window_samples`) -> intervals with resets, spikes and
-level jumps handled (:func:`~backend.consumption.register_intervals`, the anomaly counts attributed to the
+A device's quarters are computed exactly like :func:`backend.store.registers.consumption` does from the 1-minute
+rollup: its register samples (:func:`~backend.store.registers.window_samples`) -> intervals with resets, spikes and
+level jumps handled (:func:`~backend.store.registers.register_intervals`, the anomaly counts attributed to the
 quarter of the anomalous sample) -> allocated evenly over time into the quarters (``est`` = part spread over a
 gap). The site series and the per-device days are then ``SELECT ... INTO`` sums of the quarters inside
 InfluxDB (the days over whole local days, so a partial recompute never leaves a partial day sum).
@@ -41,13 +41,15 @@ the analytics use the per-device rollups (0 = complete).
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from backend.consumption import (
-    QUARTER_MS,
+from backend.settings import Settings
+from backend.store.influx import InfluxClient
+from backend.store.layout import ENERGY_D, ENERGY_GAP, ENERGY_Q, RP_1H, RP_1M, SITE_ENERGY, table
+from backend.store.lineprotocol import escape_key
+from backend.store.registers import (
     Sample,
     allocate,
     bucket_edges,
@@ -56,26 +58,19 @@ from backend.consumption import (
     register_intervals,
     window_samples,
 )
-from backend.influx import InfluxClient
-from backend.lineprotocol import escape_key
-from backend.settings import Settings
-from backend.storage import HOUR_MS, MINUTE_MS, RP_1H, RP_1M, table
+from protocol.ids import is_device_id
+from protocol.timebase import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS
 
 log = logging.getLogger(__name__)
 
-ENERGY_Q: Final = "energy_q"
-SITE_ENERGY: Final = "site_energy"
-ENERGY_D: Final = "energy_d"
 FROM_FIELD: Final = "energy_v2_from_ms"
 """Field of the worker's state point: the time from which all these series are complete (module doc)."""
-ENERGY_GAP: Final = "energy_gap"
-LOOK_MS: Final = 40 * 86_400_000
+LOOK_MS: Final = 40 * DAY_MS
 """How far back (and ahead) a register interval crossing a recompute bound is followed (a data gap)."""
 PAD_MS: Final = QUARTER_MS
 """1-minute rollups read beyond each side of the recomputed quarters (the neighbouring register values)."""
 BACKFILL_MS: Final = 6 * HOUR_MS
 """Backfill chunk per worker pass (all devices)."""
-_DEVICE_RE: Final = re.compile(r"^[0-9a-f]{16}$")
 _FIELDS: Final = "energy_first, energy_last, boot_min, boot_max, energy_max"
 _KINDS: Final = ("resets", "spikes", "jumps")
 
@@ -152,7 +147,7 @@ def quarter_lines(q: DeviceQuarters) -> list[str]:
 
 
 def _device_regex(devices: set[str] | list[str]) -> str:
-    valid = sorted(d for d in devices if _DEVICE_RE.fullmatch(d))  # hex ids: safe inside the regex
+    valid = sorted(d for d in devices if is_device_id(d))  # hex ids: safe inside the regex
     return f"/^({'|'.join(valid)})$/" if valid else "/^$/"
 
 
@@ -165,11 +160,12 @@ class EnergySeries:
 
     async def _fetch(self, lo: int, hi: int, devices: set[str] | None) -> dict[str, DeviceSeries]:
         s = self.settings
+        db = s.influx_db
         where = f"time >= {int(lo)}ms AND time < {int(hi)}ms"
         if devices is not None:
             where += f" AND device =~ {_device_regex(devices)}"
         series = await self.influx.query(
-            f"SELECT {_FIELDS} FROM {table(s, RP_1M)} WHERE {where} GROUP BY device, site, gateway",
+            f"SELECT {_FIELDS} FROM {table(db, RP_1M)} WHERE {where} GROUP BY device, site, gateway",
             db=s.influx_db)
         out: dict[str, DeviceSeries] = {}
         for ser in series:
@@ -184,9 +180,10 @@ class EnergySeries:
         if not devs:
             return {}
         s = self.settings
+        db = s.influx_db
         agg = "last(energy_last)" if last else "first(energy_first)"
         rows = await self.influx.rows(
-            f"SELECT {agg} FROM {table(s, RP_1M)} WHERE time >= {int(lo)}ms AND time < {int(hi)}ms "
+            f"SELECT {agg} FROM {table(db, RP_1M)} WHERE time >= {int(lo)}ms AND time < {int(hi)}ms "
             f"AND device =~ {_device_regex(devs)} GROUP BY device", db=s.influx_db)
         out: dict[str, list[Sample]] = {}
         for row in rows:
@@ -228,17 +225,18 @@ class EnergySeries:
     async def _sync_gaps(self, quarters: list[DeviceQuarters]) -> None:
         """Gap points of the recomputed ranges: write the current ones, delete those that no longer exist."""
         s = self.settings
+        db = s.influx_db
         lines = [f"{ENERGY_GAP},device={escape_key(q.device)},site={escape_key(q.site)} t0_ms={a}i {b}"
                  for q in quarters for a, b in q.gaps]
         if lines:
             await self.influx.write(lines, s.influx_db, rp=RP_1M, precision="ms")
-        valid = [q for q in quarters if _DEVICE_RE.fullmatch(q.device)]
+        valid = [q for q in quarters if is_device_id(q.device)]
         if not valid:
             return
         lo, hi = min(q.start for q in valid), max(q.end for q in valid)
         devs = _device_regex([q.device for q in valid])
         series = await self.influx.query(
-            f"SELECT t0_ms FROM {table(s, RP_1M, ENERGY_GAP)} WHERE device =~ {devs} "
+            f"SELECT t0_ms FROM {table(db, RP_1M, ENERGY_GAP)} WHERE device =~ {devs} "
             f"AND time >= {lo}ms AND time < {hi}ms GROUP BY device", db=s.influx_db)
         stored: dict[str, list[int]] = {ser.tags.get("device", ""): [int(v[0]) for v in ser.values] for ser in series}
         for q in valid:
@@ -253,18 +251,19 @@ class EnergySeries:
         """``site_energy`` (15 min, then 1 h) over ``[a, b)`` (hour-aligned) from the devices' quarters, and the
         devices' ``energy_d`` over the local days containing ``[a, b)``."""
         s = self.settings
+        db = s.influx_db
         params: dict[str, Any] = {"site": site}
         await self.influx.execute(
-            f"SELECT {SITE_FROM_QUARTERS} INTO {table(s, RP_1M, SITE_ENERGY)} FROM {table(s, RP_1M, ENERGY_Q)} "
+            f"SELECT {SITE_FROM_QUARTERS} INTO {table(db, RP_1M, SITE_ENERGY)} FROM {table(db, RP_1M, ENERGY_Q)} "
             f"WHERE site = $site AND time >= {a}ms AND time < {b}ms GROUP BY time(15m), site fill(none)",
             db=s.influx_db, params=params)
         await self.influx.execute(
-            f"SELECT {SITE_HOURLY} INTO {table(s, RP_1H, SITE_ENERGY)} FROM {table(s, RP_1M, SITE_ENERGY)} "
+            f"SELECT {SITE_HOURLY} INTO {table(db, RP_1H, SITE_ENERGY)} FROM {table(db, RP_1M, SITE_ENERGY)} "
             f"WHERE site = $site AND time >= {a}ms AND time < {b}ms GROUP BY time(1h), site fill(none)",
             db=s.influx_db, params=params)
         days = bucket_edges(a, b, "day")
         await self.influx.execute(
-            f"SELECT {DEVICE_DAILY} INTO {table(s, RP_1H, ENERGY_D)} FROM {table(s, RP_1M, ENERGY_Q)} "
+            f"SELECT {DEVICE_DAILY} INTO {table(db, RP_1H, ENERGY_D)} FROM {table(db, RP_1M, ENERGY_Q)} "
             f"WHERE site = $site AND time >= {days[0]}ms AND time < {days[-1]}ms "
             f"GROUP BY time(1d), device, gateway, site fill(none) tz('America/Sao_Paulo')",
             db=s.influx_db, params=params)
@@ -272,5 +271,6 @@ class EnergySeries:
     async def earliest_ms(self) -> int | None:
         """Time of the oldest 1-minute rollup (the backfill's end), or None when there is none."""
         s = self.settings
-        rows = await self.influx.rows(f"SELECT first(n) FROM {table(s, RP_1M)}", db=s.influx_db)
+        db = s.influx_db
+        rows = await self.influx.rows(f"SELECT first(n) FROM {table(db, RP_1M)}", db=s.influx_db)
         return int(rows[0]["time"]) if rows and rows[0].get("time") is not None else None

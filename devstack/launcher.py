@@ -1,4 +1,4 @@
-"""Run the whole CDS system on one machine with local defaults: ``python -m sim.system`` (README's run command).
+"""Run the whole CDS system on one machine with local defaults: ``python -m devstack`` (README's run command).
 
 Starts, each as its own process and in this order: Mosquitto and InfluxDB (Debian's binaries, our configs, data
 kept in the state folder so a restart resumes), a fake ANEEL CKAN server (no internet needed), N simulated
@@ -28,9 +28,9 @@ from typing import IO, Final
 
 import httpx
 
+from devstack.services import InfluxService, MosquittoService
 from protocol.mqtt import MAX_BATCH, Reading, ReadingBatch, json_encoder
 from sim.loads import Household
-from sim.services import InfluxService, MosquittoService
 
 REPO: Final = Path(__file__).resolve().parent.parent
 SITE: Final = "casa-1"
@@ -159,17 +159,21 @@ class System:
         path = self.state / "sites.toml"
         devices = ", ".join(f'"{d}"' for d in self.devices)
         path.write_text(
-            "# Written by python -m sim.system for the local demo; see docs/analytics.md.\n"
+            "# Written by python -m devstack for the local demo; see docs/analytics.md.\n"
             f'[[site]]\nid = "{SITE}"\nname = "Casa de demonstração"\ndistributor = "LIGHT SESA"\n'
             'subgroup = "B1"\nmodality = "Convencional"\nicms = "0.18"\npis = "0.0110"\ncofins = "0.0507"\n'
             f"billing_day = 0\nphases = 2\nnominal_voltage = {self.args.voltage}\ndevices = [{devices}]\n"
         )
         return path
 
-    def backend_env(self) -> dict[str, str]:
-        from backend.auth import hash_password
+    def password_hash(self) -> str:
+        """The demo admin's password hashed by the backend's own CLI, as an operator would provision a user."""
+        done = subprocess.run([sys.executable, "-m", "backend", "hash-password", "--stdin"], input=self.password + "\n",
+                              capture_output=True, text=True, check=True, cwd=REPO, timeout=60)
+        return done.stdout.strip()
 
-        users = [{"username": ADMIN_USER, "role": "admin", "password_hash": hash_password(self.password)}]
+    def backend_env(self) -> dict[str, str]:
+        users = [{"username": ADMIN_USER, "role": "admin", "password_hash": self.password_hash()}]
         return {
             "BACKEND_HOST": "127.0.0.1",
             "BACKEND_PORT": str(self.backend_port),
@@ -187,7 +191,7 @@ class System:
         print("CDS: iniciando Mosquitto e InfluxDB ...", flush=True)
         self.broker.start()
         self.influx.start(timeout=60)
-        self._child("aneel-fake", [self.python, "-m", "sim.aneel_fake", "--port", str(self.aneel_port)])
+        self._child("aneel-fake", [self.python, "-m", "devstack.aneel_fake", "--port", str(self.aneel_port)])
         self.start_meters()
         self._child("gateway", [self.python, "-m", "gateway", "run", "--config", str(self.gateway_config())])
         self._child("backend", [self.python, "-m", "backend"], **self.backend_env())
@@ -331,7 +335,7 @@ class System:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.system", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--state-dir", default=str(REPO / "var" / "local"), help="data, configs and logs")
     ap.add_argument("--meters", type=int, default=3)
@@ -371,7 +375,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("CDS: parando ...", flush=True)
         system.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,22 +1,21 @@
 """The Litestar application: ``create_app()`` factory, lifespan-managed clients, route list.
 
-Run it with ``python -m backend`` or any ASGI server: ``uvicorn --factory backend.app:create_app``.
+Run it with ``python -m backend`` or any ASGI server: ``uvicorn --factory backend.api.app:create_app``.
 
-Extending (other modules of the backend, e.g. the analytics of issue 6): add controllers to
-:data:`ROUTE_HANDLERS` and, for long-lived work (scheduled pulls), an async context manager factory to
-:data:`LIFESPANS` — one import and one list entry here. Handlers may declare these parameters, injected by
-name: ``settings`` (:class:`~backend.settings.Settings`), ``influx`` (:class:`~backend.influx.InfluxClient`),
-``services`` (:class:`Services`). Every route requires a JWT (viewer or better) unless its handler sets
-``opt={"public": True}``; add ``guards=[requires_role("operator")]`` for more.
+Extending: add controllers to :data:`ROUTE_HANDLERS`; long-lived work gets a typed handle in
+:class:`~backend.api.state.Services` and is started and stopped in :func:`_lifespan`. Handlers may declare these
+parameters, injected by name: ``settings`` (:class:`~backend.settings.Settings`), ``influx``
+(:class:`~backend.store.influx.InfluxClient`), ``services`` (:class:`~backend.api.state.Services`). Every route
+requires a JWT (viewer or better) unless its handler sets ``opt={"public": True}``; add
+``guards=[requires_role("operator")]`` for more.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response
@@ -26,23 +25,28 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ControllerRouterHandler
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from backend.analytics.runtime import Publish, open_analytics
 from backend.api.aicss import AicssController
-from backend.api.analytics import AnalyticsController, analytics_lifespan, dashboard_router
+from backend.api.analytics import AnalyticsController
 from backend.api.aneel import AneelController
+from backend.api.auth import Authenticator, authenticated, issue_token
+from backend.api.dashboard import dashboard_router
 from backend.api.devices import DevicesController
 from backend.api.health import health, metrics, ready
 from backend.api.readings import ReadingsController
-from backend.auth import Authenticator, authenticated, issue_token
-from backend.errors import ApiError, BackendError, InfluxError
-from backend.influx import InfluxClient
-from backend.ingest import IngestService
+from backend.api.state import Services, influx_of, services_of, settings_of
+from backend.errors import ApiError, BackendError, InfluxError, InfluxUnavailableError
+from backend.ingest.registry import Registry
+from backend.ingest.service import IngestService
 from backend.logs import configure_logging
 from backend.metrics import Metrics
-from backend.registry import Registry
-from backend.rollups import RollupWorker
 from backend.settings import Settings, get_settings
-from backend.storage import ReadingStore, ensure_schema
+from backend.store.influx import InfluxClient
+from backend.store.layout import ensure_schema
+from backend.store.readings import ReadingStore
+from backend.store.rollups import RollupWorker
 
 log = logging.getLogger(__name__)
 
@@ -54,50 +58,15 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     DevicesController,
     ReadingsController,
     AicssController,
-    # --- analytics and ANEEL (issue 6): append controllers below this line -----------------------------------
     AnalyticsController,
     AneelController,
     dashboard_router,
 ]
 
-LIFESPANS: list[Callable[[Litestar], AbstractAsyncContextManager[None]]] = [
-    # --- extra long-lived tasks (issue 6: scheduled ANEEL pulls...): append factories below this line -------
-    analytics_lifespan,
-]
-
-
-@dataclass
-class Services:
-    """Everything long-lived of one app instance (``app.state.services``)."""
-
-    settings: Settings
-    metrics: Metrics
-    registry: Registry
-    authenticator: Authenticator
-    influx: InfluxClient | None = None
-    store: ReadingStore | None = None
-    ingest: IngestService | None = None
-    rollups: RollupWorker | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _services(request: Request[Any, Any, Any]) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
-
-
-def _influx(request: Request[Any, Any, Any]) -> InfluxClient:
-    influx = _services(request).influx
-    assert influx is not None, "InfluxDB client used outside the app lifespan"
-    return influx
-
-
-def _settings(request: Request[Any, Any, Any]) -> Settings:
-    return _services(request).settings
-
 
 @asynccontextmanager
-async def _core_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """InfluxDB client + schema, MQTT ingest, rollup worker; stopped in reverse order."""
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    """InfluxDB client + schema, MQTT ingest, rollup worker, analytics; stopped in reverse order."""
     services: Services = app.state.services
     s = services.settings
     async with InfluxClient(s.influx_url, username=s.influx_username, password=s.influx_password,
@@ -107,26 +76,28 @@ async def _core_lifespan(app: Litestar) -> AsyncIterator[None]:
         if s.influx_manage_schema:
             await _ensure_schema_retrying(influx, s)
         async with contextlib.AsyncExitStack() as stack:
+            publish: Publish | None = None
             if s.ingest_enabled:
-                services.ingest = IngestService(s, services.store, services.registry, services.metrics)
-                await services.ingest.start()
-                stack.push_async_callback(services.ingest.stop)
+                ingest = services.ingest = IngestService(s, services.store, services.registry, services.metrics)
+                await ingest.start()
+                stack.push_async_callback(ingest.stop)
+
+                async def publish(topic: str, payload: bytes) -> None:
+                    await ingest.bridge.publish(topic, payload, qos=1, retain=True)
             if s.rollup_enabled:
                 services.rollups = RollupWorker(influx, s, services.metrics)
                 await services.rollups.start()
                 stack.push_async_callback(services.rollups.stop)
-            for factory in LIFESPANS:
-                await stack.enter_async_context(factory(app))
+            services.analytics = await stack.enter_async_context(open_analytics(s, influx, publish))
             log.info("backend started", extra={"client_id": s.resolved_client_id(), "ingest": s.ingest_enabled})
-            yield
+            try:
+                yield
+            finally:
+                services.analytics = None
 
 
 async def _ensure_schema_retrying(influx: InfluxClient, settings: Settings) -> None:
     """The schema must exist before ingest; wait for InfluxDB (it may start after us, e.g. in compose)."""
-    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
-
-    from backend.errors import InfluxUnavailableError
-
     async for attempt in AsyncRetrying(retry=retry_if_exception_type(InfluxUnavailableError),
                                        wait=wait_exponential(multiplier=0.1, max=2), stop=stop_after_delay(120),
                                        reraise=True):
@@ -191,10 +162,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=list(ROUTE_HANDLERS),
         guards=[authenticated],
-        dependencies={"settings": Provide(_settings, sync_to_thread=False),
-                      "influx": Provide(_influx, sync_to_thread=False),
-                      "services": Provide(_services, sync_to_thread=False)},
-        lifespan=[_core_lifespan],
+        dependencies={"settings": Provide(settings_of, sync_to_thread=False),
+                      "influx": Provide(influx_of, sync_to_thread=False),
+                      "services": Provide(services_of, sync_to_thread=False)},
+        lifespan=[_lifespan],
         openapi_config=openapi,
         exception_handlers={ApiError: _api_error, InfluxError: _influx_error, BackendError: _backend_error,
                             HTTPException: _http_error},

@@ -22,8 +22,9 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from backend.consumption import TZ, Bucket, bucket_edges
-from backend.tarifa_branca import PostoWindows, split_by_posto
+from backend.aneel.postos import PostoWindows, split_by_posto
+from backend.store.registers import Bucket, bucket_edges
+from protocol.timebase import TZ
 
 ReportKind = Literal["diario", "semanal", "mensal"]
 KIND_GRANULARITY: Final = {"diario": "day", "semanal": "week", "mensal": "month"}

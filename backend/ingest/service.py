@@ -30,20 +30,14 @@ from typing import Final
 import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
-from backend.adoption import (
-    PRESENCE_ROOT,
-    SessionAdopter,
-    presence_decoder,
-    presence_payload,
-    presence_topic,
-)
 from backend.errors import InfluxRejectedError, InfluxUnavailableError, MqttUnavailableError
+from backend.ingest.adoption import PRESENCE_ROOT, SessionAdopter, presence_decoder, presence_payload, presence_topic
+from backend.ingest.bridge import Incoming, MqttBridge
+from backend.ingest.registry import Registry
+from backend.ingest.validation import ParsedBatch, Rejection, parse_batch, topic_ids
 from backend.metrics import Metrics
-from backend.mqtt import Incoming, MqttBridge
-from backend.registry import Registry
 from backend.settings import Settings
-from backend.storage import ReadingStore, Span
-from backend.validation import ParsedBatch, Rejection, parse_batch, topic_ids
+from backend.store.readings import ReadingStore, Span
 from protocol import mqtt
 from protocol.mqtt import ReadingBatch
 
@@ -85,7 +79,6 @@ class _Item:
 class _Batch:
     items: list[_Item] = field(default_factory=list)
     points: int = 0
-    sealed: bool = False
 
 
 def merge_spans(items: list[_Item]) -> dict[str, Span]:
@@ -116,6 +109,8 @@ class IngestService:
             (presence_topic(group, "+"), 1),
         ], will=(self.presence_topic, presence_payload(me, False)),
             birth=(self.presence_topic, presence_payload(me, True)))
+        # Read at scrape time, so the gauge can never disagree with the bridge's own state.
+        metrics.mqtt_connected.set_function(lambda: float(self.bridge.connected))
         self.adopter = SessionAdopter(self) if settings.mqtt_adopt_after_s > 0 else None
         self._acks: deque[_Pending] = deque()
         self._current = _Batch()
@@ -288,7 +283,6 @@ class IngestService:
     def _seal(self) -> None:
         batch = self._current
         if batch.items:
-            batch.sealed = True
             self._sealed.put_nowait(batch)
             self._current = _Batch()
             self.metrics.pending_points.set(0)

@@ -4,31 +4,31 @@ A payload is rejected whole when it cannot be trusted as a batch (too big, not J
 strict decoding also refuses NaN/infinity and out-of-range numbers —, site/gateway not matching the topic the
 broker's ACL allowed). Readings that are individually implausible (timestamp too far in the future) are
 rejected one by one, so the good readings of the same batch are kept. Every rejection has a ``reason`` from
-:data:`REASONS`, used as the metrics label and in the dead letter.
+:data:`Reason`, used as the metrics label and in the dead letter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Literal
 
 import msgspec
 
-from backend.lineprotocol import LineProtocolError, reading_formatter
-from backend.storage import Span
+from backend.store.lineprotocol import LineProtocolError, reading_formatter
+from backend.store.readings import Span
 from protocol import ids, mqtt
 from protocol.mqtt import Reading, ReadingBatch
 
-REASONS: Final = (
+Reason = Literal[
     "oversize", "invalid_json", "schema", "bad_topic", "topic_mismatch", "future_timestamp",
-    "unrepresentable", "influx_rejected", "beyond_retention",
-)  # fmt: skip
+    "unrepresentable", "influx_rejected", "beyond_retention", "internal_error",
+]  # fmt: skip
 
 
 class Rejection(Exception):
-    """A whole payload refused; ``reason`` is one of REASONS, ``error`` the technical detail."""
+    """A whole payload refused; ``reason`` says why (a metrics label), ``error`` the technical detail."""
 
-    def __init__(self, reason: str, error: str) -> None:
+    def __init__(self, reason: Reason, error: str) -> None:
         super().__init__(f"{reason}: {error}")
         self.reason = reason
         self.error = error
@@ -37,7 +37,7 @@ class Rejection(Exception):
 @dataclass(slots=True)
 class RejectedReading:
     reading: Reading
-    reason: str
+    reason: Reason
     error: str
 
 

@@ -189,11 +189,6 @@ def requires_role(role: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], B
     return guard
 
 
-def current_claims(request: Request[Any, Any, Any]) -> TokenClaims:
-    """The verified claims of the request (after the guards ran)."""
-    return _claims(request)
-
-
 # --- route ----------------------------------------------------------------------------------------------------
 
 

@@ -24,13 +24,17 @@ import logging
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 
-from backend.aneel_sites import SiteConfig
-from backend.consumption import HOUR_MS, TZ, consumption, fetch_samples
+from backend.analytics.queries import fetch_samples
+from backend.aneel.sites import SiteConfig
 from backend.settings import Settings
+from backend.store.influx import InfluxClient
+from backend.store.layout import READINGS, RP_RAW, table
+from backend.store.registers import consumption
+from protocol.timebase import HOUR_MS, TZ
 
 log = logging.getLogger(__name__)
 Kind = Literal["offline", "consumo_anormal", "tensao", "fator_potencia"]
@@ -130,7 +134,7 @@ def _day_type(ms: int) -> bool:
 class AlertEngine:
     """Evaluates every configured site periodically; ``current`` holds the last lists for the API."""
 
-    def __init__(self, settings: Settings, influx: Any, sites: dict[str, SiteConfig],
+    def __init__(self, settings: Settings, influx: InfluxClient, sites: dict[str, SiteConfig],
                  publish: Callable[[str, bytes], Awaitable[None]] | None = None) -> None:
         self.settings = settings
         self.influx = influx
@@ -144,9 +148,7 @@ class AlertEngine:
     async def evaluate_site(self, site: SiteConfig, now_ms: int | None = None) -> AlertList:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         s = self.settings
-        from backend.influx import quote_ident
-
-        raw = f"{quote_ident(s.influx_db)}.{quote_ident('raw')}.{quote_ident('readings')}"
+        raw = table(s.influx_db, RP_RAW, READINGS)
         last = await self.influx.query(
             f"SELECT last(p) FROM {raw} WHERE site = $site AND time > {now - 30 * 86_400_000}ms "
             f"AND time <= {now}ms GROUP BY device", db=s.influx_db, params={"site": site.id})

@@ -15,8 +15,8 @@ from typing import Final, Literal
 
 import msgspec
 
-from backend.aneel_records import NOT_APPLICABLE
-from backend.tarifa_branca import PostoWindows, windows_for
+from backend.aneel.postos import PostoWindows, windows_for
+from backend.aneel.records import NOT_APPLICABLE
 
 Subgroup = Literal["B1", "B2", "B3"]
 Modality = Literal["Convencional", "Branca"]

@@ -1,7 +1,7 @@
 """Async client for the InfluxDB v1 HTTP API: line protocol on ``/write``, InfluxQL on ``/query``.
 
 The same calls work against InfluxDB 1.x, the v1 compatibility endpoints of 2.x (DBRP mapping, token auth) and
-3.x Core (DESIGN.md). Values from users never go into query text: pass them as bound parameters
+3.x Core (docs/architecture.md). Values from users never go into query text: pass them as bound parameters
 (``query("... WHERE device = $device", params={"device": d})``, InfluxQL's ``params`` form field). Identifiers
 that must be in the text (database, retention policy) go through :func:`quote_ident`.
 

@@ -1,6 +1,6 @@
 """The backend's MQTT connection: paho-mqtt 2.x in its own thread, bridged to asyncio, with MANUAL acks.
 
-Why paho and not aiomqtt: the reliability model (DESIGN.md) acknowledges a message only after InfluxDB
+Why paho and not aiomqtt: the reliability model (docs/architecture.md) acknowledges a message only after InfluxDB
 accepted it. aiomqtt 2.5 acknowledges inside its receive loop and has no public manual-ack API; paho 2.x has
 ``Client(manual_ack=True)`` + ``client.ack(mid, qos)``. paho runs its network loop in a thread
 (``loop_start``); every callback hops to the asyncio loop with ``call_soon_threadsafe``, so the rest of the

@@ -43,7 +43,7 @@ def _w(p: tuple[str, str], i: list[tuple[str, str]], src: str) -> PostoWindows:
     return PostoWindows(ponta=p, intermediario=i, source=src)
 
 
-# Known windows (research/aneel-open-data.md §4.5), by CNPJ and by sigla. A site may override them.
+# Known windows (ANEEL resolutions per distributor; docs/analytics.md), by CNPJ and by sigla. A site may override them.
 KNOWN_WINDOWS: Final[dict[str, PostoWindows]] = {
     "CEMIG-D": _w(("17:00", "20:00"), [("16:00", "17:00"), ("20:00", "21:00")], "portalamirt.com.br"),
     "ELETROPAULO": _w(("17:30", "20:30"), [("16:30", "17:30"), ("20:30", "21:30")], "blog.clarke.com.br"),

@@ -21,8 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import msgspec
 
-from backend.aneel_sites import AVAILABILITY_KWH, SiteConfig
-from backend.tariffs import BandeiraBook, TariffBook, TariffChoice
+from backend.aneel.sites import AVAILABILITY_KWH, SiteConfig
+from backend.aneel.tariffs import BandeiraBook, TariffBook, TariffChoice
 
 CENT = Decimal("0.01")
 WH = Decimal("0.001")
@@ -74,10 +74,6 @@ class Bill(msgspec.Struct, frozen=True):
     total: Decimal
     rehs: list[str]
     warnings: list[str]
-
-    @property
-    def average_price_rs_kwh(self) -> Decimal:
-        return (self.total / self.kwh_total).quantize(Decimal("0.000001")) if self.kwh_total else Decimal(0)
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from backend.mqtt import MqttBridge
+from backend.ingest.bridge import MqttBridge
 from protocol import mqtt
 
 if TYPE_CHECKING:
-    from backend.ingest import IngestService
+    from backend.ingest.service import IngestService
 
 log = logging.getLogger(__name__)
 

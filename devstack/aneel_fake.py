@@ -1,6 +1,6 @@
 """A local fake of ANEEL's CKAN open-data API (dadosabertos.aneel.gov.br), for tests and the offline demo.
 
-It reproduces what research/aneel-open-data.md documents: ``/api/3/action/datastore_search`` over GET (query
+It reproduces ANEEL's documented behaviour (docs/analytics.md): ``/api/3/action/datastore_search`` over GET (query
 string, ``filters`` as a JSON string) and POST (JSON body), the CKAN envelope and key order, ``_links`` built
 from the raw request, ``limit`` default 100 capped at ``rows_max``, ``offset``, ``include_total``, ``filters``
 (list value = IN), ``q`` (token match + ``rank``), ``sort`` (lexicographic: every column is text), ``fields``,
@@ -13,7 +13,7 @@ The seed holds the real rows quoted in the research notes plus generated ones th
 (overlapping vigências, 1-January split, an expired tariff with no successor, a rename under one CNPJ, an empty
 and a trailing-space ``DscREH``) and a bulk distributor to exercise paging.
 
-Standalone: ``python -m sim.aneel_fake --port 8765``; faults via ``POST /_fake/faults`` with
+Standalone: ``python -m devstack.aneel_fake --port 8765``; faults via ``POST /_fake/faults`` with
 ``{"kind": "500" | "html" | "slow" | "drop", "count": 1, "delay": 2.0}``.
 """
 
@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
-from backend.aneel_records import (
-    BANDEIRA_ACIONAMENTO_RESOURCE,
-    BANDEIRA_ADICIONAL_RESOURCE,
-    TARIFFS_RESOURCE,
-)
-
+# ANEEL's resource ids, written down here on their own: the fake copies ANEEL, not the backend's idea of it, so a
+# wrong id in the backend fails against the fake as it would against the real portal.
+TARIFFS_RESOURCE: Final = "fcf2906c-7c32-4b9b-a637-054e7a5234f4"
+BANDEIRA_ACIONAMENTO_RESOURCE: Final = "0591b8f6-fe54-437b-b72b-1aa2efd46e42"
+BANDEIRA_ADICIONAL_RESOURCE: Final = "5879ca80-b3bd-45b1-a135-d9b77c1d5b36"
 HELP_BASE: Final = "https://dadosabertos.aneel.gov.br/api/3/action/help_show?name="
 TARIFF_FIELDS: Final = (
     "DatGeracaoConjuntoDados", "DscREH", "SigAgente", "NumCNPJDistribuidora", "DatInicioVigencia",

@@ -1,0 +1,290 @@
+"""The analytics service: consumption, cost, Tarifa Branca, forecast and reports for a site, group or device.
+
+:class:`AnalyticsService` holds the orchestration (query InfluxDB, apply the pure modules) so it is used without
+HTTP by the bench and the tests; ``backend/api/analytics.py`` is a thin pt-BR layer on top, and
+:func:`backend.analytics.runtime.open_analytics` builds it with the ANEEL pulls and the alert engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from backend.analytics.alerts import AlertEngine
+from backend.analytics.billing import Bill, estimate_bill, quick_cost, unit_prices
+from backend.analytics.forecast import Forecast, forecast_daily
+from backend.analytics.queries import PEAK_MAX_SPAN_MS, fetch_peak, fetch_samples, series_consumption
+from backend.analytics.reports import Report, ReportKind, build_report
+from backend.aneel.postos import POSTOS, PostoWindows, split_by_posto
+from backend.aneel.sites import SiteConfig
+from backend.aneel.store import AneelData, AneelStore
+from backend.aneel.sync import AneelScheduler
+from backend.aneel.tariffs import TariffError
+from backend.errors import BadRequestError, NotFoundError, UnavailableError
+from backend.settings import Settings
+from backend.store.influx import InfluxClient
+from backend.store.registers import (
+    Consumption,
+    Granularity,
+    choose_resolution,
+    consumption,
+    gap_for,
+    min_dt_for,
+)
+from backend.store.rollups import energy_from_ms
+from protocol.ids import is_device_id, is_ident
+from protocol.timebase import DAY_MS, HOUR_MS, TZ
+
+
+def local_range(inicio: str | None, fim: str | None, *, default_days: int = 7) -> tuple[dt.date, dt.date, int, int]:
+    """Local dates (``fim`` inclusive) -> (start, end, start_ms, end_ms) on America/Sao_Paulo midnights."""
+    try:
+        today = dt.datetime.now(TZ).date()
+        end = dt.date.fromisoformat(fim) if fim else today
+        start = dt.date.fromisoformat(inicio) if inicio else end - dt.timedelta(days=default_days - 1)
+    except ValueError as exc:
+        raise BadRequestError("Datas devem estar no formato AAAA-MM-DD.") from exc
+    if end < start:
+        raise BadRequestError("'fim' é anterior a 'inicio'.")
+    if (end - start).days > 400:
+        raise BadRequestError("Período máximo: 400 dias.")
+
+    def ms(d: dt.date) -> int:
+        return int(dt.datetime(d.year, d.month, d.day, tzinfo=TZ).timestamp() * 1000)
+
+    return start, end, ms(start), ms(end + dt.timedelta(days=1))
+
+
+class Scope(msgspec.Struct, frozen=True):
+    label: str
+    site: SiteConfig | None
+    site_id: str | None
+    devices: list[str]
+
+
+class TarifaBrancaOut(msgspec.Struct):
+    site: str
+    start: dt.date
+    end: dt.date
+    kwh: dict[str, float]
+    convencional: Bill
+    branca: Bill
+    saving_rs: Decimal
+    """Convencional − Branca: positive means Tarifa Branca would be cheaper."""
+    recommendation: str
+    hours: list[dict[str, Any]]
+    """Per local hour: kWh per posto and the cost difference it causes (Branca − Convencional), biggest first."""
+
+
+class ForecastOut(msgspec.Struct):
+    scope: str
+    history_days: int
+    forecast: Forecast
+    month_to_date_kwh: float
+    price_rs_kwh: Decimal | None
+    next_7_days_cost_rs: list[Decimal] | None
+    """[estimate, low, high] in R$."""
+    rest_of_month_cost_rs: list[Decimal] | None
+
+
+@dataclass
+class AnalyticsService:
+    settings: Settings
+    influx: InfluxClient
+    sites: dict[str, SiteConfig]
+    data: AneelData
+    store: AneelStore
+    scheduler: AneelScheduler | None = None
+    alerts: AlertEngine | None = None
+
+    # --- scope and consumption ------------------------------------------------------------------------------
+
+    def scope(self, site: str | None, device: str | None, grupo: str | None) -> Scope:
+        if device:
+            if not is_device_id(device):
+                raise BadRequestError("'device' deve ter 16 dígitos hexadecimais.")
+            owner = next((s for s in self.sites.values() if device in s.devices), None)
+            if site and site in self.sites:
+                owner = self.sites[site]
+            return Scope(label=device, site=owner, site_id=None, devices=[device])
+        if not site:
+            raise BadRequestError("Informe 'site' ou 'device'.")
+        cfg = self.sites.get(site)
+        if grupo:
+            if cfg is None or grupo not in cfg.groups:
+                raise NotFoundError(f"Grupo '{grupo}' não configurado no site '{site}'.")
+            return Scope(label=f"{site}/{grupo}", site=cfg, site_id=None, devices=list(cfg.groups[grupo]))
+        if not is_ident(site):
+            raise BadRequestError("'site' inválido.")
+        return Scope(label=site, site=cfg, site_id=site, devices=[])
+
+    async def consumo(self, scope: Scope, start_ms: int, end_ms: int, granularity: Granularity,
+                      *, with_peak: bool = True, series: bool = True) -> Consumption:
+        """Consumption of a site, group or device. Beyond the raw range the energy series answer (one series per
+        site, or the devices' 15-min/daily series summed inside InfluxDB) once complete from the range's start;
+        otherwise, or with ``series=False``, the per-meter rollups."""
+        res = choose_resolution(start_ms, end_ms, granularity)
+        if (series and res != "raw" and (scope.site_id or scope.devices)
+                and await self._site_series_cover(start_ms)):
+            return await series_consumption(self.influx, self.settings.influx_db, start_ms, end_ms, granularity,
+                                            site=scope.site_id, devices=scope.devices, with_peak=with_peak)
+        per_day = res == "r1h" and granularity in ("day", "week", "month")
+        samples = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, res,
+                                      site=scope.site_id, devices=scope.devices, per_day=per_day)
+        max_w = self.settings.analytics_max_power_w
+        c = consumption(samples.values(), start_ms, end_ms, granularity,
+                        gap_ms=2 * DAY_MS + HOUR_MS if per_day else gap_for(res), max_power_w=max_w,
+                        min_dt_ms=HOUR_MS if per_day else min_dt_for(res), with_peak=with_peak and res == "raw")
+        if with_peak and res != "raw" and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
+            kw, at = await fetch_peak(self.influx, self.settings.influx_db, start_ms, end_ms, site=scope.site_id,
+                                      devices=scope.devices, max_power_w=max_w)
+            c = msgspec.structs.replace(c, peak_kw=kw, peak_at=at)
+        return c
+
+    async def _site_series_cover(self, start_ms: int) -> bool:
+        """Whether the energy series are complete from ``start_ms`` (their backfill may still be running)."""
+        since = await energy_from_ms(self.influx, self.settings)
+        return since is not None and since <= start_ms - DAY_MS
+
+    def site_of(self, scope: Scope) -> SiteConfig:
+        if scope.site is None:
+            raise NotFoundError(f"'{scope.label}' não tem configuração de tarifa (BACKEND_SITES_FILE).")
+        return scope.site
+
+    async def _books(self) -> None:
+        await self.data.load()
+        if not self.data.tariffs.records:
+            raise UnavailableError("Tarifas da ANEEL ainda não sincronizadas; tente após a primeira sincronização.")
+
+    # --- cost -------------------------------------------------------------------------------------------------
+
+    async def custo(self, scope: Scope, start: dt.date, end: dt.date, start_ms: int, end_ms: int,
+                    modality: str | None = None) -> Bill:
+        site = self.site_of(scope)
+        await self._books()
+        hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
+        split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), self._windows(site))
+        try:
+            bill = estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags, modality=modality)
+        except TariffError as exc:
+            raise NotFoundError(str(exc)) from exc
+        notes = []
+        if hourly.kwh_total == 0:
+            notes.append("nenhuma medição de energia no período: conta sem consumo")
+        elif hourly.gaps:
+            notes.append(f"{len(hourly.gaps)} lacuna(s) de dados no período: energia distribuída pelo intervalo")
+        return msgspec.structs.replace(bill, warnings=bill.warnings + notes) if notes else bill
+
+    def _windows(self, site: SiteConfig) -> PostoWindows:
+        try:
+            cnpj = self.data.tariffs.resolve_cnpj(site.distributor)
+        except TariffError:
+            cnpj = ""
+        try:
+            return site.windows(cnpj)
+        except KeyError as exc:
+            raise BadRequestError(str(exc.args[0])) from exc
+
+    async def tarifa_branca(self, scope: Scope, start: dt.date, end: dt.date, start_ms: int,
+                            end_ms: int) -> TarifaBrancaOut:
+        site = self.site_of(scope)
+        await self._books()
+        hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
+        split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), self._windows(site))
+        try:
+            conv = estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags,
+                                 modality="Convencional")
+            branca = estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags,
+                                   modality="Branca")
+            prices_c = unit_prices(site, end, self.data.tariffs, self.data.flags, modality="Convencional")
+            prices_b = unit_prices(site, end, self.data.tariffs, self.data.flags, modality="Branca")
+        except TariffError as exc:
+            raise NotFoundError(str(exc)) from exc
+        hours: list[dict[str, Any]] = []
+        for hour, per in sorted(split.by_hour.items()):
+            kwh = sum(per.values())
+            diff = sum((Decimal(str(round(per[p], 6))) * prices_b[p] for p in POSTOS), Decimal(0)) - \
+                Decimal(str(round(kwh, 6))) * prices_c["Não se aplica"]
+            hours.append({"hora": hour, "kwh": round(kwh, 3), "kwh_por_posto": {p: round(per[p], 3) for p in POSTOS},
+                          "diferenca_rs": diff.quantize(Decimal("0.01"))})
+        hours.sort(key=lambda h: -abs(float(h["diferenca_rs"])))
+        saving = conv.total - branca.total
+        rec = ("A Tarifa Branca seria mais barata neste período." if saving > 0 else
+               "A Tarifa Convencional continua mais vantajosa neste período.")
+        return TarifaBrancaOut(site=site.id, start=start, end=end, kwh={k: round(v, 3) for k, v in split.kwh.items()},
+                               convencional=conv, branca=branca, saving_rs=saving, recommendation=rec, hours=hours)
+
+    # --- forecast and reports -------------------------------------------------------------------------------
+
+    async def previsao(self, scope: Scope, history_days: int = 56) -> ForecastOut:
+        today = dt.datetime.now(TZ).date()
+        last_day = today - dt.timedelta(days=1)
+        _, _, start_ms, end_ms = local_range((today - dt.timedelta(days=history_days)).isoformat(),
+                                             last_day.isoformat())
+        daily = await self.consumo(scope, start_ms, end_ms, "day", with_peak=False)
+        history = [b.kwh for b in daily.buckets]
+        while history and history[0] == 0.0:  # before the meter existed
+            history.pop(0)
+        fc = forecast_daily(history, last_day)
+        mtd = sum(b.kwh for b in daily.buckets
+                  if dt.datetime.fromtimestamp(b.start_ms / 1000, TZ).date().replace(day=1) == today.replace(day=1))
+        price = None
+        c7 = crest = None
+        if scope.site is not None:
+            with contextlib.suppress(TariffError, UnavailableError, KeyError):
+                await self._books()
+                site = scope.site
+                if site.modality == "Convencional":
+                    price = unit_prices(site, today, self.data.tariffs, self.data.flags)["Não se aplica"]
+                else:  # Branca: the average price of the last 28 days' posto mix
+                    _, _, a, b = local_range((today - dt.timedelta(days=28)).isoformat(), last_day.isoformat())
+                    hourly = await self.consumo(scope, a, b, "hour", with_peak=False)
+                    split = split_by_posto(((x.start_ms, x.end_ms, x.kwh) for x in hourly.buckets),
+                                           self._windows(site))
+                    total = sum(split.kwh.values())
+                    if total > 0:
+                        cost = quick_cost(split.kwh, unit_prices(site, today, self.data.tariffs, self.data.flags))
+                        price = cost / Decimal(str(round(total, 6)))
+        if price is not None:
+            q = Decimal("0.01")
+            c7 = [(Decimal(str(v)) * price).quantize(q) for v in (fc.next_7_days.kwh, fc.next_7_days.low,
+                                                                  fc.next_7_days.high)]
+            crest = [(Decimal(str(v)) * price).quantize(q) for v in (fc.rest_of_month.kwh, fc.rest_of_month.low,
+                                                                     fc.rest_of_month.high)]
+        return ForecastOut(scope=scope.label, history_days=len(history), forecast=fc,
+                           month_to_date_kwh=round(mtd, 3),
+                           price_rs_kwh=price.quantize(Decimal("0.000001")) if price is not None else None,
+                           next_7_days_cost_rs=c7, rest_of_month_cost_rs=crest)
+
+    async def relatorio(self, scope: Scope, kind: ReportKind, start_ms: int, end_ms: int) -> Report:
+        hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
+        peaks = []
+        if end_ms - start_ms <= 40 * DAY_MS:
+            peaks = (await self.consumo(scope, start_ms, end_ms, "15min", with_peak=False)).buckets
+        site = scope.site
+        price_fn = flag_fn = windows = None
+        if site is not None:
+            with contextlib.suppress(UnavailableError):
+                await self._books()
+                windows = self._windows(site)
+                books = self.data
+
+                def price_fn(day: dt.date, kwh: dict[str, float]) -> Decimal | None:
+                    try:
+                        return quick_cost(kwh, unit_prices(site, day, books.tariffs, books.flags))
+                    except TariffError:
+                        return None
+
+                def flag_fn(day: dt.date) -> str | None:
+                    try:
+                        return books.flags.flag_for(day).flag
+                    except TariffError:
+                        return None
+
+        return build_report(scope.label, kind, hourly.buckets, start_ms, end_ms, windows=windows, price=price_fn,
+                            flag_of=flag_fn, peaks=peaks)

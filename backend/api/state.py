@@ -1,0 +1,61 @@
+"""What one app instance holds for its lifetime (``app.state.services``) and how handlers reach it.
+
+Every long-lived object has a typed handle here, filled in by the lifespan in ``backend/api/app.py`` and read
+by the controllers through the ``services``/``influx``/``settings`` dependencies or :func:`analytics_service`.
+A handle is None while its part is not running (before start-up, or disabled by the settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+
+from backend.analytics.service import AnalyticsService
+from backend.api.auth import Authenticator
+from backend.errors import UnavailableError
+from backend.ingest.registry import Registry
+from backend.ingest.service import IngestService
+from backend.metrics import Metrics
+from backend.settings import Settings
+from backend.store.influx import InfluxClient
+from backend.store.readings import ReadingStore
+from backend.store.rollups import RollupWorker
+
+
+@dataclass
+class Services:
+    """Everything long-lived of one app instance."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: Registry
+    authenticator: Authenticator
+    influx: InfluxClient | None = None
+    store: ReadingStore | None = None
+    ingest: IngestService | None = None
+    rollups: RollupWorker | None = None
+    analytics: AnalyticsService | None = None
+
+
+def services_of(request: Request[Any, Any, Any]) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def influx_of(request: Request[Any, Any, Any]) -> InfluxClient:
+    influx = services_of(request).influx
+    assert influx is not None, "InfluxDB client used outside the app lifespan"
+    return influx
+
+
+def settings_of(request: Request[Any, Any, Any]) -> Settings:
+    return services_of(request).settings
+
+
+def analytics_service(request: Request[Any, Any, Any]) -> AnalyticsService:
+    svc = services_of(request).analytics
+    if svc is None:
+        raise UnavailableError("Serviço de análise não iniciado.")
+    return svc

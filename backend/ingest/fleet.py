@@ -1,0 +1,102 @@
+"""What a replica knows of the fleet: each gateway's and meter's status from the registry and recent readings.
+
+The registry (``registry.py``) holds what came over MQTT — gateway status, DeviceInfo, the newest reading
+forwarded by this replica; the newest raw reading in InfluxDB fills in what another replica ingested. A meter
+is online when its gateway is, its serial link is up and it reported within ``device_online_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import msgspec
+
+from backend.ingest.registry import Registry
+from backend.settings import Settings
+from backend.store.influx import InfluxClient
+from backend.store.layout import RP_RAW, table
+
+RECENT_WINDOW: Final = "15m"
+"""How far back InfluxDB is asked for each meter's newest reading."""
+
+
+
+class DeviceOut(msgspec.Struct):
+    device: str
+    site: str
+    gateway: str
+    online: bool
+    last_seen_ms: int | None
+    firmware: str = ""
+    hw_rev: int = 0
+    boot: int | None = None
+    report_period_ms: int | None = None
+    link: str = "unknown"
+    port: str = ""
+
+
+class GatewayOut(msgspec.Struct):
+    site: str
+    gateway: str
+    online: bool
+    version: str
+    queued: int
+    oldest_queued_ms: int
+    status_ts: int
+    devices: int
+
+
+async def recent_readings(influx: InfluxClient, settings: Settings, device: str | None = None) -> dict[str, Any]:
+    """Newest raw reading time (ms) per device over the last 15 minutes, with its site/gateway tags."""
+    where = f"time > now() - {RECENT_WINDOW}"
+    params: dict[str, str] = {}
+    if device is not None:
+        where += " AND device = $device"
+        params["device"] = device
+    rows = await influx.rows(f"SELECT last(seq) FROM {table(settings.influx_db, RP_RAW)} WHERE {where} "
+                             "GROUP BY device, site, gateway", db=settings.influx_db, params=params)
+    return {r["device"]: r for r in rows}
+
+
+async def device_statuses(influx: InfluxClient, settings: Settings, registry: Registry,
+                          device: str | None = None) -> list[DeviceOut]:
+    """Status of every known meter (or one): DeviceInfo + gateway status + newest reading."""
+    recent = await recent_readings(influx, settings, device)
+    now = int(time.time() * 1000)
+    names = set(registry.devices) | set(registry.device_home) | set(recent)
+    if device is not None:
+        names &= {device}
+    out = []
+    for name in sorted(names):
+        state = registry.devices.get(name)
+        site, gateway = registry.device_home.get(name, ("", ""))
+        if name in recent:
+            site, gateway = recent[name]["site"], recent[name]["gateway"]
+        seen = [t for t in (state.info.seen_at if state else 0, registry.last_reading_ms.get(name, 0),
+                            recent[name]["time"] if name in recent else 0) if t]
+        last_seen = max(seen) if seen else None
+        gw = registry.gateways.get((site, gateway))
+        gw_online = gw.status.online if gw else name in recent
+        link_up = state is None or state.info.link == "up"
+        online = bool(gw_online and link_up and last_seen and now - last_seen <= settings.device_online_s * 1000)
+        d = DeviceOut(device=name, site=site, gateway=gateway, online=online, last_seen_ms=last_seen)
+        if state is not None:
+            i = state.info
+            d.firmware, d.hw_rev, d.boot, d.report_period_ms, d.link, d.port = (
+                i.firmware, i.hw_rev, i.boot, i.report_period_ms, i.link, i.port)
+        out.append(d)
+    return out
+
+
+def gateway_statuses(registry: Registry, devices: list[DeviceOut]) -> list[GatewayOut]:
+    counts: dict[tuple[str, str], int] = {}
+    for d in devices:
+        counts[(d.site, d.gateway)] = counts.get((d.site, d.gateway), 0) + 1
+    out = []
+    for (site, gw), state in sorted(registry.gateways.items()):
+        st = state.status
+        out.append(GatewayOut(site=site, gateway=gw, online=st.online, version=st.version, queued=st.queued,
+                              oldest_queued_ms=st.oldest_queued_ms, status_ts=st.ts,
+                              devices=counts.get((site, gw), 0)))
+    return out

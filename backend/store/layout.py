@@ -1,0 +1,84 @@
+"""Where CDS keeps its data in InfluxDB: one name per database object, and the schema they form.
+
+Database ``settings.influx_db`` holds five retention policies:
+
+=========  ==============================  =================================================================
+RP         measurement                     content
+=========  ==============================  =================================================================
+``raw``    ``readings``                    one point per reading (store/lineprotocol.py); the DEFAULT RP
+``r1m``    ``readings``                    1-minute rollups per device (store/rollups.py)
+``r1h``    ``readings``                    1-hour rollups per device, computed from ``r1m``
+``marks``  ``rollup_dirty``/``rollup_state``  dirty-window marks of the rollup worker and its watermark (7 d)
+``r1m``    ``energy_q``/``site_energy``    15-min energy per device and per site (store/energy_series.py)
+``r1m``    ``energy_gap``                  data gaps per device (at the gap's end)
+``r1h``    ``site_energy``                 hourly energy per site
+``r1h``    ``energy_d``                    energy per device and local day (store/energy_series.py)
+``aneel``  ``aneel_*``                     tariffs, bandeiras and sync log pulled from ANEEL (aneel/store.py)
+=========  ==============================  =================================================================
+
+Tags are ``site``, ``gateway``, ``device`` (the site series: ``site`` only); a point is keyed by measurement +
+tags + time, so every write is idempotent (a replayed reading or a recomputed rollup overwrites itself).
+Every name is defined here once; queries elsewhere build table names with :func:`table`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from backend.errors import InfluxQueryError
+from backend.settings import Settings
+from backend.store.influx import InfluxClient, quote_ident
+
+log = logging.getLogger(__name__)
+
+# retention policies
+RP_RAW: Final = "raw"
+RP_1M: Final = "r1m"
+RP_1H: Final = "r1h"
+RP_MARKS: Final = "marks"
+MARKS_DURATION: Final = "7d"
+RP_ANEEL: Final = "aneel"
+
+# measurements
+READINGS: Final = "readings"
+DIRTY: Final = "rollup_dirty"
+STATE: Final = "rollup_state"
+ENERGY_Q: Final = "energy_q"
+SITE_ENERGY: Final = "site_energy"
+ENERGY_D: Final = "energy_d"
+ENERGY_GAP: Final = "energy_gap"
+ANEEL_TARIFF: Final = "aneel_tarifa"
+ANEEL_FLAG: Final = "aneel_bandeira"
+ANEEL_ADDER: Final = "aneel_bandeira_adicional"
+ANEEL_SYNC: Final = "aneel_sync"
+
+
+def table(db: str, rp: str, measurement: str = READINGS) -> str:
+    """Fully qualified ``"db"."rp"."measurement"`` for InfluxQL."""
+    return f"{quote_ident(db)}.{quote_ident(rp)}.{quote_ident(measurement)}"
+
+
+async def ensure_schema(influx: InfluxClient, settings: Settings) -> None:
+    """Create the database and retention policies, or align their durations with the settings. Idempotent and
+    safe when several replicas start at once (CREATE on an existing equal object is a no-op in InfluxDB 1.x)."""
+    db = quote_ident(settings.influx_db)
+    await influx.execute(f"CREATE DATABASE {db}", epoch=None)
+    wanted = {RP_RAW: (settings.retention_raw, True), RP_1M: (settings.retention_1m, False),
+              RP_1H: (settings.retention_1h, False), RP_MARKS: (MARKS_DURATION, False)}
+    rows = await influx.rows(f"SHOW RETENTION POLICIES ON {db}", epoch=None)
+    existing = {row["name"]: row for row in rows}
+    for name, (duration, default) in wanted.items():
+        suffix = " DEFAULT" if default else ""
+        if name in existing:
+            stmt = f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1{suffix}"
+        else:
+            stmt = f"CREATE RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1{suffix}"
+        try:
+            await influx.execute(stmt, epoch=None)
+        except InfluxQueryError as exc:
+            if "already exists" not in str(exc):
+                raise
+            alter = f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1{suffix}"
+            await influx.execute(alter, epoch=None)
+    log.info("influx schema ready", extra={"db": settings.influx_db})
