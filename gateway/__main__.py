@@ -6,6 +6,13 @@ import argparse
 import logging
 import sys
 
+import msgspec
+
+from gateway import settings as settings_mod
+from gateway.app import Gateway
+from gateway.errors import GatewayError
+from gateway.monitor import monitor
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="CDS Raspberry Pi gateway")
@@ -24,12 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "monitor":
-        from gateway.monitor import monitor
-
         return monitor(args.port, baudrate=args.baudrate, ack=args.ack, count=args.count, duration=args.duration)
-
-    from gateway import settings as settings_mod
-    from gateway.errors import GatewayError
 
     try:
         settings = settings_mod.load(args.config or settings_mod.config_path_from_env())
@@ -37,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        import msgspec
-
         shown = msgspec.to_builtins(settings)
         for section in ("mqtt", "status"):
             if shown[section].get("password"):
@@ -48,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    from gateway.app import Gateway
-
     try:
         gw = Gateway(settings)
     except GatewayError as exc:

@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import threading
 import time
-from typing import Any
 
 from gateway.forwarder import VERSION, Forwarder
 from gateway.ingest import Ingest
@@ -21,34 +20,15 @@ from gateway.queue import DurableQueue
 from gateway.serial_link import SerialLink
 from gateway.settings import Settings
 from gateway.stats import Stats
-from gateway.statuspage import StatusServer
-from protocol import mqtt
+from gateway.statuspage import Snapshot, StatusServer
 
 log = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")
 
 
-class _LazyForwarder:
-    """Breaks the construction cycle: the ingest publishes through the forwarder, which feeds configs to it."""
-
-    target: Forwarder | None = None
-
-    def wake(self) -> None:
-        if self.target:
-            self.target.wake()
-
-    def publish_device(self, info: mqtt.DeviceInfo) -> None:
-        if self.target:
-            self.target.publish_device(info)
-
-    def publish_config_result(self, result: mqtt.ConfigResult) -> None:
-        if self.target:
-            self.target.publish_config_result(result)
-
-
 class Gateway:
-    """The running gateway; :meth:`run` blocks until :meth:`shutdown` (or a signal)."""
+    """The running gateway; :meth:`run` blocks until SIGTERM or SIGINT."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -58,12 +38,11 @@ class Gateway:
             q.path, max_rows=q.max_rows, max_bytes=q.max_bytes, max_age_s=q.max_age_days * 86400,
             full_policy=q.full_policy, synchronous=q.synchronous, replay_window_s=q.replay_window_s,
         )  # fmt: skip
-        proxy = _LazyForwarder()
-        self.ingest = Ingest(settings, self.queue, self.stats, proxy)
-        self.forwarder = Forwarder(
-            settings, self.queue, self.stats, self.ingest.submit_config, self.ingest.device_infos
-        )
-        proxy.target = self.forwarder
+        # each talks to the other (readings and device infos out, downlink CONFIGs in): the ingest is built on the
+        # forwarder, and the forwarder's inbound side is connected once both exist
+        self.forwarder = Forwarder(settings, self.queue, self.stats)
+        self.ingest = Ingest(settings, self.queue, self.stats, self.forwarder)
+        self.forwarder.attach(self.ingest)
         self.links: dict[str, SerialLink] = {}
         self.status: StatusServer | None = None
         self._stop = threading.Event()
@@ -110,7 +89,7 @@ class Gateway:
         self._scan_ports()
 
     def run(self) -> None:
-        """Start, then rescan port globs until stopped by SIGTERM/SIGINT or :meth:`shutdown`."""
+        """Start, then rescan port globs until stopped by SIGTERM/SIGINT."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         self.start()
@@ -122,10 +101,10 @@ class Gateway:
         finally:
             self.stop()
 
-    def shutdown(self) -> None:
-        self._stop.set()
-
     def stop(self) -> None:
+        # In the order of the data: no more frames, then the ingest commits and ACKs its last window, then the
+        # forwarder says offline. The clean-stop mark waits for the ingest thread: it is written on that thread's
+        # writer connection.
         log.info("stopping")
         for link in self.links.values():
             link.stop()
@@ -141,7 +120,7 @@ class Gateway:
 
     # --- the status page's one snapshot ------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         now = time.time()
         s = self.stats.snapshot()
         oldest = self.queue.oldest_ts() if self.queue.rows else None

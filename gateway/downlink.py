@@ -8,7 +8,6 @@ HELLO shows the report period in force).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from protocol import frames, mqtt
@@ -53,24 +52,16 @@ def failure(device: str, request_id: int, status: FailureStatus, detail: str, no
     return mqtt.ConfigResult(device=device, request_id=request_id, status=status, detail=detail, ts=now_ms)
 
 
-@dataclass(slots=True)
-class _Pending:
-    deadline: float
-    port: str
-
-
 class PendingConfigs:
     """CONFIGs sent to meters and not yet answered, keyed by (device, request_id)."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._pending: dict[tuple[str, int], float] = {}
+        """(device, request_id) -> monotonic deadline."""
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def sent(self, device: str, request_id: int, port: str, mono: float) -> None:
-        self._pending[(device, request_id)] = _Pending(mono + self.timeout_s, port)
+    def sent(self, device: str, request_id: int, mono: float) -> None:
+        self._pending[(device, request_id)] = mono + self.timeout_s
 
     def answered(self, device: str, result: frames.ConfigResult, now_ms: int) -> tuple[mqtt.ConfigResult, bool]:
         """The MQTT result for a CONFIG_RESULT, and whether a request was waiting for it."""
@@ -80,8 +71,8 @@ class PendingConfigs:
     def expired(self, mono: float, now_ms: int) -> list[mqtt.ConfigResult]:
         """Requests whose deadline passed, answered ``timeout``."""
         out = []
-        for key, p in list(self._pending.items()):
-            if mono >= p.deadline:
+        for key, deadline in list(self._pending.items()):
+            if mono >= deadline:
                 del self._pending[key]
                 out.append(failure(key[0], key[1], "timeout", f"no CONFIG_RESULT within {self.timeout_s:g} s", now_ms))
         return out

@@ -27,15 +27,15 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from queue import Empty, SimpleQueue
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.errors import QueueError
 from gateway.queue import DurableQueue
@@ -46,8 +46,17 @@ from protocol import mqtt
 log = logging.getLogger(__name__)
 
 BrokerState = Literal["connecting", "connected", "disconnected", "stopped"]
-ConfigSink = Callable[[str, mqtt.ConfigRequest | None, str], None]
 VERSION = "0.1.0"
+
+
+class Inbound(Protocol):
+    """What the forwarder hands to the meter side (:class:`gateway.ingest.Ingest`, see :meth:`Forwarder.attach`)."""
+
+    def submit_config(self, device: str, request: mqtt.ConfigRequest | None, error: str = "") -> None:
+        """A downlink CONFIG arrived (``request`` None and ``error`` set when its payload did not decode)."""
+
+    def device_infos(self) -> list[mqtt.DeviceInfo]:
+        """Every meter seen, to republish their retained info after a (re)connection."""
 
 
 def batch_payload(site: str, gateway: str, payloads: list[bytes], sent_at: int) -> bytes:
@@ -57,16 +66,9 @@ def batch_payload(site: str, gateway: str, payloads: list[bytes], sent_at: int) 
 
 
 class Forwarder:
-    """Owns the paho client and the pump thread."""
+    """Owns the paho client and the pump thread; :meth:`attach` the ingest before :meth:`start`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        queue: DurableQueue,
-        stats: Stats,
-        on_config: ConfigSink,
-        device_infos: Callable[[], list[mqtt.DeviceInfo]],
-    ) -> None:
+    def __init__(self, settings: Settings, queue: DurableQueue, stats: Stats) -> None:
         self.settings = settings
         self.queue = queue
         self.stats = stats
@@ -74,8 +76,7 @@ class Forwarder:
         self.since = time.time()
         self.last_error = ""
         self.inflight_messages = 0
-        self._on_config = on_config
-        self._device_infos = device_infos
+        self._inbound: Inbound | None = None
         self._site, self._gw = settings.site, settings.gateway
         self._topic = mqtt.readings_topic(self._site, self._gw)
         self._config_prefix = mqtt.config_topic(self._site, self._gw, "")
@@ -92,6 +93,17 @@ class Forwarder:
         self._had_session = False
         self.client = self._make_client()
         self._pump_thread = threading.Thread(target=self._pump, name="forwarder", daemon=True)
+
+    def attach(self, inbound: Inbound) -> None:
+        """Connect the meter side. Separate from ``__init__`` because the ingest, built after the forwarder,
+        publishes through it."""
+        self._inbound = inbound
+
+    @property
+    def _meters(self) -> Inbound:
+        if self._inbound is None:  # start() refuses to run unattached, and paho calls back only after start()
+            raise RuntimeError("Forwarder.attach() was not called")
+        return self._inbound
 
     # --- paho client -----------------------------------------------------------------------------------------------
 
@@ -112,6 +124,8 @@ class Forwarder:
         m = self.settings.mqtt
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.settings.client_id, protocol=paho.MQTTv5)
         client.max_inflight_messages_set(m.max_inflight)
+        # unbounded: the pump bounds what it hands over (max_inflight), and a publish refused for a full queue would
+        # lose a device info or a config result, which are published once
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(m.reconnect_min_s, m.reconnect_max_s)  # type: ignore[arg-type]
         if m.username:
@@ -125,16 +139,16 @@ class Forwarder:
             )
             client.tls_insecure_set(m.tls_insecure)
         will = mqtt.GatewayStatus(online=False, gateway=self._gw, site=self._site, version=VERSION)
-        client.will_set(
-            mqtt.status_topic(self._site, self._gw), mqtt.json_encoder.encode(will), qos=1, retain=True
-        )
+        client.will_set(mqtt.status_topic(self._site, self._gw), mqtt.json_encoder.encode(will), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any = None) -> None:
+    def _on_connect(
+        self, client: paho.Client, _u: object, flags: paho.ConnectFlags, rc: ReasonCode, _p: Properties | None = None
+    ) -> None:
         if rc.is_failure:
             self.stats.error("mqtt_connect")
             self.last_error = str(rc)
@@ -150,22 +164,28 @@ class Forwarder:
             reason = "the broker lost our session (crash, restore or expiry)"
             log.warning("%s: subscribing again", reason)
         elif self._connects:
+            # replay on every reconnect, session present or not: a crashed broker restores our session from its last
+            # autosave (session_present = True) without the messages it PUBACKed since, and from here a crash and a
+            # network outage look the same
             reason = "reconnected after a lost connection (the broker may have crashed)"
         elif self._replay_first:
             reason = "first connection after the gateway did not stop cleanly"
+        # with session_expiry_s = 0 the broker ends the session at every disconnect: its absence is then no loss
         self._had_session = self.settings.mqtt.session_expiry_s > 0
         client.subscribe(self._config_prefix + "+", qos=1)  # always: a lost session lost the subscription too
         self._connects += 1
         if reason and self.queue.replay_window_s > 0:
             self._replay_reason = reason
             self._replay_requests += 1
-        for info in self._device_infos():
+        for info in self._meters.device_infos():
             self.publish_device(info)
         self._status_due = 0.0
         self._connected.set()
         self._wake.set()
 
-    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+    def _on_disconnect(
+        self, _c: paho.Client, _u: object, _f: paho.DisconnectFlags, rc: ReasonCode, _p: Properties | None = None
+    ) -> None:
         self._connected.clear()
         if self.state == "connected":
             self.stats.inc("mqtt_disconnects")
@@ -174,24 +194,26 @@ class Forwarder:
             self.state, self.since = "disconnected", time.time()
             self.last_error = str(rc)
 
-    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: Any, _p: Any = None) -> None:
-        self._acks.put((mid, bool(getattr(rc, "is_failure", False))))
+    def _on_publish(self, _c: paho.Client, _u: object, mid: int, rc: ReasonCode, _p: Properties | None = None) -> None:
+        self._acks.put((mid, rc.is_failure))
         self._wake.set()
 
-    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         device = msg.topic.rsplit("/", 1)[-1]
         if not msg.topic.startswith(self._config_prefix) or not device:
             return
         try:
             request = mqtt.config_request_decoder.decode(msg.payload)
         except msgspec.DecodeError as exc:
-            self._on_config(device, None, str(exc))
+            self._meters.submit_config(device, None, str(exc))
             return
-        self._on_config(device, request, "")
+        self._meters.submit_config(device, request, "")
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._inbound is None:
+            raise RuntimeError("Forwarder.attach() must be called before start()")
         m = self.settings.mqtt
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = m.session_expiry_s
@@ -204,6 +226,7 @@ class Forwarder:
         self._stop.set()
         self._wake.set()
         self._pump_thread.join(timeout)
+        # a clean DISCONNECT does not fire the will, so the retained status must say offline by this publish
         if self._connected.is_set():
             info = self.client.publish(
                 mqtt.status_topic(self._site, self._gw), self._status_payload(False), qos=1, retain=True
@@ -247,10 +270,14 @@ class Forwarder:
         inflight: dict[int, tuple[int, int, int]] = {}
         """mid -> (first id, last id, readings); readings < 0 marks a replay batch (nothing to delete)."""
         m = self.settings.mqtt
+        # Connected already means this pump replaces one that failed: the replay requests so far were that pump's
+        # (a pass it left unfinished is not resumed). A pump started with the forwarder runs before the first
+        # CONNACK, so counting from 0 makes it serve that connection's request.
         seen_requests = self._replay_requests if self._connected.is_set() else 0
         prune_due = 0.0
         replay_cursor = replay_upto = 0
         while not self._stop.is_set():
+            # PUBACKs and commits set _wake; the timeout still comes round for the idle prune and the status message
             self._wake.wait(0.5)
             self._wake.clear()
             ranges: list[tuple[int, int]] = []
@@ -263,32 +290,45 @@ class Forwarder:
                     break
                 entry = inflight.pop(mid, None)
                 if entry is None:
-                    continue  # status, device info or config result
+                    # not a batch of this pump: status, device info, config result, or a batch of a pump that failed
+                    # (whose rows this one sends again from the first queued row)
+                    continue
                 lo, hi, n = entry
                 if n < 0:
                     if failed:
+                        # not retried: these rows reached the broker once (that PUBACK moved them to the replay
+                        # window) and replay only insures against a crash; their window runs on from that PUBACK
                         self.stats.error("mqtt_puback")
                     else:
                         replayed.append((lo, hi))
                     continue
                 if failed:
                     self.stats.error("mqtt_puback")
-                    cursor = min(cursor, lo - 1)  # sent again; duplicates are identical and deduped downstream
+                    # rewind rather than re-publish this one batch: later batches still in flight go out again too,
+                    # but duplicates are identical and deduped downstream, and the cursor stays a single number
+                    cursor = min(cursor, lo - 1)
                     continue
                 ranges.append((lo, hi))
                 published += n
             if self._connected.is_set() and self._replay_requests != seen_requests:
+                # A new request restarts any pass in progress from the oldest row: the broker may have crashed again
+                # and lost what this pass had re-published. The pass ends at today's newest replay row: rows
+                # PUBACKed after this CONNACK are in the restarted broker already.
                 seen_requests = self._replay_requests
                 replay_cursor, replay_upto = 0, self.queue.replay_upto()
                 if replay_upto:
                     self.stats.inc("replays")
                     log.info("%s: re-publishing the %d readings PUBACKed in the last %g s", self._replay_reason,
                              self.queue.replay_rows, self.queue.replay_window_s)  # fmt: skip
+            # Nothing is handed to paho while disconnected: paho would hold it (its queue is unbounded) and rows
+            # handed out are exempt from drop-oldest and expiry, so an outage would leave the bounds unenforced.
             while self._connected.is_set() and len(inflight) < m.max_inflight and not self._stop.is_set():
+                # replay first: the window's rows were committed before the unsent ones (but for a rejected batch's),
+                # so readings keep arriving oldest first
                 replay = replay_cursor < replay_upto
                 if replay:
                     batch = self.queue.fetch_replay(replay_cursor, replay_upto, m.batch_size)
-                    if batch is None:
+                    if batch is None:  # the rest of the pass was pruned or trimmed meanwhile
                         replay_cursor = replay_upto
                         continue
                 else:
@@ -297,6 +337,9 @@ class Forwarder:
                         break
                 payload = batch_payload(self._site, self._gw, batch.payloads, int(time.time() * 1000))
                 info = self.client.publish(self._topic, payload, qos=1)
+                # NO_CONN (the connection dropped since the check above) still queued the message in paho, which
+                # sends it after reconnecting: it is in flight. Any other error queued nothing: the cursors stay,
+                # so the next wake fetches the same rows again.
                 if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
                     self.stats.error("mqtt_publish")
                     break
@@ -320,10 +363,9 @@ class Forwarder:
                 self.stats.inc("readings_published", published)
                 self.stats.inc("messages_acked", len(ranges))
             elif (
-                self._connected.is_set() and not replaying and self.queue.replay_rows
-                and time.monotonic() >= prune_due
+                self._connected.is_set() and not replaying and self.queue.replay_rows and time.monotonic() >= prune_due
             ):  # idle: end the windows that ran out (a busy pump does it with every delete)
-                prune_due = time.monotonic() + 1.0
+                prune_due = time.monotonic() + 1.0  # at most once a second: each prune is a write transaction
                 try:
                     self.queue.prune_replay(int(time.time() * 1000))
                 except QueueError as exc:
@@ -337,6 +379,9 @@ class Forwarder:
                     log.error("%s", exc)
                 self.stats.inc("messages_acked", len(replayed))
             self.inflight_messages = len(inflight)
+            # recomputed from what is in flight (fetch only raises it): a row that is off the wire but still queued
+            # (its batch rejected, its delete failed) must come under the bounds again; replay batches do not count,
+            # their rows are not in the readings table
             self.queue.inflight_upto = max((hi for _, hi, n in inflight.values() if n >= 0), default=0)
             if self._connected.is_set() and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + m.status_interval_s

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -34,7 +34,7 @@ _reading_check = msgspec.json.Decoder(mqtt.Reading)
 
 
 class Publisher(Protocol):
-    """What the ingest needs from the MQTT side (the forwarder)."""
+    """What the ingest needs of the MQTT side (:class:`gateway.forwarder.Forwarder`); called from the ingest thread."""
 
     def wake(self) -> None: ...
     def publish_device(self, info: mqtt.DeviceInfo) -> None: ...
@@ -55,7 +55,7 @@ class DeviceView:
     """What the status page shows per meter."""
 
     info: mqtt.DeviceInfo
-    last_reading: dict[str, Any] = field(default_factory=dict)
+    last_reading: dict[str, float] = field(default_factory=dict)
     meter_status: dict[str, int] = field(default_factory=dict)
     readings: int = 0
     duplicates: int = 0
@@ -116,17 +116,18 @@ class Ingest:
                 first = None
             batch = _Batch()
             if self.queue.full_policy == "refuse-new":
+                # read once per window: only this thread adds rows, so the room can only grow before the commit
                 batch.room = self.queue.room()
             if first is not None:
                 self._handle(first, batch)
                 deadline = time.monotonic() + window
-                while len(batch.rows) < 20000:
+                while len(batch.rows) < 20000:  # caps one transaction when a backlog floods in within one window
                     remaining = deadline - time.monotonic()
                     try:
                         ev = self.events.get(timeout=remaining) if remaining > 0 else self.events.get_nowait()
                     except Empty:
                         break
-                    if ev is None:
+                    if ev is None:  # stop(): commit what was collected, then leave
                         break
                     self._handle(ev, batch)
             try:
@@ -158,7 +159,6 @@ class Ingest:
         if session is None:  # frames after LinkDown raced in: the port is closed, ignore
             return
         for item in ev.items:
-            session.frames_in += 1
             if isinstance(item, frames.FrameError):
                 self.stats.error(f"frame_{item.reason}")
             elif isinstance(item, frames.Reading):
@@ -226,6 +226,7 @@ class Ingest:
         if fresh_first and prog.is_duplicate(r.seq):
             self._resync(link, session, f"a new first reading (seq {r.seq}) on boot {boot}")
             return
+        # ACK even a duplicate: it was resent because the meter missed our ACK
         batch.ack.add(link)
         view = self.devices.get(device)
         if prog.is_duplicate(r.seq):
@@ -234,6 +235,7 @@ class Ingest:
                 view.duplicates += 1
             return
         if batch.room <= 0:
+            # not added to the progress, so the cumulative ACK stays below it and the meter keeps it
             self.stats.inc("refused_full")
             return
         ts = prog.timestamp(r, recv_ms, newest_seq=session.newest_seq, period_ms=hello.report_period_ms)
@@ -244,6 +246,7 @@ class Ingest:
         except msgspec.ValidationError as exc:
             self.stats.error("reading_invalid")
             log.warning("meter %s boot %d seq %d: invalid reading not forwarded: %s", device, boot, r.seq, exc)
+            # ACKed all the same: the meter would resend it forever, and the gap would hold back the ACK of the rest
             prog.add(r.seq)
             batch.progress[(device, boot)] = prog
             return
@@ -273,6 +276,7 @@ class Ingest:
                 "next_seq": st.next_seq, "oldest_seq": st.oldest_seq, "sample_rate_hz": st.sample_rate_hz,
             }  # fmt: skip
         prog = self._progress_for(hello.device, hello.boot_count)
+        # a meter cannot have produced fewer readings than we committed for this boot: it is a new boot we missed
         if st.next_seq <= prog.contiguous or any(s >= st.next_seq for s in prog.above):
             self._resync(link, session, f"STATUS next_seq {st.next_seq} below the committed {prog.contiguous}")
             return
@@ -338,7 +342,7 @@ class Ingest:
             )
             return
         self.stats.inc("configs_sent")
-        self._configs.sent(ev.device, ev.request.request_id, link.port, time.monotonic())
+        self._configs.sent(ev.device, ev.request.request_id, time.monotonic())
 
     def _config_result(self, session: Session, res: frames.ConfigResult, recv_ms: int) -> None:
         if session.device is None:
@@ -368,6 +372,8 @@ class Ingest:
             except QueueError as exc:
                 self.stats.error("queue_write")
                 log.error("queue commit failed, nothing ACKed (the meters will resend): %s", exc)
+                # the in-memory progress holds seqs that never reached the disk: reload it from there on next use,
+                # or their resends would be taken for duplicates and ACKed without ever being queued
                 for key in batch.progress:
                     self._progress.pop(key, None)
                 return

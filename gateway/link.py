@@ -106,7 +106,7 @@ class Progress:
             self.dirty = True
             return ts
         d = signed_delta(uptime, self.anchor_uptime)
-        if d < 0:
+        if d < 0:  # older than the anchor (a resend): placed behind it; the anchor stays on the newest reading
             return self.anchor_ms - ((self.anchor_uptime - uptime) % U32)
         ts = recv_ms if not resent else min(recv_ms, self.anchor_ms + d)
         self.anchor_uptime, self.anchor_ms = uptime, ts
@@ -122,7 +122,6 @@ class Session:
     hello: frames.Hello | None = None
     status: frames.Status | None = None
     last_sync_mono: float = float("-inf")
-    frames_in: int = 0
 
     @property
     def device(self) -> str | None:

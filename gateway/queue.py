@@ -33,12 +33,13 @@ first per device — except a reading that was lost in transit and retransmitted
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -159,6 +160,8 @@ class DurableQueue:
         try:
             self._db = self._open(synchronous)
         except sqlite3.DatabaseError as exc:
+            # OperationalError is about access (permissions, a lock, a missing directory), not the content: moving
+            # the file aside would throw away a good queue
             if isinstance(exc, sqlite3.OperationalError):
                 raise QueueError(f"cannot open queue: {exc}", path) from exc
             aside = f"{path}.corrupt-{int(time.time())}"
@@ -187,6 +190,30 @@ class DurableQueue:
             db.close()
             raise
         return db
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection, what: str) -> Iterator[None]:
+        """One write transaction on ``conn``: committed when the block ends, rolled back if anything in it raises.
+
+        sqlite3 errors (from BEGIN, the block, COMMIT or ROLLBACK) become ``QueueError("<what> failed: ...")``;
+        any other exception propagates unchanged, after the rollback.
+        """
+        try:
+            # IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout while the other connection (the
+            # ingest's commits vs the forwarder's deletes) holds it. A deferred transaction takes it only at its
+            # first write, and where that means upgrading a read snapshot SQLite answers SQLITE_BUSY without waiting.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back by itself already (e.g. on SQLITE_FULL); a second ROLLBACK would fail
+                # and hide the original error
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise QueueError(f"{what} failed: {exc}", self.path) from exc
 
     # --- depth ------------------------------------------------------------------------------------------------
 
@@ -255,14 +282,12 @@ class DurableQueue:
         deltas = dict(counters or {})
         db = self._db
         trim = bool(rows) and self.full_policy == "drop-oldest"
-        try:
+        with contextlib.ExitStack() as stack:
             if trim:
-                self._handout.acquire()  # no batch is fetched while we pick which rows to drop
-            db.execute("BEGIN IMMEDIATE")
-            try:
+                stack.enter_context(self._handout)  # no batch is fetched while we pick which rows to drop
+            with self._transaction(db, "commit"):
                 if rows:
                     db.executemany("INSERT INTO readings (device, boot, seq, ts, payload) VALUES (?, ?, ?, ?, ?)", rows)
-                if rows:
                     trimmed = self._trim_replay(len(rows), new_bytes)
                 if trim:
                     dropped, dropped_bytes = self._trim(len(rows), new_bytes, trimmed)
@@ -290,15 +315,6 @@ class DurableQueue:
                             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                             (name, delta),
                         )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise QueueError(f"commit failed: {exc}", self.path) from exc
-        finally:
-            if trim:
-                self._handout.release()
         for name, delta in deltas.items():
             self.counters[name] = self.counters.get(name, 0) + delta
         for p in progress:
@@ -362,24 +378,17 @@ class DurableQueue:
         """Delete readings measured more than ``max_age`` ago; count them as ``expired``."""
         cutoff = now_ms - int(self.max_age_s * 1000)
         db = self._db
-        try:
-            with self._handout:
-                db.execute("BEGIN IMMEDIATE")
-                lens = db.execute(
-                    "DELETE FROM readings WHERE ts < ? AND id > ? RETURNING length(payload)",
-                    (cutoff, self.inflight_upto),
-                ).fetchall()
-                if lens:
-                    db.execute(
-                        "INSERT INTO counters VALUES ('expired', ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                        (len(lens),),
-                    )
-                db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise QueueError(f"expiry failed: {exc}", self.path) from exc
+        with self._handout, self._transaction(db, "expiry"):
+            lens = db.execute(
+                "DELETE FROM readings WHERE ts < ? AND id > ? RETURNING length(payload)",
+                (cutoff, self.inflight_upto),
+            ).fetchall()
+            if lens:
+                db.execute(
+                    "INSERT INTO counters VALUES ('expired', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (len(lens),),
+                )
         if lens:
             self.counters["expired"] += len(lens)
             self._forget(len(lens), sum(x for (x,) in lens))
@@ -423,8 +432,7 @@ class DurableQueue:
         conn = self._reader()
         lens: list[tuple[int]] = []
         pruned: list[tuple[int]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction(conn, "delete"):
             for lo, hi in ranges:
                 if keep:
                     conn.execute(
@@ -437,14 +445,9 @@ class DurableQueue:
                 ).fetchall()
             if keep and prune:
                 pruned = self._prune(conn, now)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise QueueError(f"delete failed: {exc}", self.path) from exc
         size = sum(x for (x,) in lens)
         self._forget(len(lens), size)
-        if keep:
+        if keep:  # the moved rows join the replay figures, the pruned ones leave them
             self._forget_replay(len(pruned) - len(lens), sum(x for (x,) in pruned) - size)
         return len(lens)
 
@@ -455,14 +458,8 @@ class DurableQueue:
     def prune_replay(self, now_ms: int) -> int:
         """Delete replay rows PUBACKed more than ``replay_window_s`` before ``now_ms``; returns how many."""
         conn = self._reader()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction(conn, "replay prune"):
             pruned = self._prune(conn, now_ms)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise QueueError(f"replay prune failed: {exc}", self.path) from exc
         self._forget_replay(len(pruned), sum(x for (x,) in pruned))
         return len(pruned)
 
@@ -483,15 +480,9 @@ class DurableQueue:
         """Replayed rows were PUBACKed again: their window restarts (the broker may crash again before saving)."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         conn = self._reader()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction(conn, "replay refresh"):
             for lo, hi in ranges:
                 conn.execute("UPDATE replay SET acked_at = ? WHERE id BETWEEN ? AND ?", (now, lo, hi))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise QueueError(f"replay refresh failed: {exc}", self.path) from exc
 
     def oldest_ts(self) -> int | None:
         """Measured time of the oldest queued reading (by commit order), or None when empty. Any thread."""

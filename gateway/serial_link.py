@@ -37,7 +37,6 @@ class LinkUp:
 @dataclass(frozen=True, slots=True)
 class LinkDown:
     link: SerialLink
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +44,6 @@ class Received:
     link: SerialLink
     items: list[frames.Frame | frames.FrameError]
     recv_ms: int
-
-
-Event = LinkUp | LinkDown | Received
 
 
 class SerialLink:
@@ -87,7 +83,7 @@ class SerialLink:
 
     def write(self, data: bytes) -> bool:
         """Send bytes to the meter; False (and counted) when the port is not open or the write failed."""
-        with self._write_lock:
+        with self._write_lock:  # the ingest thread writes while this link's thread may be closing the port
             ser = self._serial
             if ser is None:
                 return False
@@ -136,7 +132,7 @@ class SerialLink:
             ser = self._open_with_backoff()
             if ser is None:
                 break
-            self._decoder.reset()
+            self._decoder.reset()  # a frame cut off by the unplug must not prefix the first frame after it
             with self._write_lock:
                 self._serial = ser
             self.opens += 1
@@ -144,6 +140,8 @@ class SerialLink:
             self.last_error = ""
             log.info("%s: port open", self.port)
             self._events.put(LinkUp(self))
+            # SYNC makes the meter say HELLO (we may have missed it) and resend what we have not ACKed; the leading
+            # delimiter ends whatever partial frame its receiver holds, so the SYNC is not lost with it
             self.write(frames.DELIMITER + frames.encode(frames.Sync()))
             self._stats.inc("syncs_sent")
             reason = "stopped"
@@ -163,12 +161,13 @@ class SerialLink:
                 with contextlib.suppress(serial.SerialException, OSError):
                     ser.close()
                 self._set_state("stopped" if self._stop.is_set() else "down", "" if reason == "stopped" else reason)
-                self._events.put(LinkDown(self, reason))
+                self._events.put(LinkDown(self))
         self._set_state("stopped")
 
     def _read_loop(self, ser: serial.Serial) -> None:
         decoder = self._decoder
         while not self._stop.is_set():
+            # whatever is buffered, or block for one byte; the port's read timeout brings us back to the stop check
             data = ser.read(ser.in_waiting or 1)
             if not data:
                 continue

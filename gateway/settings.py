@@ -116,7 +116,7 @@ class MqttSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
     """MQTT keepalive. Default 30 s."""
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)] = MAX_BATCH
-    """Readings per uplink message, at most ``contracts.MAX_BATCH`` (500). Default 500."""
+    """Readings per uplink message, at most ``protocol.mqtt.MAX_BATCH`` (500). Default 500."""
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 16
     """Uplink messages published and not yet PUBACKed at once. Default 16."""
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600

@@ -62,7 +62,8 @@ class _SnapshotCollector(Collector):
         )
         yield GaugeMetricFamily("cds_gateway_replay_bytes", "Bytes of the replay window", value=q["replay_bytes"])
         yield CounterMetricFamily(
-            "cds_gateway_replay_trimmed", "Replay rows deleted early to respect the bounds (persisted)",
+            "cds_gateway_replay_trimmed",
+            "Replay rows deleted early to respect the bounds (persisted)",
             value=q["replay_trimmed"],
         )
         b = s["broker"]
@@ -199,7 +200,7 @@ class StatusServer:
                     self.wfile.write(body)
 
             def do_GET(self) -> None:
-                if expected and not hmac.compare_digest(
+                if expected and not hmac.compare_digest(  # constant time: no guessing the password byte by byte
                     self.headers.get("Authorization", "").encode(), expected.encode()
                 ):
                     self._send(401, "Senha necessária\n".encode(), "text/plain; charset=utf-8",
