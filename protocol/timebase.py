@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Final
 from zoneinfo import ZoneInfo
 
-SECOND_MS: Final = 1_000
 MINUTE_MS: Final = 60_000
 QUARTER_MS: Final = 900_000
 HOUR_MS: Final = 3_600_000
