@@ -53,7 +53,7 @@ from backend.settings import Settings
 from backend.store.energy_series import FROM_FIELD, EnergySeries
 from backend.store.influx import InfluxClient
 from backend.store.layout import ENERGY_D, SITE_ENERGY, ensure_schema
-from devstack.services import InfluxService
+from devstack.influxdb import InfluxService
 from protocol.timebase import TZ
 
 SITE = "bench-site"

@@ -31,7 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from devstack.services import MosquittoService, free_port  # noqa: E402
+from devstack.mosquitto import MosquittoService  # noqa: E402
+from devstack.processes import free_port  # noqa: E402
 from gateway.forwarder import batch_payload  # noqa: E402
 from gateway.link import Progress  # noqa: E402
 from gateway.queue import DurableQueue, Row  # noqa: E402

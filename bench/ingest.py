@@ -47,7 +47,9 @@ sys.path.insert(0, str(REPO))
 from backend.store.influx import InfluxClient  # noqa: E402
 from backend.store.lineprotocol import reading_line  # noqa: E402
 from backend.store.rollups import RAW_TO_1M  # noqa: E402,F401  (documents the schema mirrored below)
-from devstack.services import HOST, InfluxService, MosquittoService, free_port  # noqa: E402
+from devstack.influxdb import InfluxService  # noqa: E402
+from devstack.mosquitto import MosquittoService  # noqa: E402
+from devstack.processes import HOST, free_port  # noqa: E402
 from protocol import mqtt  # noqa: E402
 from protocol.mqtt import Reading, ReadingBatch  # noqa: E402
 

@@ -28,7 +28,8 @@ from typing import IO, Final
 
 import httpx
 
-from devstack.services import InfluxService, MosquittoService
+from devstack.influxdb import InfluxService
+from devstack.mosquitto import MosquittoService
 from protocol.mqtt import MAX_BATCH, Reading, ReadingBatch, json_encoder
 from sim.loads import Household
 

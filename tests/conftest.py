@@ -1,7 +1,7 @@
 """Fixtures shared by the whole CDS test suite: real Mosquitto and InfluxDB, unique ids, polling helpers.
 
-Services (real processes from Debian's packages, see devstack/services.py; missing binaries FAIL the run with a hint to
-run ``bash scripts/setup.sh`` — CI must never pass by skipping them):
+Services (real processes from Debian's packages, see devstack/mosquitto.py and devstack/influxdb.py; missing binaries
+FAIL the run with a hint to run ``bash scripts/setup.sh`` — CI must never pass by skipping them):
 
 - ``mosquitto`` / ``influxdb`` (session): one broker and one influxd for the whole run, started once in a
   temporary folder on free 127.0.0.1 ports. The broker runs with the shipped deploy/mosquitto/mosquitto.conf
@@ -42,13 +42,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from devstack.services import (
-    InfluxService,
-    MosquittoService,
-    ServiceNotInstalledError,
-    influxd_binary,
-    mosquitto_binary,
-)
+from devstack.influxdb import InfluxService, influxd_binary
+from devstack.mosquitto import MosquittoService, mosquitto_binary
+from devstack.processes import ServiceNotInstalledError
 from protocol.ids import is_ident
 
 T = TypeVar("T")

@@ -27,7 +27,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from backend.store import lineprotocol
-from devstack.services import InfluxService, MosquittoService
+from devstack.influxdb import InfluxService
+from devstack.mosquitto import MosquittoService
 from protocol import frames, mqtt
 from sim.meter import MeterModel
 

@@ -19,14 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from devstack.services import (
-    InfluxError,
-    InfluxService,
-    MosquittoService,
-    ServiceNotInstalledError,
-    find_binary,
-    shipped_mosquitto_options,
-)
+from devstack.influxdb import InfluxError, InfluxService
+from devstack.mosquitto import MosquittoService, shipped_mosquitto_options
+from devstack.processes import ServiceNotInstalledError, find_binary
 from protocol.ids import is_ident
 
 WaitFor = Callable[..., Any]

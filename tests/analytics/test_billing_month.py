@@ -46,7 +46,7 @@ from backend.aneel.records import parse_bandeira_adder, parse_bandeira_month, pa
 from backend.aneel.sites import parse_sites
 from backend.aneel.tariffs import BandeiraBook, TariffBook
 from backend.store.registers import Sample, consumption
-from devstack.aneel_fake import ACIONAMENTO, ADICIONAL, QUIRK_TARIFFS, REAL_TARIFFS
+from devstack.aneel_rows import ACIONAMENTO, ADICIONAL, QUIRK_TARIFFS, REAL_TARIFFS
 
 SITES = parse_sites("""
 [[site]]

@@ -19,7 +19,8 @@ from backend.aneel.records import (
     parse_decimal,
     parse_tariff,
 )
-from devstack.aneel_fake import FakeCkan, tariff_row
+from devstack.aneel_fake import FakeCkan
+from devstack.aneel_rows import tariff_row
 
 
 @pytest.fixture

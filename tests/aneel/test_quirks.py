@@ -10,7 +10,7 @@ import pytest
 
 from backend.aneel.records import parse_bandeira_adder, parse_bandeira_month, parse_tariff
 from backend.aneel.tariffs import BandeiraBook, TariffBook, TariffNotFound, merge_periods
-from devstack.aneel_fake import ACIONAMENTO, ADICIONAL, QUIRK_TARIFFS, REAL_TARIFFS
+from devstack.aneel_rows import ACIONAMENTO, ADICIONAL, QUIRK_TARIFFS, REAL_TARIFFS
 
 BOOK = TariffBook(parse_tariff(r) for r in REAL_TARIFFS + QUIRK_TARIFFS)
 FLAGS = BandeiraBook((parse_bandeira_month(r) for r in ACIONAMENTO), (parse_bandeira_adder(r) for r in ADICIONAL))

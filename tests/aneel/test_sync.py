@@ -16,7 +16,8 @@ from backend.aneel.sites import parse_sites
 from backend.aneel.store import AneelData, AneelStore
 from backend.aneel.sync import sync
 from backend.store.influx import InfluxClient
-from devstack.aneel_fake import REAL_TARIFFS, FakeCkan
+from devstack.aneel_fake import FakeCkan
+from devstack.aneel_rows import REAL_TARIFFS
 
 SITES = list(parse_sites("""
 [[site]]

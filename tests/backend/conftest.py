@@ -26,7 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from backend.api.app import create_app
 from backend.settings import Settings
-from devstack.services import HOST, InfluxService, MosquittoService, free_port
+from devstack.influxdb import InfluxService
+from devstack.mosquitto import MosquittoService
+from devstack.processes import HOST, free_port
 from protocol import mqtt
 from protocol.mqtt import Reading, ReadingBatch
 

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from backend.api.auth import verify_password
 from backend.settings import Settings
-from devstack.services import free_port
+from devstack.processes import free_port
 from protocol import mqtt
 from tests.backend.conftest import REPO
 

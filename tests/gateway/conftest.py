@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from gwharness import Collector, GatewayProcess
 
-from devstack.services import MosquittoService
+from devstack.mosquitto import MosquittoService
 from sim.runner import MeterRunner
 
 

@@ -30,7 +30,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from devstack.services import MosquittoService, free_port
+from devstack.mosquitto import MosquittoService
+from devstack.processes import free_port
 from protocol import mqtt
 from sim.port import VirtualMeter
 

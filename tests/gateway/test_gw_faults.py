@@ -10,7 +10,7 @@ from typing import Any
 
 from gwharness import Collector, GatewayProcess, check_delivery
 
-from devstack.services import MosquittoService
+from devstack.mosquitto import MosquittoService
 from sim.runner import MeterRunner
 
 PERIOD_MS = 20

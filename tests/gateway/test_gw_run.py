@@ -17,7 +17,7 @@ import pytest
 from gwharness import REPO, Collector, GatewayProcess, check_delivery
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devstack.services import MosquittoService
+from devstack.mosquitto import MosquittoService
 from protocol import mqtt
 from sim.runner import MeterRunner
 

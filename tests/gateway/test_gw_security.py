@@ -9,7 +9,8 @@ from typing import Any
 
 from gwharness import Collector, GatewayProcess
 
-from devstack.services import MosquittoService, free_port
+from devstack.mosquitto import MosquittoService
+from devstack.processes import free_port
 from sim.runner import MeterRunner
 
 
