@@ -177,10 +177,12 @@ class Forwarder:
         if reason and self.queue.replay_window_s > 0:
             self._replay_reason = reason
             self._replay_requests += 1
+        self._status_due = 0.0
+        # Connected before the DeviceInfos go out: publish_device drops what it is given while disconnected, and
+        # a broker restored from an older save may have lost them (the meters will not say HELLO again).
+        self._connected.set()
         for info in self._meters.device_infos():
             self.publish_device(info)
-        self._status_due = 0.0
-        self._connected.set()
         self._wake.set()
 
     def _on_disconnect(

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gwharness import Collector, GatewayProcess, check_delivery
+from paho.mqtt import publish
 
 from devstack.mosquitto import MosquittoService
+from protocol import mqtt
 from sim.runner import MeterRunner
 
 PERIOD_MS = 20
@@ -41,6 +43,28 @@ def test_broker_stopped_and_restarted_loses_nothing(
     figures = check_delivery(meters, collector, gw, wait_for)
     assert figures["dropped_at_meter_truth"] == 0 and figures["dropped_full"] == 0
     assert gw.counter("mqtt_connects") >= 2
+
+
+def test_broker_restarted_without_a_retained_device_info_gets_it_again(
+    sim: MeterRunner, broker: MosquittoService, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], mqtt_recorder: Callable[..., Any],
+) -> None:  # fmt: skip
+    """A broker that comes back without a meter's retained DeviceInfo (restored from a save older than it, or the
+    message cleared) must get it again from the gateway on reconnect: the meter does not say HELLO again, and
+    without DeviceInfo the backend does not know where to send the meter's configuration."""
+    meter = add_meters(sim, 1)[0]
+    seen = mqtt_recorder(f"cds/v1/{unique_id}/+/devices/{meter.device}")
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
+    gw.start()
+    topic = seen.wait_count(1)[0][0]
+    publish.single(topic, b"", qos=1, retain=True, hostname=broker.host, port=broker.port)
+    wait_for(lambda: seen.payloads[-1] == b"", 10, what="the retained DeviceInfo cleared")
+    broker.stop()
+    broker.start()
+    wait_for(lambda: gw.counter("mqtt_connects") >= 2, 20, what="the gateway reconnected")
+    fresh = mqtt_recorder(topic)
+    info = mqtt.device_decoder.decode(fresh.wait_count(1)[0][1])
+    assert info.device == meter.device and info.link == "up"
 
 
 def test_gateway_kill9_at_random_moments_20_times_loses_nothing(
