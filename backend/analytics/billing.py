@@ -109,6 +109,8 @@ def estimate_bill(
     warnings: list[str] = []
 
     kwh: dict[str, Decimal] = {}
+    # Round the energy to whole Wh once, here: every line below multiplies the same quantized kWh, so the lines
+    # of one bill (and the same energy priced as Convencional and as Branca) add up to the cent.
     if mod == "Convencional":
         total = sum((Decimal(str(v)) for v in kwh_by_posto.values()), Decimal(0))
         kwh["Não se aplica"] = total.quantize(WH, rounding=ROUND_HALF_UP)
@@ -135,6 +137,8 @@ def estimate_bill(
                 runs[-1] = (runs[-1][0], runs[-1][1] + 1)
             else:
                 runs.append((choice, 1))
+        # A tariff readjustment inside the cycle splits it: each run of days is priced with its own row, the
+        # energy pro-rated by days as distributors do (they cannot know when in the cycle it was used).
         for choice, ndays in runs:
             rec = choice.record
             if rec.reh not in rehs:
@@ -189,6 +193,9 @@ def estimate_bill(
         ))
 
     subtotal = sum((ln.amount for ln in lines), Decimal(0))
+    # Taxes "por dentro": ICMS and PIS/COFINS are part of their own base, so the gross is the subtotal divided by
+    # the factor; PIS/COFINS exclude ICMS from their base (STF, RE 574.706). Only the published lines are
+    # rounded, from the exact ICMS, so the base shown is what the rate multiplies.
     factor = (1 - site.icms) * (1 - site.pis - site.cofins)
     gross = subtotal / factor
     icms_exact = gross * site.icms

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from backend.store.energy_series import LOOK_MS
 from backend.store.influx import InfluxClient
 from backend.store.layout import ENERGY_D, ENERGY_GAP, ENERGY_Q, RP_1H, RP_1M, SITE_ENERGY, table
 from backend.store.registers import (
@@ -195,6 +196,8 @@ async def series_consumption(
             q = f"SELECT {agg} FROM {q_tab} WHERE {where} GROUP BY time({step}) fill(none)"
         else:
             days = bucket_edges(start_ms, end_ms, "day", tz)
+            # The daily series holds whole local days only: a range that cuts a day must fold the quarters
+            # itself, or the cut day would be counted whole.
             src = table(db, RP_1H, ENERGY_D) if days[0] == start_ms and days[-1] == end_ms else q_tab
             q = f"SELECT {agg} FROM {src} WHERE {where} {local_days}"
     elif granularity in ("15min", "hour"):
@@ -215,7 +218,9 @@ async def series_consumption(
             counts["resets"] += int(r or 0)
             counts["spikes"] += int(sp or 0)
             counts["jumps"] += int(j or 0)
-    gap_where, _ = _series_where(start_ms, end_ms + 40 * DAY_MS, site, devices)
+    # Gap points sit at the gap's end (that is when the gap becomes known), so a gap that starts inside the range
+    # may be stored up to LOOK_MS after it: look that far ahead and keep those that start before the end.
+    gap_where, _ = _series_where(start_ms, end_ms + LOOK_MS, site, devices)
     gap_where = gap_where.replace(f"time >= {int(start_ms)}ms", f"time > {int(start_ms)}ms")
     gap_rows = await influx.query(
         f"SELECT t0_ms FROM {table(db, RP_1M, ENERGY_GAP)} WHERE {gap_where} AND t0_ms < {int(end_ms)}",
@@ -224,6 +229,8 @@ async def series_consumption(
     peak_kw: float | None = None
     peak_at: str | None = None
     if with_peak and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
+        # 15-min buckets already collected their quarters above; otherwise read them once more: the peak is a
+        # 15-min quantity whatever the bucket size.
         if devices and granularity != "15min":
             rows = await influx.query(
                 f"SELECT sum(mwh), max(est) FROM {table(db, RP_1M, ENERGY_Q)} WHERE {where} "
