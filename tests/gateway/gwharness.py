@@ -234,7 +234,9 @@ def check_delivery(
     def delivered() -> bool:
         return len(outstanding()) == gw.status()["queue"]["dropped_full"]
 
-    wait_for(delivered, timeout, interval=0.05, what=lambda: f"delivery; missing {sorted(outstanding())[:10]}...")
+    wait_for(delivered, timeout, interval=0.05,
+             what=lambda: f"delivery; {len(outstanding())} missing vs {gw.status()['queue']['dropped_full']} dropped "
+                          f"by the full queue; missing {sorted(outstanding())[:10]}...")
     status = gw.status()
     truths = {m.device: m.truth() for m in meters}
     missing_total = 0
