@@ -7,6 +7,8 @@ pt-BR message for users and an HTTP status; ``backend.app`` maps them to respons
 
 from __future__ import annotations
 
+from protocol.timebase import FIRST_DATE, LAST_DATE
+
 
 class BackendError(Exception):
     """Base class of every error the backend raises on purpose."""
@@ -56,6 +58,15 @@ class ApiError(BackendError):
 
 class BadRequestError(ApiError):
     status_code = 400
+
+
+class DateOutOfRangeError(ApiError):
+    """A date outside what CDS stores and InfluxDB can represent (protocol.timebase FIRST_DATE..LAST_DATE)."""
+
+    status_code = 422
+
+    def __init__(self) -> None:
+        super().__init__(f"Data fora do intervalo aceito: de {FIRST_DATE:%d/%m/%Y} a {LAST_DATE:%d/%m/%Y}.")
 
 
 class NotFoundError(ApiError):

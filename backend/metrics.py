@@ -34,6 +34,8 @@ class Metrics:
                                      registry=r)
         self.rollup_windows = Counter("cds_rollup_windows_total", "Recomputed rollup windows, by resolution",
                                       ["resolution"], registry=r)
+        self.http_errors = Counter("cds_http_errors_total", "HTTP answers with an error status, by status",
+                                   ["status"], registry=r)
         self.dead_letter_failures = Counter("cds_dead_letter_publish_failures_total",
                                             "Dead letters that could not be published", registry=r)
 

@@ -25,7 +25,7 @@ from backend.aneel.sites import SiteConfig
 from backend.aneel.store import AneelData, AneelStore
 from backend.aneel.sync import AneelScheduler
 from backend.aneel.tariffs import TariffError
-from backend.errors import BadRequestError, NotFoundError, UnavailableError
+from backend.errors import BadRequestError, DateOutOfRangeError, NotFoundError, UnavailableError
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.registers import (
@@ -38,17 +38,20 @@ from backend.store.registers import (
 )
 from backend.store.rollups import energy_from_ms
 from protocol.ids import is_device_id, is_ident
-from protocol.timebase import DAY_MS, HOUR_MS, TZ
+from protocol.timebase import DAY_MS, FIRST_DATE, HOUR_MS, LAST_DATE, TZ
 
 
 def local_range(inicio: str | None, fim: str | None, *, default_days: int = 7) -> tuple[dt.date, dt.date, int, int]:
     """Local dates (``fim`` inclusive) -> (start, end, start_ms, end_ms) on America/Sao_Paulo midnights."""
     try:
-        today = dt.datetime.now(TZ).date()
-        end = dt.date.fromisoformat(fim) if fim else today
-        start = dt.date.fromisoformat(inicio) if inicio else end - dt.timedelta(days=default_days - 1)
+        end = dt.date.fromisoformat(fim) if fim else dt.datetime.now(TZ).date()
+        given = dt.date.fromisoformat(inicio) if inicio else None
     except ValueError as exc:
         raise BadRequestError("Datas devem estar no formato AAAA-MM-DD.") from exc
+    # Checked before any arithmetic: a year-1 or year-9999 date would overflow it, and InfluxDB stops at 2262.
+    if not all(FIRST_DATE <= d <= LAST_DATE for d in (end, given) if d is not None):
+        raise DateOutOfRangeError
+    start = given or end - dt.timedelta(days=default_days - 1)
     if end < start:
         raise BadRequestError("'fim' é anterior a 'inicio'.")
     if (end - start).days > 400:

@@ -14,19 +14,31 @@ from litestar.params import FromQuery, JSONBody
 from backend.api.auth import requires_role
 from backend.api.devices import check_device
 from backend.api.state import Services
-from backend.errors import BadRequestError, MqttUnavailableError, NotFoundError, UnavailableError
+from backend.errors import (
+    BadRequestError,
+    InfluxRejectedError,
+    MqttUnavailableError,
+    NotFoundError,
+    UnavailableError,
+)
 from backend.ingest.fleet import DeviceOut, device_statuses
-from backend.ingest.validation import Rejection, parse_batch
+from backend.ingest.validation import Reason, Rejection, parse_batch
 from backend.store.influx import InfluxClient
+from backend.store.readings import oldest_storable_ms
 from protocol import ids, mqtt
 from protocol.mqtt import ConfigRequest
 
-REASON_PT: Final = {
+REASON_PT: Final[dict[Reason, str]] = {
     "oversize": "Lote grande demais.",
-    "invalid_json": "Corpo não é JSON válido.",
-    "schema": "Lote fora do formato ReadingBatch",
-    "future_timestamp": "Horário da medição muito à frente do relógio do servidor.",
-    "unrepresentable": "Valor não representável.",
+    "invalid_json": "Lote não é JSON válido em UTF-8.",
+    "schema": "Lote fora do formato ReadingBatch.",
+    "bad_topic": "Lote com identificadores inválidos.",
+    "topic_mismatch": "Lote de outro site ou gateway.",
+    "future_timestamp": "Lote com horário de medição muito à frente do relógio do servidor.",
+    "unrepresentable": "Lote com valor não representável.",
+    "influx_rejected": "Lote recusado pelo banco de dados de medições.",
+    "beyond_retention": "Lote com medição mais antiga que a retenção dos dados brutos.",
+    "internal_error": "Lote não processado por um erro interno.",
 }
 
 
@@ -91,20 +103,26 @@ class AicssController(Controller):
         """
         s = services.settings
         body = await request.body()
+        now_ms = int(time.time() * 1000)
         try:
-            parsed = parse_batch(body, now_ms=int(time.time() * 1000), max_future_ms=s.ingest_max_future_s * 1000,
-                                 max_bytes=s.ingest_max_payload_bytes)
+            parsed = parse_batch(body, now_ms=now_ms, max_future_ms=s.ingest_max_future_s * 1000,
+                                 max_bytes=s.ingest_max_payload_bytes, min_ts_ms=oldest_storable_ms(s, now_ms))
         except Rejection as rej:
             services.metrics.rejected.labels(rej.reason).inc()
             status = 413 if rej.reason == "oversize" else 400
-            raise BadRequestError(f"{REASON_PT.get(rej.reason, 'Lote recusado.')} ({rej.error[:300]})",
+            raise BadRequestError(f"{REASON_PT[rej.reason]} ({rej.error[:300]})",
                                   status_code=status) from rej
         for r in parsed.rejected:
             services.metrics.rejected.labels(r.reason).inc()
         if parsed.lines:
             if services.store is None:
                 raise UnavailableError("Banco de dados de medições ainda não conectado; tente novamente.")
-            await services.store.write(parsed.lines, parsed.spans)
+            try:
+                await services.store.write(parsed.lines, parsed.spans)
+            except InfluxRejectedError as exc:
+                # Retrying cannot help (a field type conflict, a point InfluxDB will not keep): say so, not 503.
+                services.metrics.rejected.labels("influx_rejected").inc()
+                raise BadRequestError(f"{REASON_PT['influx_rejected']} ({exc.body[:300]})", status_code=422) from exc
             services.metrics.readings_written.labels("http").inc(len(parsed.lines))
             services.registry.note_readings(parsed.site, parsed.gateway,
                                             {d: hi for d, (_, hi) in parsed.spans.items()})

@@ -37,7 +37,7 @@ from backend.api.devices import DevicesController
 from backend.api.health import health, metrics, ready
 from backend.api.readings import ReadingsController
 from backend.api.state import Services, influx_of, services_of, settings_of
-from backend.errors import ApiError, BackendError, InfluxError, InfluxUnavailableError
+from backend.errors import ApiError, BackendError, InfluxRejectedError, InfluxUnavailableError
 from backend.ingest.registry import Registry
 from backend.ingest.service import IngestService
 from backend.logs import configure_logging
@@ -105,19 +105,39 @@ async def _ensure_schema_retrying(influx: InfluxClient, settings: Settings) -> N
             await ensure_schema(influx, settings)
 
 
+def _answer(request: Request[Any, Any, Any], status: int, detail: str, *, extra: object = None,
+            headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+    """The one error shape of the API (``status_code``, pt-BR ``detail``), counted by status."""
+    services_of(request).metrics.http_errors.labels(str(status)).inc()
+    body: dict[str, Any] = {"status_code": status, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return Response(body, status_code=status, headers=headers)
+
+
 def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
-    return Response({"status_code": exc.status_code, "detail": exc.detail}, status_code=exc.status_code)
+    return _answer(request, exc.status_code, exc.detail)
 
 
-def _influx_error(request: Request[Any, Any, Any], exc: InfluxError) -> Response[dict[str, Any]]:
-    log.error("influx error in request", extra={"path": request.url.path, "error": str(exc)[:500]})
-    return Response({"status_code": 503, "detail": "Banco de dados de medições indisponível; tente novamente."},
-                    status_code=503)
+def _influx_unavailable(request: Request[Any, Any, Any], exc: InfluxUnavailableError) -> Response[dict[str, Any]]:
+    log.error("influx unavailable in request", extra={"path": request.url.path, "error": str(exc)[:500]})
+    return _answer(request, 503, "Banco de dados de medições indisponível; tente novamente.")
 
 
 def _backend_error(request: Request[Any, Any, Any], exc: BackendError) -> Response[dict[str, Any]]:
+    if isinstance(exc, InfluxRejectedError):
+        # Every value from a request is checked before it reaches InfluxDB, so a refused query or write is a bug
+        # of ours: retrying will not help, and it must be seen with its traceback.
+        return _internal_error(request, exc)
     log.error("backend error in request", extra={"path": request.url.path, "error": str(exc)[:500]})
-    return Response({"status_code": 503, "detail": "Serviço temporariamente indisponível."}, status_code=503)
+    return _answer(request, 503, "Serviço temporariamente indisponível.")
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """The last line: nothing internal reaches the caller, everything reaches the log and the metrics."""
+    log.error("unhandled error in request", exc_info=exc, extra={"path": request.url.path,
+                                                                   "method": request.method})
+    return _answer(request, 500, "Erro interno do servidor.")
 
 
 _DEFAULT_DETAIL_PT = {
@@ -133,12 +153,12 @@ _DEFAULT_DETAIL_PT = {
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     detail = _DEFAULT_DETAIL_PT.get(exc.detail, exc.detail)
-    if exc.status_code == 400 and getattr(exc, "extra", None):
+    extra = getattr(exc, "extra", None)
+    if exc.status_code == 400 and extra:
         detail = "Requisição inválida: verifique os parâmetros."
-    body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
-    if getattr(exc, "extra", None):
-        body["extra"] = exc.extra
-    return Response(body, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code >= 500:
+        log.error("http error in request", exc_info=exc, extra={"path": request.url.path})
+    return _answer(request, exc.status_code, detail, extra=extra, headers=exc.headers)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -167,8 +187,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                       "services": Provide(services_of, sync_to_thread=False)},
         lifespan=[_lifespan],
         openapi_config=openapi,
-        exception_handlers={ApiError: _api_error, InfluxError: _influx_error, BackendError: _backend_error,
-                            HTTPException: _http_error},
+        exception_handlers={ApiError: _api_error, InfluxUnavailableError: _influx_unavailable,
+                            BackendError: _backend_error, HTTPException: _http_error, Exception: _internal_error},
         debug=settings.debug,
         logging_config=None,  # backend.logs owns logging (JSON lines)
     )

@@ -11,10 +11,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from backend.api.devices import check_device
-from backend.errors import BadRequestError
+from backend.errors import BadRequestError, DateOutOfRangeError
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import RP_1H, RP_1M, RP_RAW, table
+from protocol.timebase import FIRST_DATE, LAST_DATE
 
 Resolution = Literal["auto", "raw", "1m", "1h"]
 AUTO_RAW_MAX: Final = timedelta(hours=6)
@@ -71,6 +72,9 @@ class ReadingsController(Controller):
             The points in time order; 400 (pt-BR) for a bad id, an empty or huge period, or too many points.
         """
         check_device(device)
+        # Checked before any arithmetic: a year-1 or year-9999 time would overflow it, and InfluxDB stops at 2262.
+        if not all(FIRST_DATE <= t.date() <= LAST_DATE for t in (start, end) if t is not None):
+            raise DateOutOfRangeError
         end_utc = _utc(end) if end else datetime.now(UTC)
         start_utc = _utc(start) if start else end_utc - timedelta(hours=1)
         if start_utc >= end_utc:

@@ -37,7 +37,7 @@ from backend.ingest.registry import Registry
 from backend.ingest.validation import ParsedBatch, Rejection, parse_batch, topic_ids
 from backend.metrics import Metrics
 from backend.settings import Settings
-from backend.store.readings import ReadingStore, Span
+from backend.store.readings import ReadingStore, Span, oldest_storable_ms
 from protocol import mqtt
 from protocol.mqtt import ReadingBatch
 
@@ -172,9 +172,10 @@ class IngestService:
         msg = pending.msg
         try:
             site, gateway = topic_ids(msg.topic)
-            parsed = parse_batch(msg.payload, now_ms=int(time.time() * 1000),
-                                 max_future_ms=self.settings.ingest_max_future_s * 1000,
-                                 max_bytes=self.settings.ingest_max_payload_bytes, site=site, gateway=gateway)
+            now_ms = int(time.time() * 1000)
+            parsed = parse_batch(msg.payload, now_ms=now_ms, max_future_ms=self.settings.ingest_max_future_s * 1000,
+                                 max_bytes=self.settings.ingest_max_payload_bytes,
+                                 min_ts_ms=oldest_storable_ms(self.settings, now_ms), site=site, gateway=gateway)
         except Rejection as rej:
             self._reject(pending, rej)
             return
@@ -196,7 +197,7 @@ class IngestService:
             return
         try:
             presence = presence_decoder.decode(pending.msg.payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for invalid UTF-8
             self._reject(pending, Rejection("schema", str(exc)))
             return
         if self.adopter is not None:
@@ -226,7 +227,7 @@ class IngestService:
         except msgspec.ValidationError as exc:
             self._reject(pending, Rejection("schema", str(exc)))
             return
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # UnicodeDecodeError before its base ValueError
             self._reject(pending, Rejection("invalid_json", str(exc)))
             return
         except ValueError as exc:

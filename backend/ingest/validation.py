@@ -74,17 +74,21 @@ def parse_batch(
     now_ms: int,
     max_future_ms: int,
     max_bytes: int,
+    min_ts_ms: int = 0,
     site: str | None = None,
     gateway: str | None = None,
 ) -> ParsedBatch:
-    """Decode and check one ReadingBatch. ``site``/``gateway`` (from the topic) must match the payload's."""
+    """Decode and check one ReadingBatch. ``site``/``gateway`` (from the topic) must match the payload's.
+
+    Readings measured before ``min_ts_ms`` (the raw retention policy's edge) are refused one by one: InfluxDB
+    would drop them and answer 400 for the whole write, stranding the good readings it did store."""
     if len(payload) > max_bytes:
         raise Rejection("oversize", f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
         batch: ReadingBatch = mqtt.batch_decoder.decode(payload)
     except msgspec.ValidationError as exc:
         raise Rejection("schema", str(exc)) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for invalid UTF-8
         raise Rejection("invalid_json", str(exc)) from exc
     if site is not None and (batch.site != site or batch.gateway != gateway):
         raise Rejection("topic_mismatch", f"payload names {batch.site}/{batch.gateway} but was published "
@@ -93,7 +97,7 @@ def parse_batch(
     limit = now_ms + max_future_ms
     line = reading_formatter(batch.site, batch.gateway)
     readings = batch.readings
-    if max(r.ts for r in readings) <= limit:  # the common case: format the whole batch in one go
+    if min_ts_ms <= min(r.ts for r in readings) and max(r.ts for r in readings) <= limit:  # the common case
         try:
             out.lines = [line(r) for r in readings]
         except LineProtocolError:
@@ -106,6 +110,10 @@ def parse_batch(
         if r.ts > limit:
             out.rejected.append(RejectedReading(r, "future_timestamp",
                                                 f"ts {r.ts} is more than {max_future_ms} ms ahead of {now_ms}"))
+            continue
+        if r.ts < min_ts_ms:
+            out.rejected.append(RejectedReading(r, "beyond_retention",
+                                                f"ts {r.ts} is older than the raw retention policy ({min_ts_ms})"))
             continue
         try:
             out.lines.append(line(r))

@@ -24,6 +24,7 @@ Every name is defined here once; queries elsewhere build table names with :func:
 from __future__ import annotations
 
 import logging
+import re
 from typing import Final
 
 from backend.errors import InfluxQueryError
@@ -52,6 +53,18 @@ ANEEL_TARIFF: Final = "aneel_tarifa"
 ANEEL_FLAG: Final = "aneel_bandeira"
 ANEEL_ADDER: Final = "aneel_bandeira_adicional"
 ANEEL_SYNC: Final = "aneel_sync"
+
+
+_DURATION_UNITS_MS: Final = {"ns": 1e-6, "u": 1e-3, "µ": 1e-3, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000,
+                              "d": 86_400_000, "w": 604_800_000}
+_DURATION_PART: Final = re.compile(r"([0-9]+)(ns|u|µ|ms|s|m|h|d|w)")
+
+
+def duration_ms(duration: str) -> int | None:
+    """An InfluxQL duration literal of a retention policy (``30d``, ``1h30m``, ``INF``) in ms; None for INF."""
+    if duration == "INF":
+        return None
+    return int(sum(int(n) * _DURATION_UNITS_MS[unit] for n, unit in _DURATION_PART.findall(duration)))
 
 
 def table(db: str, rp: str, measurement: str = READINGS) -> str:

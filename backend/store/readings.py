@@ -12,11 +12,22 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
+from backend.errors import InfluxRejectedError
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
-from backend.store.layout import DIRTY, RP_MARKS, RP_RAW
+from backend.store.layout import DIRTY, RP_MARKS, RP_RAW, duration_ms
 from backend.store.lineprotocol import escape_key, escape_string_field
 from protocol.timebase import MINUTE_MS
+
+RETENTION_MARGIN_MS = MINUTE_MS
+"""Readings this close to the raw retention policy's edge are refused too: InfluxDB judges the edge by its own
+clock when the write lands, which may be a little later than ours."""
+
+
+def oldest_storable_ms(settings: Settings, now_ms: int) -> int:
+    """The oldest measured time a reading may have to be stored in the raw retention policy (0 = any)."""
+    keep = duration_ms(settings.retention_raw)
+    return 0 if keep is None else now_ms - keep + RETENTION_MARGIN_MS
 
 Span = tuple[int, int]
 """Inclusive (first, last) measured timestamps in ms of one device's readings in a write."""
@@ -60,10 +71,21 @@ class ReadingStore:
         """Write ``lines`` (reading lines, ms precision) then the dirty marks for ``spans``.
 
         Returns only when InfluxDB accepted both; raises InfluxUnavailableError / InfluxRejectedError otherwise.
+        A partial write (InfluxDB stored some points and refused others) still gets its marks before the
+        refusal is raised, so the points that were stored reach the rollups.
         """
         if not lines:
             return
-        await self.influx.write(lines, self.settings.influx_db, rp=RP_RAW, precision="ms")
-        if spans:  # always: the rollup worker may run on another replica
+        try:
+            await self.influx.write(lines, self.settings.influx_db, rp=RP_RAW, precision="ms")
+        except InfluxRejectedError as exc:
+            if "partial write" in exc.body:
+                await self.mark(spans)
+            raise
+        await self.mark(spans)
+
+    async def mark(self, spans: Mapping[str, Span]) -> None:
+        """Dirty marks for ``spans``, always written: the rollup worker may run on another replica."""
+        if spans:
             marks = dirty_mark_lines(spans, self.writer_id, self._mark_time(len(spans)))
             await self.influx.write(marks, self.settings.influx_db, rp=RP_MARKS, precision="ns")
