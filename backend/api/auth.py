@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -27,12 +28,15 @@ import jwt
 import msgspec
 from litestar import Request, post
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 
+from backend.api.throttle import LoginThrottle
 from backend.errors import ConfigError
 from backend.settings import Settings
+
+log = logging.getLogger(__name__)
 
 Role = Literal["viewer", "operator", "admin"]
 ROLE_RANK: Final[dict[str, int]] = {"viewer": 1, "operator": 2, "admin": 3}
@@ -109,8 +113,10 @@ class Authenticator:
         self._users = {u.username: u for u in settings.users}
         # A fixed dummy hash so unknown users cost as much time as known ones (no user enumeration).
         self._dummy_hash = hash_password("cds-dummy-password", salt=b"\x00" * 16)
-        if settings.jwt_secret and len(settings.jwt_secret) < 16:
-            raise ConfigError("BACKEND_JWT_SECRET must be at least 16 characters")
+        self.throttle = LoginThrottle()
+        # HS256 is as strong as its key: RFC 7518 asks for at least the hash's 256 bits.
+        if settings.jwt_secret and len(settings.jwt_secret.encode()) < 32:
+            raise ConfigError("BACKEND_JWT_SECRET must be at least 32 bytes")
 
     @property
     def secret_is_ephemeral(self) -> bool:
@@ -203,7 +209,16 @@ async def issue_token(request: Request[Any, Any, Any], data: JSONBody[TokenReque
         ``{"access_token", "token_type": "bearer", "expires_in", "role"}``; 401 when the credentials are wrong.
     """
     authenticator: Authenticator = request.app.state.authenticator
+    throttle = authenticator.throttle
+    address = request.client.host if request.client else ""
+    wait = throttle.retry_after(data.username, address, time.monotonic())
+    if wait:
+        raise TooManyRequestsException(f"Muitas tentativas de login: tente de novo em {wait} s.",
+                                       headers={"Retry-After": str(wait)})
     token = await asyncio.to_thread(authenticator.login, data.username, data.password)  # scrypt is slow
     if token is None:
+        throttle.failed(data.username, address, time.monotonic())
+        log.warning("login failed", extra={"user": data.username[:64], "address": address})
         raise NotAuthorizedException("Usuário ou senha incorretos.")
+    throttle.succeeded(data.username)
     return token
