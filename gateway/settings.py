@@ -135,8 +135,9 @@ class StatusSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     enabled: bool = True
     """Serve the status page. Default true."""
-    bind: str = "0.0.0.0"
-    """Address to listen on (the LAN). Default ``0.0.0.0``."""
+    bind: str = "127.0.0.1"
+    """Address to listen on. Default ``127.0.0.1`` (this machine only); ``0.0.0.0`` opens the page to the LAN,
+    which should come with a password."""
     port: Port = 8080
     """TCP port; 0 picks a free one (tests). Default 8080."""
     username: str = "cds"

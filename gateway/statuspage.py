@@ -1,8 +1,13 @@
 """The local status page: ``/`` (HTML in pt-BR, refreshes itself), ``/status.json`` and ``/metrics``.
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread: small (no web framework in the gateway's RSS), read-only
-(GET and HEAD only), optionally behind HTTP basic authentication. All three views render the same snapshot
-dictionary, built by :meth:`gateway.app.Gateway.snapshot`.
+A stdlib ``HTTPServer`` in a daemon thread: small (no web framework in the gateway's RSS), read-only (GET and
+HEAD only), optionally behind HTTP basic authentication. All three views render the same snapshot dictionary,
+built by :meth:`gateway.app.Gateway.snapshot`.
+
+Bounded, because the page shares a Raspberry Pi with the readings: a fixed pool of worker threads serves it, a
+few connections may wait for a worker, any more are closed at once, and a request that is not complete within
+``timeout_s`` is dropped. A flood of connections therefore costs neither threads nor memory, and a client that
+sends half a request and stalls holds a worker for seconds, not forever.
 """
 
 from __future__ import annotations
@@ -12,17 +17,24 @@ import hmac
 import html
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+WORKERS: Final = 4
+"""Requests served at once."""
+WAITING: Final = 16
+"""Connections that may wait for a worker; beyond workers + waiting a new connection is closed at once."""
 
 Snapshot = dict[str, Any]
 
@@ -171,12 +183,53 @@ desde {_fmt_time(int(b["since"] * 1000))}</td></tr>
 """
 
 
+class _BoundedServer(HTTPServer):
+    """An HTTP server whose connections are served by a fixed pool, with a cap on those waiting for it."""
+
+    request_queue_size = 64  # accept a burst at once and decide here, rather than leave it to the kernel
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="status-http")
+        self._lock = threading.Lock()
+        self.taken = 0
+        """Connections being served or waiting for a worker."""
+        self.refused = 0
+
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                        client_address: Any) -> None:
+        with self._lock:
+            full = self.taken >= WORKERS + WAITING
+            if full:
+                self.refused += 1
+            else:
+                self.taken += 1
+        if full:  # a flood: closing now costs nothing, queueing would cost memory
+            self.shutdown_request(request)
+            return
+        self._pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            with self._lock:
+                self.taken -= 1
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class StatusServer:
     """Serves the three views of ``snapshot()`` on ``bind:port`` until :meth:`stop`."""
 
     def __init__(
         self, bind: str, port: int, snapshot: Callable[[], Snapshot], *, username: str = "cds",
-        password: str = "", refresh_s: int = 5,
+        password: str = "", refresh_s: int = 5, timeout_s: float = 5.0,
     ) -> None:  # fmt: skip
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_SnapshotCollector(snapshot))
@@ -184,6 +237,7 @@ class StatusServer:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "cds-gateway"
+            timeout = timeout_s  # socket timeout: a half-sent request is dropped, its worker freed
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("http: " + fmt, *args)
@@ -224,8 +278,7 @@ class StatusServer:
 
             do_POST = do_PUT = do_DELETE = do_PATCH = _read_only
 
-        self.httpd = ThreadingHTTPServer((bind, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedServer((bind, port), Handler)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="status-http", daemon=True)
 
