@@ -10,6 +10,7 @@ import sys
 import uvicorn
 
 from backend.api.auth import hash_password
+from backend.api.server import guarded_protocol
 from backend.errors import ConfigError
 from backend.settings import get_settings
 
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     uvicorn.run("backend.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                log_config=None, access_log=False, lifespan="on")
+                log_config=None, access_log=False, lifespan="on", http=guarded_protocol(settings),
+                limit_concurrency=settings.http_limit_concurrency, timeout_keep_alive=settings.http_keepalive_s)
     return 0
 
 

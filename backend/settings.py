@@ -47,6 +47,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Root log level; logs are JSON lines on stderr."""
     debug: bool = False
     """Litestar debug mode (tracebacks in responses). Never in production."""
+    http_limit_concurrency: int = 1000
+    """Connections and requests served at once by this process; beyond it uvicorn answers 503. Default 1000."""
+    http_header_timeout_s: float = 10.0
+    """A connection whose request headers are not complete this long after it opened (or after its previous
+    response) is closed. Default 10 s."""
+    http_max_connections_per_address: int = 64
+    """Open connections one client address may hold; more are closed at once. Default 64."""
+    http_keepalive_s: int = 5
+    """An idle keep-alive connection is closed after this long. Default 5 s."""
 
     # --- MQTT ----------------------------------------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"
