@@ -1,17 +1,20 @@
 """``python -m backend [serve]`` runs the API + ingest with uvicorn; ``python -m backend hash-password`` prints a
-password hash for ``BACKEND_USERS``."""
+password hash for ``BACKEND_USERS``; ``python -m backend broker-users`` writes the broker's dynamic-security file
+from a gateway list (docs/operations.md, "Mosquitto security")."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import sys
+from pathlib import Path
 
 import uvicorn
 
 from backend.api.auth import hash_password
 from backend.api.server import guarded_protocol
 from backend.errors import ConfigError
+from backend.ingest.broker_provisioning import broker_users
 from backend.settings import get_settings
 
 
@@ -21,6 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the API and the MQTT ingest (default)")
     hp = sub.add_parser("hash-password", help="print an scrypt hash for BACKEND_USERS")
     hp.add_argument("--stdin", action="store_true", help="read the password from stdin instead of a prompt")
+    bu = sub.add_parser("broker-users", help="write Mosquitto's dynamic-security file from a gateway list; the "
+                        "backend's user, password and share group come from BACKEND_MQTT_*")
+    bu.add_argument("--gateways", type=Path, required=True, metavar="TOML",
+                    help="the gateway list (deploy/mosquitto/gateways.toml.example)")
+    bu.add_argument("--out", type=Path, help="dynamic-security file to write (mode 0600)")
+    bu.add_argument("--commands", action="append", default=[], metavar="SITE/GATEWAY",
+                    help="print the mosquitto_ctrl lines that add this listed gateway to a running broker")
+    bu.add_argument("--ctrl", default="mosquitto_ctrl", metavar="PREFIX",
+                    help="how those lines reach the broker as its admin (default: mosquitto_ctrl, which reads "
+                         "its connection options from $XDG_CONFIG_HOME/mosquitto_ctrl or ~/.config/mosquitto_ctrl)")
+    bu.add_argument("--show-passwords", action="store_true",
+                    help="also print the passwords this run generated (on stderr)")
     args = parser.parse_args(argv)
 
     if args.command == "hash-password":
@@ -39,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = get_settings()
+        if args.command == "broker-users":
+            if args.out is None and not args.commands:
+                parser.error("broker-users needs --out and/or --commands")
+            broker_users(args.gateways, settings=settings, out=args.out, commands_for=args.commands,
+                         ctrl=args.ctrl, show_passwords=args.show_passwords)
+            return 0
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 from typing import Final
 
-from devstack.processes import HOST, ManagedProcess, ServiceError, find_binary, free_port
+from devstack.processes import (
+    HOST,
+    SETUP_HINT,
+    ManagedProcess,
+    ServiceError,
+    ServiceNotInstalledError,
+    find_binary,
+    free_port,
+)
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 SHIPPED_MOSQUITTO_CONF: Final = REPO_ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -35,7 +43,7 @@ _MOSQUITTO_LOCAL_KEYS: Final = frozenset(
     {
         "user", "pid_file", "persistence_location", "log_dest", "include_dir",
         "listener", "port", "bind_address", "bind_interface", "socket_domain", "protocol",
-        "password_file", "acl_file", "allow_anonymous", "psk_file", "psk_hint",
+        "password_file", "acl_file", "allow_anonymous", "psk_file", "psk_hint", "plugin", "plugin_opt_config_file",
         "cafile", "capath", "certfile", "keyfile", "require_certificate", "use_identity_as_username",
     }
 )  # fmt: skip
@@ -43,6 +51,16 @@ _MOSQUITTO_LOCAL_KEYS: Final = frozenset(
 
 def mosquitto_binary() -> str:
     return find_binary("mosquitto", "/usr/sbin/mosquitto")
+
+
+def dynamic_security_plugin() -> Path:
+    """The dynamic-security plugin of the installed Mosquitto (Debian: per architecture; upstream: /usr/lib)."""
+    candidates = [*sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so")),
+                  Path("/usr/lib/mosquitto_dynamic_security.so")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ServiceNotInstalledError(f"mosquitto_dynamic_security.so is not installed under /usr/lib; {SETUP_HINT}")
 
 
 def shipped_mosquitto_options(path: Path = SHIPPED_MOSQUITTO_CONF) -> list[tuple[str, str]]:
@@ -91,6 +109,10 @@ class MosquittoService(ManagedProcess):
     plus: persistence in ``workdir/data/``, log in ``workdir/mosquitto.log``, one plain listener, then the
     security options, then ``config_extra`` verbatim (later options override earlier ones, so a test can set
     e.g. ``max_queued_messages 1000`` to reproduce the default, or add listeners).
+
+    ``dynamic_security_file`` loads the dynamic-security plugin (deploy/mosquitto/conf.d/security.conf) with that
+    file, as the shipped broker does. The broker rewrites the file whenever a ``$CONTROL/dynamic-security``
+    command changes it, so it should live in the test's own folder.
     """
 
     name = "mosquitto"
@@ -106,6 +128,7 @@ class MosquittoService(ManagedProcess):
         password_file: Path | None = None,
         allow_anonymous: bool = True,
         base_config: Path = SHIPPED_MOSQUITTO_CONF,
+        dynamic_security_file: Path | None = None,
     ) -> None:
         super().__init__(workdir, auto_ports=port is None)
         self._binary = mosquitto_binary()
@@ -115,6 +138,8 @@ class MosquittoService(ManagedProcess):
         self.password_file = password_file
         self.allow_anonymous = allow_anonymous
         self.base_config = base_config
+        self.dynamic_security_file = dynamic_security_file
+        self._plugin = dynamic_security_plugin() if dynamic_security_file is not None else None
 
     @property
     def host(self) -> str:
@@ -151,6 +176,9 @@ class MosquittoService(ManagedProcess):
             lines.append(f"password_file {Path(self.password_file).resolve()}")
         if self.acl_file is not None:
             lines.append(f"acl_file {Path(self.acl_file).resolve()}")
+        if self.dynamic_security_file is not None:
+            lines += [f"plugin {self._plugin}",
+                      f"plugin_opt_config_file {Path(self.dynamic_security_file).resolve()}"]
         if self.config_extra.strip():
             lines += ["# config_extra", self.config_extra.strip()]
         return "\n".join(lines) + "\n"

@@ -11,7 +11,9 @@ from gwharness import Collector, GatewayProcess
 
 from devstack.mosquitto import MosquittoService
 from devstack.processes import free_port
+from protocol import mqtt
 from sim.runner import MeterRunner
+from tests.backend.secured_broker import BACKEND_USER, OPS_USER, Probe, start_secured_broker
 
 
 def make_ca_and_server_cert(d: Path) -> tuple[Path, Path, Path]:
@@ -64,5 +66,37 @@ def test_gateway_over_tls_with_password_and_acl(
         wait_for(lambda: gw.status()["errors"].get("mqtt_connect", 0) >= 1, 15, what="refused connection counted")
         assert gw.status()["broker"]["state"] != "connected"
     finally:
+        gw.stop()
+        collector.close()
+
+
+def test_real_gateway_with_generated_broker_users_forwards_readings_and_applies_config(
+    sim: MeterRunner, tmp_path: Path, unique_id: str, wait_for: Callable[..., Any],
+    mosquitto_factory: Callable[..., MosquittoService],
+) -> None:  # fmt: skip
+    """The gateway as shipped (default client id, its last will, down/config/+ subscription) under the broker
+    users that ``python -m backend broker-users`` generates, its password file used as is."""
+    secured = start_secured_broker(mosquitto_factory, tmp_path / "users", "cds-backend", [(unique_id, "gw-1")])
+    broker = secured.broker
+    meter = sim.add_meter(report_period_ms=50, queue_capacity=256)
+    collector = Collector(broker, unique_id, OPS_USER, secured.password(OPS_USER))
+    gw = GatewayProcess(
+        tmp_path / "gw", broker, unique_id, [str(sim.link_dir / "*")],
+        mqtt={"username": f"{unique_id}/gw-1",
+              "password_file": str(secured.list_path.parent / "passwords" / f"{unique_id}.gw-1")},
+    )  # fmt: skip
+    (tmp_path / "gw").mkdir()
+    backend = Probe(broker, BACKEND_USER, secured.password(BACKEND_USER), f"be-{unique_id}")
+    try:
+        gw.start()
+        wait_for(lambda: collector.count() >= 20, 15, what=lambda: f"readings\n{gw.log_tail()}")
+        assert gw.status()["broker"]["state"] == "connected"
+        backend.publish(mqtt.config_topic(unique_id, "gw-1", meter.device),
+                        mqtt.json_encoder.encode(mqtt.ConfigRequest(request_id=3, report_period_ms=250)))
+        wait_for(lambda: collector.topic_payloads("/up/config-result"), 15, what=lambda: f"result\n{gw.log_tail()}")
+        (result,) = [mqtt.config_result_decoder.decode(p) for p in collector.topic_payloads("/up/config-result")]
+        assert (result.request_id, result.status, meter.model.report_period_ms) == (3, "applied", 250)
+    finally:
+        backend.close()
         gw.stop()
         collector.close()
