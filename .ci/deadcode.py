@@ -23,7 +23,7 @@ ENTRY_POINTS = {
     "on_publish", "on_subscribe", "on_disconnect", "userdata", "rcs", "SessionExpiryInterval", "ReceiveMaximum",
     # http.server reads these on a request handler / server class
     "do_HEAD", "do_POST", "do_PUT", "do_DELETE", "do_PATCH", "log_message", "daemon_threads", "close_connection",
-    "protocol_version", "server_version",
+    "protocol_version", "server_version", "request_queue_size", "process_request",
     # signal handlers and context managers have fixed signatures
     "signum", "et",
     # pytest hooks and markers

@@ -23,7 +23,8 @@ import msgspec
 from backend.errors import ConfigError
 
 ENV_PREFIX: Final = "BACKEND_"
-_SECRET_FIELDS: Final = frozenset({"jwt_secret", "mqtt_password", "influx_password", "influx_token", "users"})
+_SECRET_FIELDS: Final = frozenset({"jwt_secret", "mqtt_password", "influx_password", "influx_token", "users",
+                                   "influx_readonly_password"})
 _DURATION_RE: Final = r"^(INF|([0-9]+(ns|u|µ|ms|s|m|h|d|w))+)$"
 
 
@@ -63,7 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mqtt_port: int = 1883
     """Broker port (8883 for the TLS listener of deploy/mosquitto)."""
     mqtt_username: str = ""
-    """Broker user (the ``backend`` user of deploy/mosquitto/acl); empty = anonymous."""
+    """Broker user (the backend user of the broker's dynamic-security file, ``python -m backend broker-users``);
+    empty = anonymous."""
     mqtt_password: str = ""
     """Broker password (secret; or ``BACKEND_MQTT_PASSWORD_FILE``)."""
     mqtt_tls: bool = False
@@ -179,6 +181,53 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     alerts_pf_min: float = 0.92
     """Power factor below this (with a real load) raises an alert (ANEEL's reference value)."""
 
+    # --- ONS: the national grid's open data (backend/ons/, docs/ons.md) --------------------------------------
+    ons_base_url: str = "https://dados.ons.org.br"
+    """ONS's CKAN portal, where each dataset's yearly files are discovered (``python -m devstack.ons_fake`` serves
+    a fake one for an offline demo)."""
+    ons_file_hosts: str = "ons-aws-prod-opendata.s3.amazonaws.com,ons-aws-prod-opendata.s3.us-west-2.amazonaws.com"
+    """Comma-separated hosts data files may be downloaded from, besides the portal's own: a file URL elsewhere in
+    a portal answer is refused."""
+    ons_sync_enabled: bool = True
+    """Pull the grid data on a schedule inside the backend (idempotent across replicas)."""
+    ons_sync_times: str = "12:40,19:40"
+    """Brasília times of the scheduled pulls, comma-separated: after ONS's 12 h and 19 h publications."""
+    ons_first_year: int = 0
+    """Oldest year pulled (ONS has files from 2000); 0 = last year, so the current and the previous year."""
+    ons_format: str = "parquet"
+    """File read when ONS offers a year in both formats: ``parquet`` (smaller) or ``csv``."""
+    ons_retry_s: float = 600.0
+    """Wait after a failed pull, doubled after each further failure up to the next scheduled pull; the stored
+    data keeps being served (with its age) meanwhile."""
+    ons_timeout_s: float = 60.0
+    """HTTP timeout of one ONS request (the portal or a file)."""
+    ons_attempts: int = 5
+    """Attempts per ONS request (timeouts, dropped connections, 5xx), with exponential backoff."""
+    ons_backoff_max_s: float = 30.0
+    """Cap of the backoff between attempts."""
+    ons_stale_s: float = 4 * 86400.0
+    """Grid data whose newest hour is older than this is flagged stale (ONS publishes with a lag of 1-2 days)."""
+
+    # --- knowledge base and the admin's InfluxQL console (backend/knowledge/, backend/store/readonly.py) ---------
+    knowledge_docs_dir: str = ""
+    """Folder of Markdown docs that ``GET /api/v1/conhecimento`` indexes beside the pt-BR articles, one passage per
+    section; empty = the repo's ``docs/`` when it exists (a source checkout), none otherwise. The index lives in
+    memory and is rebuilt when a file changes (docs/conhecimento.md)."""
+    knowledge_refresh_s: float = 5.0
+    """At most this often a search checks whether an article or doc changed (file names, sizes, times)."""
+    influx_readonly_username: str = ""
+    """InfluxDB user of ``POST /api/v1/consultas/influxql``, with READ on ``influx_db`` and nothing else: created,
+    or reset to exactly that, at start-up when the schema is managed (the backend's InfluxDB user must then be an
+    admin). Empty = the console is off (503). InfluxDB must run with authentication on."""
+    influx_readonly_password: str = ""
+    """Its password (secret; or ``BACKEND_INFLUX_READONLY_PASSWORD_FILE``)."""
+    influxql_max_rows: int = 10000
+    """Most rows the console returns for one statement (the answer then says ``truncada``)."""
+    influxql_max_raw_range_s: int = 7 * 86400
+    """Longest time range a console SELECT may read from raw readings (rollups, ANEEL and ONS data: no cap)."""
+    influxql_timeout_s: float = 10.0
+    """A console statement running longer is stopped (InfluxDB aborts it when the connection closes)."""
+
     def resolved_client_id(self) -> str:
         """The MQTT client id of this replica (see ``mqtt_client_id``)."""
         return self.mqtt_client_id or f"cds-backend-{socket.gethostname()}"
@@ -223,6 +272,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{ENV_PREFIX}MQTT_CLIENT_ID must match [A-Za-z0-9_.-]{{1,128}} (it is a topic level)")
         if not 1 <= self.mqtt_receive_maximum <= 65535:
             raise ConfigError(f"{ENV_PREFIX}MQTT_RECEIVE_MAXIMUM must be within 1..65535")
+        ro_user, ro_password = self.influx_readonly_username, self.influx_readonly_password
+        if bool(ro_user) != bool(ro_password):
+            raise ConfigError(f"{ENV_PREFIX}INFLUX_READONLY_USERNAME and _PASSWORD must be set together")
+        if ro_user and (not re.fullmatch(r"^[A-Za-z0-9_.-]{1,64}$", ro_user) or ro_user == self.influx_username):
+            raise ConfigError(f"{ENV_PREFIX}INFLUX_READONLY_USERNAME must match [A-Za-z0-9_.-]{{1,64}} and differ "
+                              f"from {ENV_PREFIX}INFLUX_USERNAME")
+        if "\n" in ro_password or "\x00" in ro_password:
+            raise ConfigError(f"{ENV_PREFIX}INFLUX_READONLY_PASSWORD must not contain a newline or NUL")
+        if self.influxql_max_rows < 1 or self.influxql_max_raw_range_s < 1 or self.influxql_timeout_s <= 0:
+            raise ConfigError(f"{ENV_PREFIX}INFLUXQL_MAX_ROWS, _MAX_RAW_RANGE_S and _TIMEOUT_S must be positive")
         for user in self.users:
             if user.role not in ("viewer", "operator", "admin"):
                 raise ConfigError(f"user {user.username!r}: role {user.role!r} is not viewer/operator/admin")

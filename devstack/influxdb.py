@@ -9,6 +9,13 @@ It also carries a small client (:meth:`InfluxService.write`, :meth:`InfluxServic
 :meth:`InfluxService.rows`) so tests and benchmarks can seed and check data without going through the backend
 they are testing. Readiness is a 204 on ``/ping``; the lifecycle is :class:`devstack.processes.ManagedProcess`.
 
+By default the server runs without authentication (every test but the security ones). ``InfluxService(workdir,
+admin=("admin", "secret"))`` starts it with ``auth-enabled = true`` and creates that admin user on the first start
+(InfluxDB 1.x accepts exactly one unauthenticated statement then: creating the first admin); the service's own
+client then authenticates as the admin (HTTP Basic), so :meth:`~InfluxService.query` and friends keep working,
+while any other client must bring its own credentials — the tests of the read-only InfluxQL console use it to show
+that InfluxDB itself refuses what a READ-only user may not do.
+
 Example::
 
     with InfluxService(Path("/tmp/i")) as influx:
@@ -87,7 +94,7 @@ bind-address = "{host}:{rpc_port}"
 [http]
   enabled = true
   bind-address = "{host}:{http_port}"
-  auth-enabled = false
+  auth-enabled = {auth_enabled}
   log-enabled = false
   suppress-write-log = true
   pprof-enabled = false
@@ -130,6 +137,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def quote_string(value: str) -> str:
+    """An InfluxQL single-quoted string literal (passwords in user DDL)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class InfluxService(ManagedProcess):
     """An InfluxDB 1.x ``influxd`` in ``workdir`` serving HTTP on 127.0.0.1:``http_port`` (free when None).
 
@@ -140,12 +152,14 @@ class InfluxService(ManagedProcess):
     name = "influxd"
     _log_name = "influxd.log"
 
-    def __init__(self, workdir: Path, http_port: int | None = None) -> None:
+    def __init__(self, workdir: Path, http_port: int | None = None, *, admin: tuple[str, str] | None = None) -> None:
         super().__init__(workdir, auto_ports=http_port is None)
         self._binary = influxd_binary()
         self._http_port = http_port if http_port is not None else free_port()
         self._rpc_port = free_port()
         self._client: httpx.Client | None = None
+        self.admin = admin
+        """``(username, password)`` of the admin user when authentication is enabled; None = no authentication."""
 
     @property
     def host(self) -> str:
@@ -170,7 +184,8 @@ class InfluxService(ManagedProcess):
 
     def _write_config(self) -> None:
         text = _INFLUX_CONFIG.format(
-            host=HOST, workdir=self.workdir, http_port=self._http_port, rpc_port=self._rpc_port
+            host=HOST, workdir=self.workdir, http_port=self._http_port, rpc_port=self._rpc_port,
+            auth_enabled="true" if self.admin else "false",
         )
         self.config_path.write_text(text, encoding="utf-8")
 
@@ -187,6 +202,25 @@ class InfluxService(ManagedProcess):
         except httpx.HTTPError:
             return False
 
+    def start(self, timeout: float = 15.0) -> None:
+        """Start (see :meth:`ManagedProcess.start`); with ``admin`` set, also create the admin user if missing."""
+        super().start(timeout)
+        if self.admin is not None:
+            self._create_admin()
+
+    def _create_admin(self) -> None:
+        assert self.admin is not None
+        user, password = self.admin
+        statement = f"CREATE USER {quote_ident(user)} WITH PASSWORD {quote_string(password)} WITH ALL PRIVILEGES"
+        try:  # without credentials: InfluxDB 1.x allows only this statement while no admin exists
+            response = httpx.post(f"{self.url}/query", data={"q": statement}, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise InfluxError(f"creating the admin user failed: {exc}") from exc
+        if response.status_code == 200 and "error" not in response.text:
+            return
+        # an admin exists already (a restart): make sure it is ours
+        self.query("SHOW USERS", epoch=None)
+
     def _after_exit(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -196,7 +230,7 @@ class InfluxService(ManagedProcess):
     def client(self) -> httpx.Client:
         """An HTTP client bound to this server (recreated after a restart)."""
         if self._client is None:
-            self._client = httpx.Client(base_url=self.url, timeout=30.0)
+            self._client = httpx.Client(base_url=self.url, timeout=30.0, auth=self.admin)
         return self._client
 
     def query(self, q: str, db: str | None = None, epoch: str | None = "ms") -> dict[str, Any]:

@@ -1,13 +1,14 @@
 """Run the whole CDS system on one machine with local defaults: ``python -m devstack`` (README's run command).
 
 Starts, each as its own process and in this order: Mosquitto and InfluxDB (Debian's binaries, our configs, data
-kept in the state folder so a restart resumes), a fake ANEEL CKAN server (no internet needed), N simulated
-meters on pseudo-terminals, the gateway reading them, and the backend (ingest, API, dashboard). It prints where to
-look, restarts any child that dies (the product's processes resume where they were), and stops everything on
-Ctrl-C / SIGTERM.
+kept in the state folder so a restart resumes), a fake ANEEL CKAN server and a fake ONS (portal and files; no
+internet needed), N simulated meters on pseudo-terminals, the gateway reading them, and the backend (ingest, API,
+dashboard). It prints where to look, restarts any child that dies (the product's processes resume where they were),
+and stops everything on Ctrl-C / SIGTERM.
 
-``--smoke`` is the self-test used by the test suite: it waits until readings from every meter are queryable
-through the REST API, prints what it saw and exits 0 (1 if that did not happen within ``--timeout``).
+``--smoke`` is the self-test used by the test suite: it waits until readings from every meter, and the grid data
+pulled from the fake ONS, are queryable through the REST API, prints what it saw and exits 0 (1 if that did not
+happen within ``--timeout``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class System:
         self.backend_port = _port(args.http_port)
         self.status_port = _port(args.status_port)
         self.aneel_port = _port(args.aneel_port)
+        self.ons_port = _port(args.ons_port)
         self.password = self._secret("admin-password", lambda: secrets.token_urlsafe(9))
         self.devices: list[str] = []
 
@@ -186,6 +188,7 @@ class System:
             "BACKEND_USERS": json.dumps(users),
             "BACKEND_SITES_FILE": str(self.sites_file()),
             "BACKEND_ANEEL_BASE_URL": f"http://127.0.0.1:{self.aneel_port}",
+            "BACKEND_ONS_BASE_URL": f"http://127.0.0.1:{self.ons_port}",
         }
 
     def start(self) -> None:
@@ -193,6 +196,7 @@ class System:
         self.broker.start()
         self.influx.start(timeout=60)
         self._child("aneel-fake", [self.python, "-m", "devstack.aneel_fake", "--port", str(self.aneel_port)])
+        self._child("ons-fake", [self.python, "-m", "devstack.ons_fake", "--port", str(self.ons_port)])
         self.start_meters()
         self._child("gateway", [self.python, "-m", "gateway", "run", "--config", str(self.gateway_config())])
         self._child("backend", [self.python, "-m", "backend"], **self.backend_env())
@@ -219,11 +223,13 @@ class System:
             "  Broker MQTT:              {bh}:{bp}   (mosquitto_sub -h {bh} -p {bp} -t 'cds/v1/#' -v)\n"
             "  InfluxDB (API v1):        {iu}   (banco 'cds')\n"
             "  ANEEL simulada:           http://127.0.0.1:{ap}/api/3/action/datastore_search\n"
+            "  ONS simulado:             http://127.0.0.1:{op}/api/3/action/package_show?id=balanco-energia-subsistema\n"
             "  Medidores simulados:      {devs}\n"
             "  Logs:                     {logs}\n"
             "Ctrl-C para parar.".format(
                 state=self.state, api=api, user=ADMIN_USER, pw=self.password, sp=self.status_port,
                 bh=self.broker.host, bp=self.broker.port, iu=self.influx.url, ap=self.aneel_port,
+                op=self.ons_port,
                 devs=", ".join(self.devices), logs=self.logs,
             ),
             flush=True,
@@ -310,6 +316,8 @@ class System:
         else:
             print(f"CDS smoke: FALHOU, leituras vistas: {seen}; logs em {self.logs}", flush=True)
             return False
+        if not self.smoke_grid(headers, deadline):
+            return False
         if self.args.history_days <= 0:
             return True
         # The history lands in the rollups a little later (backend-managed, eventually consistent).
@@ -325,6 +333,21 @@ class System:
                 return True
             time.sleep(0.5)
         print(f"CDS smoke: FALHOU, consumo do histórico não apareceu ({kwh} kWh); logs em {self.logs}", flush=True)
+        return False
+
+    def smoke_grid(self, headers: dict[str, str], deadline: float) -> bool:
+        """True once the backend has pulled the grid data from the fake ONS (its first pull runs at start-up)."""
+        api = f"http://127.0.0.1:{self.backend_port}/api/v1/ons/agora"
+        while time.monotonic() < deadline:
+            self.supervise_once()
+            r = httpx.get(api, headers=headers, timeout=10)
+            if r.status_code == 200:
+                sin = r.json()["subsistemas"][-1]
+                print(f"CDS smoke: rede elétrica (ONS simulado) às {sin['hora']}: carga do SIN "
+                      f"{sin['carga']:.0f} MWmed, {sin['renovavel_pct']} % renovável", flush=True)
+                return True
+            time.sleep(0.5)
+        print(f"CDS smoke: FALHOU, dados do ONS não apareceram; logs em {self.logs}", flush=True)
         return False
 
     def stop(self) -> None:
@@ -348,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-port", type=int, default=8000)
     ap.add_argument("--status-port", type=int, default=8080)
     ap.add_argument("--aneel-port", type=int, default=18765)
+    ap.add_argument("--ons-port", type=int, default=18766)
     ap.add_argument("--history-days", type=float, default=28.0,
                     help="days of one-minute demo history per meter sent at first start (0 = none)")
     ap.add_argument("--smoke", action="store_true", help="exit 0 once readings are queryable (self-test)")

@@ -10,8 +10,8 @@ FAIL the run with a hint to run ``bash scripts/setup.sh`` — CI must never pass
   Use these in tests; a fault test may call ``broker.stop()``, ``broker.kill()``, ``broker.start()``,
   ``broker.restart()`` (same for ``influx``) mid-test — the ports and data stay the same.
 - ``mosquitto_factory`` (function): ``mosquitto_factory(**kwargs) -> MosquittoService`` starts an extra broker
-  (kwargs as MosquittoService: ``config_extra``, ``acl_file``, ``password_file``, ``allow_anonymous``), stopped
-  after the test.
+  (kwargs as MosquittoService: ``config_extra``, ``acl_file``, ``password_file``, ``allow_anonymous``,
+  ``dynamic_security_file``), stopped after the test.
 
 Helpers:
 

@@ -51,6 +51,8 @@ class SiteConfig(msgspec.Struct, frozen=True, kw_only=True):
     groups: dict[str, list[str]] = msgspec.field(default_factory=dict)
     nominal_voltage: int = 0
     """127 or 220 V for the PRODIST voltage alert; 0 = inferred per device from its readings."""
+    subsystem: Literal["", "SE", "S", "NE", "N"] = ""
+    """The SIN subsystem the site draws from (``/analytics/renovavel``); empty = derived from the distributor."""
 
     def windows(self, cnpj: str = "") -> PostoWindows:
         if self.ponta is not None:

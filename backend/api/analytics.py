@@ -16,9 +16,10 @@ from litestar.params import FromQuery
 
 from backend.analytics.alerts import AlertList
 from backend.analytics.billing import explain
+from backend.analytics.renewable import RenewableOut, site_renewable
 from backend.analytics.reports import to_csv
 from backend.analytics.service import AnalyticsService, ForecastOut, TarifaBrancaOut, local_range
-from backend.api.state import analytics_service
+from backend.api.state import analytics_service, services_of
 from backend.errors import BadRequestError, InfluxError, NotFoundError, UnavailableError
 from backend.store.registers import GRANULARITIES, Consumption
 from protocol.timebase import DAY_MS, TZ
@@ -131,6 +132,23 @@ class AnalyticsController(Controller):
             return Response(to_csv(rep), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         return Response(rep)
+
+    @get("/renovavel")
+    async def renovavel(
+        self,
+        request: Request[Any, Any, Any],
+        site: FromQuery[str],
+        inicio: FromQuery[str | None] = None,
+        fim: FromQuery[str | None] = None,
+    ) -> RenewableOut:
+        """Parcela do consumo do site que coincidiu com geração renovável (hidráulica, eólica, solar) no seu
+        subsistema, hora a hora, segundo o balanço do ONS; com o método e seus limites."""
+        svc = analytics_service(request)
+        ons = services_of(request).ons
+        if ons is None:
+            raise UnavailableError("Dados do ONS indisponíveis: serviço não iniciado.")
+        start, end, a, b = local_range(inicio, fim, default_days=30)
+        return await site_renewable(svc, ons.grid, svc.scope(site, None, None), start, end, a, b)
 
     @get("/alertas")
     async def alertas(self, request: Request[Any, Any, Any], site: FromQuery[str | None] = None) -> list[AlertList]:

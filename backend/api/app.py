@@ -32,9 +32,13 @@ from backend.api.aicss import AicssController
 from backend.api.analytics import AnalyticsController
 from backend.api.aneel import AneelController
 from backend.api.auth import Authenticator, authenticated, issue_token
+from backend.api.consultas import consulta_influxql
 from backend.api.dashboard import dashboard_router
 from backend.api.devices import DevicesController
 from backend.api.health import health, metrics, ready
+from backend.api.knowledge import conhecimento
+from backend.api.ons import OnsController
+from backend.api.questions import QuestionsController
 from backend.api.readings import ReadingsController
 from backend.api.state import Services, influx_of, services_of, settings_of
 from backend.errors import ApiError, BackendError, InfluxRejectedError, InfluxUnavailableError
@@ -42,6 +46,7 @@ from backend.ingest.registry import Registry
 from backend.ingest.service import IngestService
 from backend.logs import configure_logging
 from backend.metrics import Metrics
+from backend.ons.runtime import open_ons
 from backend.settings import Settings, get_settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import ensure_schema
@@ -60,6 +65,10 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AicssController,
     AnalyticsController,
     AneelController,
+    OnsController,
+    conhecimento,
+    consulta_influxql,
+    QuestionsController,
     dashboard_router,
 ]
 
@@ -88,12 +97,13 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
                 services.rollups = RollupWorker(influx, s, services.metrics)
                 await services.rollups.start()
                 stack.push_async_callback(services.rollups.stop)
+            services.ons = await stack.enter_async_context(open_ons(s, influx))
             services.analytics = await stack.enter_async_context(open_analytics(s, influx, publish))
             log.info("backend started", extra={"client_id": s.resolved_client_id(), "ingest": s.ingest_enabled})
             try:
                 yield
             finally:
-                services.analytics = None
+                services.analytics = services.ons = None
 
 
 async def _ensure_schema_retrying(influx: InfluxClient, settings: Settings) -> None:

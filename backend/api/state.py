@@ -18,6 +18,7 @@ from backend.errors import UnavailableError
 from backend.ingest.registry import Registry
 from backend.ingest.service import IngestService
 from backend.metrics import Metrics
+from backend.ons.runtime import OnsService
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.readings import ReadingStore
@@ -37,6 +38,7 @@ class Services:
     ingest: IngestService | None = None
     rollups: RollupWorker | None = None
     analytics: AnalyticsService | None = None
+    ons: OnsService | None = None
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

@@ -159,7 +159,7 @@ class InfluxClient:
         Always POSTs (accepted for SELECT as well as for DDL and SELECT INTO). ``params`` are bound to
         ``$name`` placeholders by the server. Raises InfluxQueryError when a statement failed.
         """
-        form: dict[str, str] = {"q": q, **self._auth}
+        form: dict[str, str] = {"q": q}
         if db:
             form["db"] = db
         if epoch is not None:
@@ -169,7 +169,8 @@ class InfluxClient:
         if params:
             form["params"] = _params_encoder.encode(dict(params)).decode()
         try:
-            response = await self._http.post("/query", data=form)
+            # credentials in the URL: InfluxDB 1.x reads u/p from the query string, not from a form body
+            response = await self._http.post("/query", data=form, params=self._auth)
         except httpx.HTTPError as exc:
             raise InfluxUnavailableError(f"query failed: {exc!r}", db=db or "") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):

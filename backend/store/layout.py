@@ -14,6 +14,7 @@ RP         measurement                     content
 ``r1h``    ``site_energy``                 hourly energy per site
 ``r1h``    ``energy_d``                    energy per device and local day (store/energy_series.py)
 ``aneel``  ``aneel_*``                     tariffs, bandeiras and sync log pulled from ANEEL (aneel/store.py)
+``ons``    ``ons_*``                       grid balance, load curve, CMO, file states, sync log (ons/store.py)
 =========  ==============================  =================================================================
 
 Tags are ``site``, ``gateway``, ``device`` (the site series: ``site`` only); a point is keyed by measurement +
@@ -40,6 +41,9 @@ RP_1H: Final = "r1h"
 RP_MARKS: Final = "marks"
 MARKS_DURATION: Final = "7d"
 RP_ANEEL: Final = "aneel"
+RP_ONS: Final = "ons"
+AGGREGATED_RPS: Final = frozenset({RP_1M, RP_1H, RP_MARKS, RP_ANEEL, RP_ONS})
+"""Policies of small, aggregated data: the InfluxQL console reads them without its raw-data time-range cap."""
 
 # measurements
 READINGS: Final = "readings"
@@ -53,6 +57,12 @@ ANEEL_TARIFF: Final = "aneel_tarifa"
 ANEEL_FLAG: Final = "aneel_bandeira"
 ANEEL_ADDER: Final = "aneel_bandeira_adicional"
 ANEEL_SYNC: Final = "aneel_sync"
+ONS_BALANCE: Final = "ons_balanco"
+ONS_BALANCE_DAY: Final = "ons_balanco_dia"
+ONS_LOAD: Final = "ons_carga"
+ONS_CMO: Final = "ons_cmo"
+ONS_FILE: Final = "ons_arquivo"
+ONS_SYNC: Final = "ons_sync"
 
 
 _DURATION_UNITS_MS: Final = {"ns": 1e-6, "u": 1e-3, "µ": 1e-3, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000,
@@ -94,4 +104,9 @@ async def ensure_schema(influx: InfluxClient, settings: Settings) -> None:
                 raise
             alter = f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1{suffix}"
             await influx.execute(alter, epoch=None)
+    if settings.influx_readonly_username:
+        # the InfluxQL console's READ-only user (imported here: readonly.py reads this module's names)
+        from backend.store.readonly import ensure_readonly_user
+
+        await ensure_readonly_user(influx, settings)
     log.info("influx schema ready", extra={"db": settings.influx_db})

@@ -75,7 +75,8 @@ async def test_backend_publishes_retained_alerts_on_mqtt(broker, influx, unique_
     settings = Settings(mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=unique_id,
                         mqtt_client_id=f"be-{unique_id}", mqtt_share_group=f"g-{unique_id}", jwt_secret="k" * 40,
                         rollup_interval_s=3600, log_level="WARNING", sites_file=str(sites),
-                        aneel_sync_enabled=False, alerts_interval_s=0.3, alerts_offline_s=600)
+                        aneel_sync_enabled=False, ons_sync_enabled=False, alerts_interval_s=0.3,
+                        alerts_offline_s=600)
     now = int(time.time() * 1000)
     async with InfluxClient(influx.url) as client:
         await ensure_schema(client, settings)

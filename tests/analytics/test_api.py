@@ -83,7 +83,8 @@ async def api(broker, influx, fake: FakeCkan, unique_id: str, tmp_path: Path,  #
     settings = Settings(mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=unique_id,
                         mqtt_client_id=f"be-{unique_id}", jwt_secret=JWT, ingest_enabled=False, rollup_enabled=True,
                         rollup_interval_s=3600, retention_raw="INF", log_level="WARNING", sites_file=str(sites),
-                        aneel_base_url=fake.url, aneel_backoff_max_s=0.05, alerts_enabled=False)
+                        aneel_base_url=fake.url, aneel_backoff_max_s=0.05, alerts_enabled=False,
+                        ons_sync_enabled=False)
     await load_month(settings, site)
     app = create_app(settings)
     async with AsyncTestClient(app) as client:

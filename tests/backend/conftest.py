@@ -72,6 +72,7 @@ def make_settings(broker: MosquittoService, influx: InfluxService, uid: str, **o
         mqtt_client_id=f"be-{uid}", mqtt_share_group=f"g-{uid}", jwt_secret=JWT_SECRET,
         rollup_interval_s=0.2, rollup_settle_s=0.1, ingest_flush_ms=20, log_level="WARNING",
         aneel_sync_enabled=False, alerts_enabled=False,  # scheduled jobs: no traffic beyond 127.0.0.1 here
+        ons_sync_enabled=False,
     )
     base.update(overrides)
     settings = Settings(**base)

@@ -57,7 +57,8 @@ async def test_token_endpoint_answers_429_with_retry_after_to_a_guesser() -> Non
     users = [User(username="ana", role="viewer", password_hash=hash_password("certa")),
              User(username="bia", role="viewer", password_hash=hash_password("outra"))]
     app = create_app(Settings(jwt_secret=JWT_SECRET, users=users, ingest_enabled=False, rollup_enabled=False,
-                              aneel_sync_enabled=False, alerts_enabled=False, influx_manage_schema=False))
+                              aneel_sync_enabled=False, ons_sync_enabled=False, alerts_enabled=False,
+                              influx_manage_schema=False))
     async with AsyncTestClient(app) as client:
         async def login(user: str, password: str) -> Any:
             return await client.post("/api/v1/auth/token", json={"username": user, "password": password})

@@ -62,13 +62,6 @@ def test_connection_flood_costs_no_threads_and_stalled_clients_are_dropped(
     assert b'"served"' in _json(server.port)
 
 
-def _try(port: int) -> bytes | None:
-    try:
-        return _json(port)
-    except OSError:
-        return None
-
-
 def test_connections_beyond_workers_and_waiting_are_closed_at_once(wait_for: Callable[..., Any]) -> None:
     srv = StatusServer("127.0.0.1", 0, dict, timeout_s=60.0)  # stalled clients keep their slots in this test
     srv.start()
