@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything CDS needs on a fresh Debian/Ubuntu machine: system packages (Mosquitto, InfluxDB 1.x,
-# the AVR toolchain and simavr) and a virtualenv in .venv with the project and its dev tools.
+# the AVR toolchain and simavr, Chromium for the dashboard's browser test) and a virtualenv in .venv with the
+# project and its dev tools.
 # Idempotent: re-running it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential pkg-config openssl
     mosquitto mosquitto-clients influxdb influxdb-client
     gcc-avr avr-libc binutils-avr simavr libsimavr-dev libelf-dev
+    chromium
 )
 
 missing=()

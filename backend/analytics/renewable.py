@@ -22,6 +22,7 @@ from typing import Final
 import msgspec
 
 from backend.analytics.service import AnalyticsService, Scope
+from backend.aneel.sites import SiteConfig
 from backend.aneel.tariffs import TariffError
 from backend.errors import ApiError, NotFoundError
 from backend.ons.datasets import SUBSYSTEM_NAMES
@@ -107,14 +108,20 @@ def _pct(part: float, whole: float) -> float | None:
     return round(100.0 * part / whole, 2) if whole > 0 else None
 
 
+def site_subsystem_of(svc: AnalyticsService, site: SiteConfig) -> tuple[str | None, str]:
+    """The site's subsystem (None when neither the sites file nor the distributor tells) and where it came from:
+    ``site`` (the sites file) or ``distribuidora``. Uses the ANEEL data already loaded, for a CNPJ's sigla."""
+    sigla = ""
+    with contextlib.suppress(TariffError):  # a CNPJ ANEEL knows: its sigla may be in the table
+        sigla = svc.data.tariffs.current_name(svc.data.tariffs.resolve_cnpj(site.distributor))
+    return site_subsystem(site.subsystem, site.distributor, sigla)
+
+
 def subsystem_of(svc: AnalyticsService, scope: Scope) -> tuple[str, str]:
     """The site's subsystem and where it came from; an ApiError (409) when neither the sites file nor the
     distributor tells."""
     site = svc.site_of(scope)
-    sigla = ""
-    with contextlib.suppress(TariffError):  # a CNPJ ANEEL knows: its sigla may be in the table
-        sigla = svc.data.tariffs.current_name(svc.data.tariffs.resolve_cnpj(site.distributor))
-    code, origin = site_subsystem(site.subsystem, site.distributor, sigla)
+    code, origin = site_subsystem_of(svc, site)
     if code is None:
         raise ApiError(f"Subsistema do site '{site.id}' desconhecido para a distribuidora '{site.distributor}': "
                        "defina 'subsystem' (SE, S, NE ou N) no arquivo de sites.", status_code=409)

@@ -16,13 +16,30 @@ from litestar.params import FromQuery
 
 from backend.analytics.alerts import AlertList
 from backend.analytics.billing import explain
-from backend.analytics.renewable import RenewableOut, site_renewable
+from backend.analytics.renewable import RenewableOut, site_renewable, site_subsystem_of
 from backend.analytics.reports import to_csv
 from backend.analytics.service import AnalyticsService, ForecastOut, TarifaBrancaOut, local_range
 from backend.api.state import analytics_service, services_of
 from backend.errors import BadRequestError, InfluxError, NotFoundError, UnavailableError
+from backend.ons.datasets import SUBSYSTEM_NAMES
 from backend.store.registers import GRANULARITIES, Consumption
 from protocol.timebase import DAY_MS, TZ
+
+
+class SiteOut(msgspec.Struct):
+    id: str
+    nome: str
+    distribuidora: str
+    subgrupo: str
+    modalidade: str
+    dispositivos: list[str]
+    grupos: dict[str, list[str]]
+    dia_leitura: int
+    subsistema: str | None
+    """SE, S, NE or N; None when neither the sites file nor the distributor tells (set ``subsystem`` then)."""
+    nome_subsistema: str | None
+    origem_subsistema: str | None
+    """``site`` (the sites file's ``subsystem``) or ``distribuidora`` (derived from the distributor)."""
 
 
 class AnalyticsController(Controller):
@@ -30,12 +47,20 @@ class AnalyticsController(Controller):
     tags = ["análises"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/sites")
-    async def sites(self, request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
-        """Sites configurados (distribuidora, modalidade, dispositivos e grupos)."""
+    async def sites(self, request: Request[Any, Any, Any]) -> list[SiteOut]:
+        """Sites configurados (distribuidora, modalidade, dispositivos, grupos) e o subsistema do SIN de cada um
+        (do arquivo de sites ou derivado da distribuidora)."""
         svc = analytics_service(request)
-        return [{"id": s.id, "nome": s.name or s.id, "distribuidora": s.distributor, "subgrupo": s.subgroup,
-                 "modalidade": s.modality, "dispositivos": s.devices, "grupos": s.groups,
-                 "dia_leitura": s.billing_day} for s in svc.sites.values()]
+        await svc.data.load()  # a distributor given by CNPJ is looked up in ANEEL's data for its sigla
+        out = []
+        for s in svc.sites.values():
+            code, origin = site_subsystem_of(svc, s)
+            out.append(SiteOut(id=s.id, nome=s.name or s.id, distribuidora=s.distributor, subgrupo=s.subgroup,
+                               modalidade=s.modality, dispositivos=s.devices, grupos=s.groups,
+                               dia_leitura=s.billing_day, subsistema=code,
+                               nome_subsistema=SUBSYSTEM_NAMES[code] if code else None,
+                               origem_subsistema=origin if code else None))
+        return out
 
     @get("/consumo")
     async def consumo(

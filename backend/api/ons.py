@@ -19,12 +19,11 @@ from backend.api.state import services_of
 from backend.errors import BadRequestError, UnavailableError
 from backend.ons.balance import GRANULARITIES, BalanceBucket, Granularity, totals
 from backend.ons.datasets import SIN, SUBSYSTEM_NAMES, SUBSYSTEMS
-from backend.ons.grid import CmoSeries, DataAge, GridData, NoGridData, NowOut
+from backend.ons.grid import MAX_DAYS, CmoSeries, DataAge, GridData, NoGridData, NowOut
 from backend.ons.runtime import OnsService
 from backend.ons.sync import SyncReport
 from protocol.timebase import TZ
 
-MAX_DAYS: Final[dict[str, int]] = {"hora": 93, "dia": 800, "mes": 3700, "cmo": 93}
 DEFAULT_DAYS: Final[dict[str, int]] = {"hora": 7, "dia": 31, "mes": 365, "cmo": 7}
 
 

@@ -1,8 +1,9 @@
 """``POST /api/v1/perguntas``: a question in Portuguese about the user's data or the grid, answered.
 
 A thin layer over :class:`backend.questions.service.QuestionService`: read the body, call the service with the
-clock, return its :class:`~backend.questions.service.Resposta`. The handlers of the user's own data are
-registered here; the grid's and the knowledge base's join them when those services are plugged in.
+clock, return its :class:`~backend.questions.service.Resposta`. The handler registry is built here, from what this
+app instance runs: the user's own data always, the knowledge base always, the grid when the ONS service is up
+(without it, grid questions get an honest ``disponivel: false``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import msgspec
 from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
-from backend.api.state import analytics_service
+from backend.api.state import analytics_service, services_of
+from backend.questions.grid import GridAnswers
+from backend.questions.interpretation import Intencao
+from backend.questions.knowledge import conhecimento
 from backend.questions.own_data import HANDLERS
-from backend.questions.service import QuestionService, Resposta
+from backend.questions.service import Handler, QuestionService, Resposta
 from protocol.timebase import TZ
 
 
@@ -33,7 +37,11 @@ class QuestionsController(Controller):
     @post("/", status_code=200)
     async def perguntar(self, request: Request[Any, Any, Any], data: JSONBody[PerguntaIn]) -> Resposta:
         """Responde perguntas em português sobre consumo, conta, previsão, Tarifa Branca, bandeira, demanda,
-        alertas e medidores (e, quando disponíveis, sobre a rede elétrica nacional), com a interpretação e a
-        consulta usadas."""
-        service = QuestionService(analytics_service(request), HANDLERS)
+        alertas e medidores, sobre a rede elétrica nacional (geração, carga, CMO e participação renovável, dados
+        do ONS) e sobre os termos da conta de luz ("o que é …"), com a interpretação e a consulta usadas."""
+        handlers: dict[Intencao, Handler] = {**HANDLERS, "conhecimento": conhecimento}
+        ons = services_of(request).ons
+        if ons is not None:
+            handlers |= GridAnswers(ons.grid).handlers()
+        service = QuestionService(analytics_service(request), handlers)
         return await service.answer(data.pergunta, data.site, dt.datetime.now(TZ))

@@ -1,4 +1,6 @@
 // CDS dashboard: plain JS, no build step. Talks to /api/v1 with a bearer token kept in sessionStorage.
+// This file holds the shared helpers, the login and the consumption/bill cards; rede.js adds the "Rede elétrica
+// agora" card and perguntas.js the question box (classic scripts share these top-level names).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -6,18 +8,27 @@ const brl = new Intl.NumberFormat("pt-BR", { style: "currency", currency: "BRL" 
 const num = (v, d = 2) => (v === null || v === undefined ? "–" :
   Number(v).toLocaleString("pt-BR", { minimumFractionDigits: d, maximumFractionDigits: d }));
 const TOKEN_KEY = "cds-token";
+const TZ = "America/Sao_Paulo";
+const dateTime = new Intl.DateTimeFormat("pt-BR", { dateStyle: "short", timeStyle: "short", timeZone: TZ });
+let SITES = {};  // id -> the site as /analytics/sites gives it (with its SIN subsystem)
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-async function api(path, params = {}) {
+// GET with query parameters, or POST `body` as JSON; throws an Error carrying the API's pt-BR `detail`.
+async function api(path, params = {}, body = undefined) {
   const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v != null));
-  const r = await fetch(`/api/v1/${path}${qs.toString() ? "?" + qs : ""}`,
-    { headers: { Authorization: `Bearer ${token()}` } });
+  const init = { headers: { Authorization: `Bearer ${token()}` } };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(`/api/v1/${path}${qs.toString() ? "?" + qs : ""}`, init);
   if (r.status === 401) { logout(); throw new Error("Sessão expirada: entre novamente."); }
   const ctype = r.headers.get("content-type") || "";
-  const body = ctype.includes("json") ? await r.json() : await r.text();
-  if (!r.ok) throw new Error((body && body.detail) || `Erro ${r.status}`);
-  return body;
+  const answer = ctype.includes("json") ? await r.json() : await r.text();
+  if (!r.ok) throw new Error((answer && answer.detail) || `Erro ${r.status}`);
+  return answer;
 }
 
 function logout() {
@@ -70,6 +81,14 @@ function shortLabel(iso, gran) {
 }
 
 function show(el, err) { el.textContent = err.message || String(err); }
+
+// "2026-08-26T23:00:00-03:00" -> "26/08/2026 às 23:00" (Brasília time)
+function localTime(iso) { return dateTime.format(new Date(iso)).replace(", ", " às "); }
+
+// "2026-08-26" -> "26/08/2026" (a local date, no time zone arithmetic)
+function localDate(iso) { return iso.split("-").reverse().join("/"); }
+
+function isoToday() { return new Date().toLocaleDateString("sv-SE", { timeZone: TZ }); }
 
 // --- sections -----------------------------------------------------------------------------------------------
 async function loadConsumo(p) {
@@ -173,23 +192,26 @@ function params() { return { site: $("site").value, inicio: $("inicio").value, f
 function refresh() {
   const p = params();
   if (!p.site) return;
-  loadConsumo(p); loadBandeira(); loadCusto(p); loadBranca(p); loadPrevisao(p); loadAlertas(p);
+  loadConsumo(p); loadRede(p); loadBandeira(); loadCusto(p); loadBranca(p); loadPrevisao(p); loadAlertas(p);
 }
 
 async function start() {
   $("login").hidden = true; $("app").hidden = false;
   const today = new Date();
-  const iso = (d) => d.toLocaleDateString("sv-SE", { timeZone: "America/Sao_Paulo" });
+  const iso = (d) => d.toLocaleDateString("sv-SE", { timeZone: TZ });
   if (!$("fim").value) $("fim").value = iso(today);
   if (!$("inicio").value) $("inicio").value = iso(new Date(today.getTime() - 29 * 86400000));
   try {
     const sites = await api("analytics/sites");
+    SITES = Object.fromEntries(sites.map((s) => [s.id, s]));
     $("site").innerHTML = sites.map((s) => `<option value="${escapeHtml(s.id)}">${escapeHtml(s.nome)} — `
-      + `${escapeHtml(s.distribuidora)} ${escapeHtml(s.subgrupo)} ${escapeHtml(s.modalidade)}</option>`).join("");
+      + `${escapeHtml(s.distribuidora)} ${escapeHtml(s.subgrupo)} ${escapeHtml(s.modalidade)}`
+      + `${s.subsistema ? " · subsistema " + escapeHtml(s.subsistema) : ""}</option>`).join("");
   } catch (e) { alert(e.message); return; }
   refresh();
 }
 
 $("atualizar").addEventListener("click", refresh);
 $("csv").addEventListener("click", downloadCsv);
-if (token()) start();
+// After every script of the page has run (rede.js and perguntas.js define what refresh() calls).
+document.addEventListener("DOMContentLoaded", () => { if (token()) start(); });

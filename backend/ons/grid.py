@@ -24,6 +24,9 @@ from backend.store.layout import ONS_BALANCE, ONS_BALANCE_DAY, ONS_CMO
 from protocol.timebase import HOUR_MS
 
 TZ_CLAUSE: Final = "tz('America/Sao_Paulo')"
+MAX_DAYS: Final[dict[str, int]] = {"hora": 93, "dia": 800, "mes": 3700, "cmo": 93}
+"""Longest period, in local days, served by the balance at each granularity and by the CMO (the API's limits,
+shared with the questions engine so that an answer and its ``consulta`` accept the same periods)."""
 
 
 class NoGridData(LookupError):

@@ -8,9 +8,12 @@ plain async callables ``(Interpretation, Contexto) -> Resposta``:
 * the user's own data (consumo, custo, previsão, Tarifa Branca, bandeira, demanda, alertas, medidores,
   relatório) is answered from :class:`~backend.analytics.service.AnalyticsService` by
   :data:`backend.questions.own_data.HANDLERS`;
-* the grid (geração, carga, CMO, participação renovável) and the knowledge base are answered, until their
-  handlers are registered, by :func:`not_available`: an honest "not on this server" with ``disponivel=False``,
-  never a made-up number. Registering a handler is ``QuestionService(analytics, {**HANDLERS, "cmo": my_cmo})``.
+* the grid (geração, carga, CMO, participação renovável) from the stored ONS data by
+  :class:`backend.questions.grid.GridAnswers`, and "o que é …" from the knowledge base by
+  :func:`backend.questions.knowledge.conhecimento`;
+* an intent without a handler (the ONS service not running) gets :func:`not_available`: an honest "not on this
+  server" with ``disponivel=False``, never a made-up number. The registry is the controller's:
+  ``QuestionService(analytics, {**HANDLERS, **GridAnswers(grid).handlers(), "conhecimento": conhecimento})``.
 
 A question that is not understood gets "Não sei responder a essa pergunta." with examples of what is
 understood. An error the analytics raise for the data (no tariff, too long a period) becomes an answer with
@@ -75,6 +78,16 @@ class Valor(msgspec.Struct, frozen=True, omit_defaults=True):
     detalhe: str | None = None
 
 
+class Citacao(msgspec.Struct, frozen=True):
+    """Where an explanation comes from: the knowledge-base article or doc section, and what it cites."""
+
+    titulo: str
+    fonte: str
+    """The regulation or document the text comes from (ANEEL's REN/REH, PRODIST, ONS), or the doc section."""
+    ref: str
+    """Path in the repo (``backend/knowledge/artigos/x.md``, ``docs/x.md#anchor``)."""
+
+
 class Resposta(msgspec.Struct, frozen=True):
     resposta: str
     """The answer as a pt-BR sentence, numbers written the Brazilian way."""
@@ -87,6 +100,8 @@ class Resposta(msgspec.Struct, frozen=True):
     """The API call that produced the numbers (the same numbers come back from it)."""
     avisos: list[str] = msgspec.field(default_factory=list)
     exemplos: list[str] = msgspec.field(default_factory=list)
+    citacoes: list[Citacao] = msgspec.field(default_factory=list)
+    """The sources of an explanation (knowledge-base answers), the first being the one the answer quotes."""
 
 
 @dataclass(frozen=True)
@@ -185,14 +200,16 @@ _INTENT_NAMES: Final[dict[Intencao, str]] = {
 }
 _SUBSYSTEMS: Final = {"SE": "Sudeste/Centro-Oeste", "S": "Sul", "NE": "Nordeste", "N": "Norte",
                       "SIN": "todo o SIN"}
-_SOURCES: Final = {"hidraulica": "hidráulica", "termica": "térmica", "eolica": "eólica", "solar": "solar"}
+SOURCE_NAMES: Final[dict[str, str]] = {"hidraulica": "hidráulica", "termica": "térmica", "eolica": "eólica",
+                                      "solar": "solar"}
+"""Generation sources as written in answers."""
 
 
 def describe(q: Interpretation) -> str:
     """The interpretation in a few pt-BR words ("geração eólica, Nordeste, agora")."""
     parts = [_INTENT_NAMES[q.intencao]]
     if q.fonte:
-        parts[0] += f" {_SOURCES[q.fonte]}"
+        parts[0] += f" {SOURCE_NAMES[q.fonte]}"
     if q.subsistema:
         parts.append(_SUBSYSTEMS[q.subsistema])
     if q.escopo.usuario:

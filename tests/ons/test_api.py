@@ -36,16 +36,21 @@ def kwh_at(hour: int) -> float:
     return 2.0 if 10 <= hour < 14 else 0.5
 
 
-async def load_readings(settings: Settings, sites: dict[str, str]) -> None:
-    """15-minute register samples of the known consumption for each (site, device), then the rollups."""
+READINGS_FROM, READINGS_TO = dt.datetime(2026, 8, 10, tzinfo=TZ), dt.datetime(2026, 8, 28, tzinfo=TZ)
+
+
+async def load_readings(settings: Settings, sites: dict[str, str], start: dt.datetime = READINGS_FROM,
+                        end: dt.datetime = READINGS_TO) -> None:
+    """15-minute register samples of the known consumption for each (site, device) from ``start`` to ``end``
+    (aware, on a quarter hour), then the rollups."""
     async with InfluxClient(settings.influx_url) as influx:
         await ensure_schema(influx, settings)
         lines, spans = [], {}
         for site, dev in sites.items():
             energy, seq = 1_000_000, 0
-            t = dt.datetime(2026, 8, 10, tzinfo=TZ)
+            t = start
             first = t
-            while t <= dt.datetime(2026, 8, 28, tzinfo=TZ):
+            while t <= end:
                 lines.append(reading_line(site, "gw1", Reading(
                     device=dev, boot=1, seq=seq, ts=int(t.timestamp() * 1000), vrms=127.0, irms=1.0, p=500.0,
                     s=520.0, pf=0.96, freq=60.0, energy_mwh=energy)))
@@ -260,3 +265,9 @@ async def test_renewable_share_of_a_sites_known_consumption_hour_by_hour(api: As
 
     r = await api.get("/api/v1/analytics/renovavel", headers=h, params={"site": "sem-subsistema"})
     assert r.status_code == 409 and "defina 'subsystem'" in r.json()["detail"]
+
+    r = await api.get("/api/v1/analytics/sites", headers=h)  # each site with its subsystem, as /renovavel uses it
+    assert r.status_code == 200, r.text
+    assert {s["id"]: (s["subsistema"], s["nome_subsistema"], s["origem_subsistema"]) for s in r.json()} == {
+        "bh": ("SE", "Sudeste/Centro-Oeste", "distribuidora"), "natal": ("NE", "Nordeste", "site"),
+        "sem-subsistema": (None, None, None)}

@@ -181,15 +181,43 @@ async def test_bill_tarifa_branca_and_bandeira_answers_equal_their_endpoints(
 
 
 @pytest.mark.asyncio
-async def test_alerts_meters_and_what_the_server_cannot_answer(api: tuple[AsyncTestClient[Any], str, str]) -> None:
-    client, site, _ = api
+async def test_knowledge_answers_cite_their_source_and_grid_answers_without_ons_data_give_no_number(
+        api: tuple[AsyncTestClient[Any], str, str]) -> None:
+    client, _, _ = api
+    a = await ask(client, "o que é bandeira tarifária?")
+    assert a["disponivel"] is True and a["interpretacao"]["termo"] == "bandeira tarifaria"
+    (cited,) = a["citacoes"]
+    assert cited["ref"] == "backend/knowledge/artigos/bandeiras-tarifarias.md"
+    assert cited["fonte"].startswith("ANEEL — REN nº 1.000/2021") and f"(Fonte: {cited['fonte']}.)" in a["resposta"]
+    assert a["resposta"].startswith("Bandeiras tarifárias: A bandeira tarifária é um acréscimo mensal")
+    assert a["consulta"] == "GET /api/v1/conhecimento?q=bandeira+tarifaria"
+    best = (await run(client, a["consulta"]))["passages"][0]
+    assert (best["ref"], best["source"], best["title"]) == (cited["ref"], cited["fonte"], cited["titulo"])
+
+    a = await ask(client, "por que minha conta veio tão alta?")
+    assert a["disponivel"] is True and a["citacoes"][0]["ref"].endswith("por-que-a-conta-mudou.md")
+
+    a = await ask(client, "o que é a geladeira?")  # no article is about it: said so, related ones only named
+    assert a["disponivel"] is False and a["resposta"].startswith(
+        "Não encontrei na base de conhecimento um texto que explique “geladeira”.")
+    assert a["citacoes"] and "Artigos que mencionam essas palavras" in a["resposta"]
+
+    # ONS never pulled on this server (ons_sync_enabled=False): the grid questions are understood, not answered
     a = await ask(client, "Qual é a geração eólica no Nordeste agora?")
-    assert a["disponivel"] is False and a["valores"] == []
-    assert "não estão disponíveis neste servidor" in a["resposta"]
+    assert a["disponivel"] is False and a["valores"] == [] and a["consulta"] == "GET /api/v1/ons/agora"
+    assert a["resposta"].startswith("Ainda não há dados da rede elétrica (ONS) neste servidor: nenhuma "
+                                    "sincronização com o ONS foi feita ainda.")
     assert (a["interpretacao"]["intencao"], a["interpretacao"]["fonte"], a["interpretacao"]["subsistema"]) == (
         "geracao", "eolica", "NE")
-    a = await ask(client, "o que é bandeira tarifária?")
-    assert a["disponivel"] is False and a["interpretacao"]["termo"] == "bandeira tarifaria"
+    for pergunta in ("carga do sul ontem", "qual o cmo hoje?", "participação renovável no nordeste em maio"):
+        a = await ask(client, pergunta)
+        assert a["disponivel"] is False and a["valores"] == [], a
+        assert a["resposta"].startswith("Ainda não há dados da rede elétrica (ONS) neste servidor"), a
+
+
+@pytest.mark.asyncio
+async def test_alerts_meters_and_what_the_server_cannot_answer(api: tuple[AsyncTestClient[Any], str, str]) -> None:
+    client, site, _ = api
     a = await ask(client, "quanto consumiu a geladeira ontem?", site)
     assert a["resposta"].startswith("Não sei responder a essa pergunta.") and "geladeira" in a["resposta"]
     assert a["exemplos"] and a["interpretacao"]["intencao"] == "desconhecido" and a["valores"] == []
