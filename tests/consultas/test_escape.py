@@ -16,8 +16,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from backend.store.console import StatementRefused, check_statement
+from backend.store.console import check_statement
 from backend.store.influx import InfluxClient
+from backend.store.influxql import StatementRefused
 from backend.store.layout import AGGREGATED_RPS, ensure_schema
 from backend.store.readonly import ConsoleForbidden, ReadOnlyInflux, ensure_readonly_user
 from devstack.influxdb import InfluxService

@@ -8,14 +8,8 @@ import datetime as dt
 import pytest
 
 from backend.settings import Settings
-from backend.store.console import (
-    Checked,
-    StatementRefused,
-    check_statement,
-    parse_duration,
-    parse_time_string,
-    tokenize,
-)
+from backend.store.console import Checked, check_statement
+from backend.store.influxql import StatementRefused, parse_duration, parse_time_string, tokenize
 from backend.store.layout import AGGREGATED_RPS
 
 NOW = 1_790_000_000 * 10**9
