@@ -38,6 +38,11 @@ class Metrics:
                                    ["status"], registry=r)
         self.dead_letter_failures = Counter("cds_dead_letter_publish_failures_total",
                                             "Dead letters that could not be published", registry=r)
+        self.receipts = Counter("cds_ingest_receipts_total",
+                                "Receipt messages to gateways, by outcome (published, failed)", ["outcome"], registry=r)
+        self.receipted = Counter("cds_ingest_receipted_batches_total",
+                                 "Uplink batches named in receipts, by outcome (stored, dead_lettered)", ["outcome"],
+                                 registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

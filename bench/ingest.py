@@ -4,8 +4,12 @@ Starts its own Mosquitto (shipped deploy/mosquitto/mosquitto.conf) and InfluxDB 
 the backend as a real ``python -m backend`` subprocess (ingest + rollups, as deployed), then prints:
 
 1. raw InfluxDB line-protocol ingest of N readings (5,000-line requests, 2 in flight) — the limit;
-2. MQTT batched: the same N readings as 500-reading batches, QoS 1, until all are queryable; ratio vs 1.;
-3. MQTT one reading per message;
+2. MQTT batched: the same N readings as 500-reading batches, QoS 1, until all are queryable; ratio vs 1.; once
+   as an older gateway sends them (no ``batch_id``: no receipts) and once with a ``batch_id`` per message, so the
+   backend also publishes end-to-end receipts (counted by a subscriber on ``down/receipts``): both rates as a
+   ratio to the raw limit, their ratio, and the MQTT bytes receipts add per reading (the ``batch_id`` field uplink,
+   the receipt messages downlink);
+3. MQTT one reading per message, with a ``batch_id`` each (the worst case for receipts: one id per reading);
 4. end-to-end latency p50/p99 (publish -> visible to a query) at M meters x 1 reading/s;
 5. analytics query latency through the rollups over a month of data for 100 meters (p50/p95).
 
@@ -34,7 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -91,6 +95,40 @@ class Publisher:
         self.c.loop_stop()
 
 
+class ReceiptTap:
+    """Counts the receipts the backend publishes (messages, batch ids, bytes on the wire)."""
+
+    def __init__(self, broker: MosquittoService) -> None:
+        self.messages = self.ids = self.wire_bytes = 0
+        self.lock = threading.Lock()
+        ready = threading.Event()
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-receipts-{os.getpid()}",
+                             protocol=paho.MQTTv5)  # fmt: skip
+        self.c.on_connect = lambda c, *a: c.subscribe("cds/v1/+/+/down/receipts", qos=1)
+        self.c.on_subscribe = lambda *a: ready.set()
+        self.c.on_message = self._on_message
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+        ready.wait(10)
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        r = mqtt.receipt_decoder.decode(msg.payload)
+        with self.lock:
+            self.messages += 1
+            self.ids += len(r.stored) + len(r.dead_lettered)
+            # PUBLISH on the wire: fixed header, topic length + topic, packet id, properties length
+            self.wire_bytes += len(msg.payload) + len(msg.topic) + 2 + 2 + 1 + (2 if len(msg.payload) < 16_000 else 3)
+
+    def wait_ids(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ids < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
 class Backend:
     def __init__(self, broker: MosquittoService, influx: InfluxService, db: str, workdir: Path,
                  extra_env: dict[str, str] | None = None) -> None:
@@ -100,7 +138,7 @@ class Backend:
                     "BACKEND_INFLUX_URL": influx.url, "BACKEND_INFLUX_DB": db, "BACKEND_PORT": str(self.port),
                     "BACKEND_MQTT_CLIENT_ID": f"bench-{db}", "BACKEND_MQTT_SHARE_GROUP": f"bench-{db}",
                     "BACKEND_LOG_LEVEL": "WARNING", "BACKEND_ALERTS_ENABLED": "false",
-                    "BACKEND_ANEEL_SYNC_ENABLED": "false", "BACKEND_JWT_SECRET": "bench-secret-0123456789",
+                    "BACKEND_ANEEL_SYNC_ENABLED": "false", "BACKEND_JWT_SECRET": "bench-secret-0123456789-0123456789",
                     "BACKEND_INGEST_FLUSH_MS": "20"})
         env.update(extra_env or {})
         self.log = open(workdir / f"backend-{db}.log", "ab")  # noqa: SIM115
@@ -157,20 +195,37 @@ async def raw_ingest(influx: InfluxService, db: str, lines: list[str]) -> float:
         return time.perf_counter() - t0
 
 
+class MqttRun(NamedTuple):
+    seconds: float
+    """From the first publish until every reading is queryable."""
+    publish_s: float
+    messages: int
+    id_bytes: int
+    """Uplink bytes of the ``"batch_id":"..."`` fields."""
+    receipt_bytes: int
+    """Downlink bytes of the receipts (MQTT PUBLISH packets)."""
+    receipts: int
+
+
 def mqtt_run(broker: MosquittoService, influx: InfluxService, tmp: Path, db: str, readings: list[Reading],
-             per_msg: int, extra_env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Returns (seconds from first publish to all queryable, seconds the publisher needed)."""
+             per_msg: int, extra_env: dict[str, str] | None = None, batch_ids: bool = False) -> MqttRun:
+    """Publish ``readings`` in messages of ``per_msg`` to a fresh backend; with ``batch_ids`` each message has one
+    (so the backend receipts it) and the receipts are counted before returning."""
     backend = Backend(broker, influx, db, tmp, extra_env)
+    tap = ReceiptTap(broker)
     try:
         site = "bench"
         by_dev: dict[str, list[Reading]] = {}
         for r in readings:
             by_dev.setdefault(r.device, []).append(r)
-        payloads = []
+        payloads: list[bytes] = []
         for rs in by_dev.values():
             for i in range(0, len(rs), per_msg):
+                batch_id = f"bench{db}-{len(payloads)}" if batch_ids else ""
                 payloads.append(mqtt.json_encoder.encode(ReadingBatch(site=site, gateway="gw",
-                                                                           readings=rs[i:i + per_msg])))
+                                                                           readings=rs[i:i + per_msg],
+                                                                           batch_id=batch_id)))
+        id_bytes = sum(len(b',"batch_id":""') + len(f"bench{db}-{k}") for k in range(len(payloads))) if batch_ids else 0
         random.Random(1).shuffle(payloads)
         pub = Publisher(broker)
         topic = mqtt.readings_topic(site, "gw")
@@ -182,8 +237,11 @@ def mqtt_run(broker: MosquittoService, influx: InfluxService, tmp: Path, db: str
         t_pub = time.perf_counter() - t0
         t_done = wait_count(influx, db, len(readings))
         pub.close()
-        return t_done - t0, t_pub
+        if batch_ids:
+            tap.wait_ids(len(payloads))
+        return MqttRun(t_done - t0, t_pub, len(payloads), id_bytes, tap.wire_bytes, tap.messages)
     finally:
+        tap.close()
         backend.stop()
 
 
@@ -356,6 +414,7 @@ def pct(sorted_values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller data (about a minute)")
+    ap.add_argument("--only", choices=["ingest", "latency", "analytics"], help="1.-3., 4. or 5. alone")
     args = ap.parse_args()
     n = 100_000 if args.quick else 400_000
     n_single = 10_000 if args.quick else 40_000
@@ -365,45 +424,58 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmpdir:
         tmp = Path(tmpdir)
         with MosquittoService(tmp / "mosquitto") as broker, InfluxService(tmp / "influx") as influx:
-            start_ms = int(time.time() * 1000) - 10 * DAY_MS
-            readings = make_readings(n, 100, start_ms)
-            lines = [reading_line("bench", "gw", r) for r in readings]
-            raw_s = asyncio.run(raw_ingest(influx, "bench_raw", lines))
-            raw_rate = n / raw_s
-            print(f"1. raw InfluxDB line protocol: {n:,} readings in {raw_s:.2f} s = {raw_rate:,.0f} readings/s")
+            if args.only in (None, "ingest"):
+                ingest_figures(broker, influx, tmp, n, n_single)
+            if args.only in (None, "latency"):
+                lat = latency_run(broker, influx, tmp, meters, lat_seconds)
+                expected = meters * lat_seconds
+                print(f"4. latency publish -> queryable, {meters} meters x 1 reading/s for {lat_seconds} s "
+                      f"({len(lat):,}/{expected:,} seen): p50 {1000 * pct(lat, 0.5):.0f} ms, "
+                      f"p99 {1000 * pct(lat, 0.99):.0f} ms, max {1000 * lat[-1]:.0f} ms (target p99 < 1000 ms; "
+                      "includes up to ~20 ms polling granularity)")
+            if args.only in (None, "analytics"):
+                res = asyncio.run(analytics_run(influx, 100, a_days, a_minute_meters, 30 if args.quick else 60))
+                print(f"5. analytics queries through the rollups ({a_days} days, 100 meters; r1m for "
+                      f"{a_minute_meters} meters):")
+                for name, times in res.items():
+                    print(f"   {name}: p50 {1000 * statistics.median(times):.1f} ms, "
+                          f"p95 {1000 * pct(times, 0.95):.1f} ms (target p95 < 100 ms)")
 
-            e2e_s, pub_s = mqtt_run(broker, influx, tmp, "bench_batched", readings, mqtt.MAX_BATCH)
-            rate = n / e2e_s
-            # the machine's load drifts: measure the raw limit again right after and compare with the mean
-            raw_rate_after = n / asyncio.run(raw_ingest(influx, "bench_raw_after", lines))
-            raw_mean = (raw_rate + raw_rate_after) / 2
-            print(f"2. MQTT batched ({mqtt.MAX_BATCH}/msg, QoS 1, ack after write): {n:,} readings queryable in "
-                  f"{e2e_s:.2f} s = {rate:,.0f} readings/s = {100 * rate / raw_mean:.0f} % of raw "
-                  f"(raw measured again after: {raw_rate_after:,.0f}/s, mean {raw_mean:,.0f}/s; target >= 50 %; "
-                  f"publisher done after {pub_s:.2f} s)")
-            raw_rate = raw_mean
 
-            single = make_readings(n_single, 100, start_ms)
-            e2e1_s, pub1_s = mqtt_run(broker, influx, tmp, "bench_single", single, 1)
-            rate1 = n_single / e2e1_s
-            print(f"3. MQTT one reading per message: {n_single:,} readings queryable in {e2e1_s:.2f} s = "
-                  f"{rate1:,.0f} readings/s = {100 * rate1 / raw_rate:.1f} % of raw "
-                  f"(publisher alone: {n_single / pub1_s:,.0f} msg/s)")
+def ingest_figures(broker: MosquittoService, influx: InfluxService, tmp: Path, n: int, n_single: int) -> None:
+    """1. to 3.: raw InfluxDB, MQTT batched without and with receipts, one reading per message."""
+    start_ms = int(time.time() * 1000) - 10 * DAY_MS
+    readings = make_readings(n, 100, start_ms)
+    lines = [reading_line("bench", "gw", r) for r in readings]
+    raw_s = asyncio.run(raw_ingest(influx, "bench_raw", lines))
+    raw_rate = n / raw_s
+    print(f"1. raw InfluxDB line protocol: {n:,} readings in {raw_s:.2f} s = {raw_rate:,.0f} readings/s")
 
-            lat = latency_run(broker, influx, tmp, meters, lat_seconds)
-            expected = meters * lat_seconds
-            print(f"4. latency publish -> queryable, {meters} meters x 1 reading/s for {lat_seconds} s "
-                  f"({len(lat):,}/{expected:,} seen): p50 {1000 * pct(lat, 0.5):.0f} ms, "
-                  f"p99 {1000 * pct(lat, 0.99):.0f} ms, max {1000 * lat[-1]:.0f} ms (target p99 < 1000 ms; "
-                  "includes up to ~20 ms polling granularity)")
+    plain = mqtt_run(broker, influx, tmp, "bench_batched", readings, mqtt.MAX_BATCH)
+    with_ids = mqtt_run(broker, influx, tmp, "bench_receipts", readings, mqtt.MAX_BATCH, batch_ids=True)
+    # the machine's load drifts: measure the raw limit again right after and compare with the mean
+    raw_rate_after = n / asyncio.run(raw_ingest(influx, "bench_raw_after", lines))
+    raw_mean = (raw_rate + raw_rate_after) / 2
+    rate, rate_ids = n / plain.seconds, n / with_ids.seconds
+    print(f"2. MQTT batched ({mqtt.MAX_BATCH}/msg, QoS 1, ack after write), no batch ids (an older gateway): {n:,} "
+          f"readings queryable in {plain.seconds:.2f} s = {rate:,.0f} readings/s = {100 * rate / raw_mean:.0f} % of "
+          f"raw (raw measured again after: {raw_rate_after:,.0f}/s, mean {raw_mean:,.0f}/s; target >= 50 %; "
+          f"publisher done after {plain.publish_s:.2f} s)")
+    print(f"   with batch ids, receipts published: {with_ids.seconds:.2f} s = {rate_ids:,.0f} readings/s = "
+          f"{100 * rate_ids / raw_mean:.0f} % of raw (target >= 50 %), {rate_ids / rate:.2f} of the rate without; "
+          f"{with_ids.receipts} receipts for {with_ids.messages} batches; MQTT bytes per reading: uplink batch_id "
+          f"{with_ids.id_bytes / n:.3f}, downlink receipts {with_ids.receipt_bytes / n:.3f}")
 
-            res = asyncio.run(analytics_run(influx, 100, a_days, a_minute_meters, 30 if args.quick else 60))
-            print(f"5. analytics queries through the rollups ({a_days} days, 100 meters; r1m for "
-                  f"{a_minute_meters} meters):")
-            for name, times in res.items():
-                print(f"   {name}: p50 {1000 * statistics.median(times):.1f} ms, p95 {1000 * pct(times, 0.95):.1f} ms "
-                      "(target p95 < 100 ms)")
-
+    single = make_readings(n_single, 100, start_ms)
+    for batch_ids in (False, True):
+        one = mqtt_run(broker, influx, tmp, f"bench_single_{int(batch_ids)}", single, 1, batch_ids=batch_ids)
+        rate1 = n_single / one.seconds
+        how = (f"each with a batch id: {one.receipts} receipts for {one.messages} batches, MQTT bytes per reading: "
+               f"uplink batch_id {one.id_bytes / n_single:.1f}, downlink receipts {one.receipt_bytes / n_single:.1f}"
+               if batch_ids else "no batch ids")  # fmt: skip
+        print(f"3. MQTT one reading per message, {how}: {n_single:,} readings queryable in {one.seconds:.2f} s = "
+              f"{rate1:,.0f} readings/s = {100 * rate1 / raw_mean:.1f} % of raw "
+              f"(publisher alone: {n_single / one.publish_s:,.0f} msg/s)")
 
 if __name__ == "__main__":
     main()

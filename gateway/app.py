@@ -137,6 +137,7 @@ class Gateway:
         by_port = {m["port"]: m["device"] for m in meters if m["link"] == "up"}
         counters = self.queue.counters
         f = self.forwarder
+        receipts = self.queue.receipts
         return {
             "site": self.settings.site,
             "gateway": self.settings.gateway,
@@ -163,8 +164,16 @@ class Gateway:
                 "max_bytes": self.queue.max_bytes,
                 "policy": self.queue.full_policy,
                 **{k: counters.get(k, 0) for k in ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown")},
-                "replay_rows": self.queue.replay_rows,
-                "replay_bytes": self.queue.replay_bytes,
+                # the sent rows are "unconfirmed" while receipts are in force, "replay" while the window is
+                "delivery": "receipts" if receipts else "replay-window",
+                "unconfirmed_rows": self.queue.replay_rows if receipts else 0,
+                "unconfirmed_bytes": self.queue.replay_bytes if receipts else 0,
+                "receipt_timeout_s": f.receipts.timeout_ms / 1000,
+                "last_receipt_ms": f.receipts.last_receipt_ms,
+                "unconfirmed_trimmed": counters.get("unconfirmed_trimmed", 0),
+                "dead_lettered": counters.get("dead_lettered", 0),
+                "replay_rows": 0 if receipts else self.queue.replay_rows,
+                "replay_bytes": 0 if receipts else self.queue.replay_bytes,
                 "replay_window_s": self.queue.replay_window_s,
                 "replay_trimmed": counters.get("replay_trimmed", 0),
             },

@@ -1,22 +1,30 @@
-"""The MQTT forwarder: queued readings -> ReadingBatch messages at QoS 1 -> rows deleted on PUBACK.
+"""The MQTT forwarder: queued readings -> ReadingBatch messages at QoS 1 -> rows kept until the backend's receipt.
 
 paho-mqtt 2.x, MQTT 5 with ``clean_start=False`` and a session expiry, so the broker keeps our session (and any
 downlink CONFIG published while we were away). paho's network thread reconnects with backoff and resends the
-QoS 1 messages still waiting for a PUBACK; a pump thread reads batches from the queue (oldest first), keeps up to
-``max_inflight`` messages in flight and deletes a batch's rows only when its PUBACK (``on_publish``) arrives. A
-restarted gateway starts again from the first queued row: delivery is at-least-once, and a reading is recognisable
-by ``(device, boot, seq)`` downstream.
+QoS 1 messages still waiting for a PUBACK; a pump thread (gateway/pump.py) reads batches from the queue (oldest
+first), keeps up to ``max_inflight`` messages in flight and takes a batch's rows out of the queue only when its
+PUBACK (``on_publish``) arrives. A restarted gateway starts again from the first queued row: delivery is
+at-least-once, and a reading is recognisable by ``(device, boot, seq)`` downstream.
 
-Replay after a broker crash: Mosquitto has no per-message log; killed (or powered off) it restarts from its last
-autosave, and the QoS 1 messages it PUBACKed since then are gone — together with the rows we deleted on their
-PUBACK. With ``queue.replay_window_s`` > 0 the queue keeps PUBACKed rows for that long, and the pump re-publishes
+End-to-end receipts (gateway/receipts.py): every batch carries a fresh id, and a PUBACKed batch's rows move to the
+queue's sent rows tagged with it (gateway/sent.py); the backend names the id on ``.../down/receipts`` once the
+readings are in InfluxDB or dead-lettered, and only then are the rows deleted. In receipts mode the pump also sends
+again, under new ids, what stays unconfirmed (overtaken rows at once, otherwise a probe with backoff). A receipt
+may overtake its batch's PUBACK (after a reconnect the broker can deliver a receipt queued for us before it
+PUBACKs paho's resend of the batch): it is held until the PUBACK moves the rows.
+
+Replay after a broker crash, while no receipt has been seen (an older backend): Mosquitto has no per-message log;
+killed (or powered off) it restarts from its last autosave, and the QoS 1 messages it PUBACKed since then are gone.
+With ``queue.replay_window_s`` > 0 the queue keeps PUBACKed rows for that long, and the pump re-publishes
 them, oldest first, before the unsent rows, on every reconnect after a lost connection, on the first connection
 after the gateway itself crashed (no clean-stop mark in the queue), and whenever the broker answers
 ``session_present = False`` (it lost or expired our session). It cannot wait for ``session_present = False``
 alone: a session that was in the broker's last autosave comes back with it, so the broker answers ``True`` after
 a crash too, and a crash and a network outage look the same from here. The cost is at most ``replay_window_s`` of
 readings sent again per reconnect; they are identical and the backend stores each ``(device, boot, seq)`` once.
-The downlink subscription is renewed on every connect (a lost session lost it too).
+Receipts mode needs no replay: what the broker lost stays unconfirmed and is sent again. The downlink
+subscriptions are renewed on every connect (a lost session lost them too).
 
 A batch payload is assembled from the JSON stored per row, so draining costs a SELECT and a ``bytes.join``.
 """
@@ -27,7 +35,7 @@ import logging
 import ssl
 import threading
 import time
-from queue import Empty, SimpleQueue
+from queue import SimpleQueue
 from typing import Literal, Protocol
 
 import msgspec
@@ -36,9 +44,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.errors import QueueError
+from gateway.pump import Pump
 from gateway.queue import DurableQueue
+from gateway.receipts import Receipts
 from gateway.settings import Settings
 from gateway.stats import Stats
 from protocol import mqtt
@@ -59,13 +69,7 @@ class Inbound(Protocol):
         """Every meter seen, to republish their retained info after a (re)connection."""
 
 
-def batch_payload(site: str, gateway: str, payloads: list[bytes], sent_at: int) -> bytes:
-    """A ``ReadingBatch`` JSON document built from already-encoded ``Reading`` JSON objects."""
-    head = b'{"site":"%s","gateway":"%s","readings":[' % (site.encode(), gateway.encode())
-    return head + b",".join(payloads) + b'],"sent_at":%d,"v":%d}' % (sent_at, mqtt.SCHEMA_VERSION)
-
-
-class Forwarder:
+class Forwarder(Pump):
     """Owns the paho client and the pump thread; :meth:`attach` the ingest before :meth:`start`."""
 
     def __init__(self, settings: Settings, queue: DurableQueue, stats: Stats) -> None:
@@ -80,6 +84,10 @@ class Forwarder:
         self._site, self._gw = settings.site, settings.gateway
         self._topic = mqtt.readings_topic(self._site, self._gw)
         self._config_prefix = mqtt.config_topic(self._site, self._gw, "")
+        self._receipts_topic = mqtt.receipts_topic(self._site, self._gw)
+        self.receipts = Receipts(settings.queue.receipt_timeout_s, stats)
+        if not self.receipts.enabled and queue.receipts:  # turned off by the operator: back to the replay window
+            queue.set_receipts(False)
         self._acks: SimpleQueue[tuple[int, bool]] = SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -116,7 +124,8 @@ class Forwarder:
         return mqtt.json_encoder.encode(
             mqtt.GatewayStatus(
                 online=online, gateway=self._gw, site=self._site, version=VERSION, queued=queued,
-                oldest_queued_ms=oldest, ts=int(time.time() * 1000),
+                oldest_queued_ms=oldest, ts=int(time.time() * 1000), receipts=self.queue.receipts,
+                unconfirmed=self.queue.replay_rows if online else 0,
             )
         )  # fmt: skip
 
@@ -172,9 +181,10 @@ class Forwarder:
             reason = "first connection after the gateway did not stop cleanly"
         # with session_expiry_s = 0 the broker ends the session at every disconnect: its absence is then no loss
         self._had_session = self.settings.mqtt.session_expiry_s > 0
-        client.subscribe(self._config_prefix + "+", qos=1)  # always: a lost session lost the subscription too
+        topics = [self._config_prefix + "+"] + ([self._receipts_topic] if self.receipts.enabled else [])
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])  # always: a lost session lost them too
         self._connects += 1
-        if reason and self.queue.replay_window_s > 0:
+        if reason and self.queue.replay_window_s > 0 and not self.queue.receipts:
             self._replay_reason = reason
             self._replay_requests += 1
         self._status_due = 0.0
@@ -201,6 +211,10 @@ class Forwarder:
         self._wake.set()
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self._receipts_topic:
+            self.receipts.deliver(bytes(msg.payload))
+            self._wake.set()
+            return
         device = msg.topic.rsplit("/", 1)[-1]
         if not msg.topic.startswith(self._config_prefix) or not device:
             return
@@ -255,138 +269,3 @@ class Forwarder:
         topic = mqtt.config_result_topic(self._site, self._gw)
         self.client.publish(topic, mqtt.json_encoder.encode(result), qos=1)
         self.stats.inc("config_results")
-
-    # --- the pump --------------------------------------------------------------------------------------------------
-
-    def _pump(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._pump_loop()
-            except Exception:  # never stop forwarding: restart from the first queued row (at-least-once)
-                self.stats.error("internal")
-                log.exception("forwarder pump failed; restarting it")
-                self._stop.wait(1.0)
-
-    def _pump_loop(self) -> None:
-        cursor = 0
-        inflight: dict[int, tuple[int, int, int]] = {}
-        """mid -> (first id, last id, readings); readings < 0 marks a replay batch (nothing to delete)."""
-        m = self.settings.mqtt
-        # Connected already means this pump replaces one that failed: the replay requests so far were that pump's
-        # (a pass it left unfinished is not resumed). A pump started with the forwarder runs before the first
-        # CONNACK, so counting from 0 makes it serve that connection's request.
-        seen_requests = self._replay_requests if self._connected.is_set() else 0
-        prune_due = 0.0
-        replay_cursor = replay_upto = 0
-        while not self._stop.is_set():
-            # PUBACKs and commits set _wake; the timeout still comes round for the idle prune and the status message
-            self._wake.wait(0.5)
-            self._wake.clear()
-            ranges: list[tuple[int, int]] = []
-            replayed: list[tuple[int, int]] = []
-            published = 0
-            while True:
-                try:
-                    mid, failed = self._acks.get_nowait()
-                except Empty:
-                    break
-                entry = inflight.pop(mid, None)
-                if entry is None:
-                    # not a batch of this pump: status, device info, config result, or a batch of a pump that failed
-                    # (whose rows this one sends again from the first queued row)
-                    continue
-                lo, hi, n = entry
-                if n < 0:
-                    if failed:
-                        # not retried: these rows reached the broker once (that PUBACK moved them to the replay
-                        # window) and replay only insures against a crash; their window runs on from that PUBACK
-                        self.stats.error("mqtt_puback")
-                    else:
-                        replayed.append((lo, hi))
-                    continue
-                if failed:
-                    self.stats.error("mqtt_puback")
-                    # rewind rather than re-publish this one batch: later batches still in flight go out again too,
-                    # but duplicates are identical and deduped downstream, and the cursor stays a single number
-                    cursor = min(cursor, lo - 1)
-                    continue
-                ranges.append((lo, hi))
-                published += n
-            if self._connected.is_set() and self._replay_requests != seen_requests:
-                # A new request restarts any pass in progress from the oldest row: the broker may have crashed again
-                # and lost what this pass had re-published. The pass ends at today's newest replay row: rows
-                # PUBACKed after this CONNACK are in the restarted broker already.
-                seen_requests = self._replay_requests
-                replay_cursor, replay_upto = 0, self.queue.replay_upto()
-                if replay_upto:
-                    self.stats.inc("replays")
-                    log.info("%s: re-publishing the %d readings PUBACKed in the last %g s", self._replay_reason,
-                             self.queue.replay_rows, self.queue.replay_window_s)  # fmt: skip
-            # Nothing is handed to paho while disconnected: paho would hold it (its queue is unbounded) and rows
-            # handed out are exempt from drop-oldest and expiry, so an outage would leave the bounds unenforced.
-            while self._connected.is_set() and len(inflight) < m.max_inflight and not self._stop.is_set():
-                # replay first: the window's rows were committed before the unsent ones (but for a rejected batch's),
-                # so readings keep arriving oldest first
-                replay = replay_cursor < replay_upto
-                if replay:
-                    batch = self.queue.fetch_replay(replay_cursor, replay_upto, m.batch_size)
-                    if batch is None:  # the rest of the pass was pruned or trimmed meanwhile
-                        replay_cursor = replay_upto
-                        continue
-                else:
-                    batch = self.queue.fetch(cursor, m.batch_size, hand_out=True)
-                    if batch is None:
-                        break
-                payload = batch_payload(self._site, self._gw, batch.payloads, int(time.time() * 1000))
-                info = self.client.publish(self._topic, payload, qos=1)
-                # NO_CONN (the connection dropped since the check above) still queued the message in paho, which
-                # sends it after reconnecting: it is in flight. Any other error queued nothing: the cursors stay,
-                # so the next wake fetches the same rows again.
-                if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-                    self.stats.error("mqtt_publish")
-                    break
-                n = len(batch.payloads)
-                inflight[info.mid] = (batch.first_id, batch.last_id, -n if replay else n)
-                if replay:
-                    replay_cursor = batch.last_id
-                    self.stats.inc("readings_replayed", n)
-                else:
-                    cursor = batch.last_id
-                self.stats.inc("messages_sent")
-            # delete after refilling the in-flight window, so the broker is busy while SQLite works; no window ends
-            # while a replay pass is running or awaiting PUBACKs (its rows get a new window on their PUBACK)
-            replaying = replay_cursor < replay_upto or any(n < 0 for _, _, n in inflight.values())
-            if ranges:
-                try:
-                    self.queue.delete(ranges, prune=not replaying)
-                except QueueError as exc:
-                    self.stats.error("queue_delete")
-                    log.error("%s (the rows will be sent again)", exc)
-                self.stats.inc("readings_published", published)
-                self.stats.inc("messages_acked", len(ranges))
-            elif (
-                self._connected.is_set() and not replaying and self.queue.replay_rows and time.monotonic() >= prune_due
-            ):  # idle: end the windows that ran out (a busy pump does it with every delete)
-                prune_due = time.monotonic() + 1.0  # at most once a second: each prune is a write transaction
-                try:
-                    self.queue.prune_replay(int(time.time() * 1000))
-                except QueueError as exc:
-                    self.stats.error("queue_delete")
-                    log.error("%s", exc)
-            if replayed:
-                try:
-                    self.queue.refresh_replay(replayed)
-                except QueueError as exc:
-                    self.stats.error("queue_delete")
-                    log.error("%s", exc)
-                self.stats.inc("messages_acked", len(replayed))
-            self.inflight_messages = len(inflight)
-            # recomputed from what is in flight (fetch only raises it): a row that is off the wire but still queued
-            # (its batch rejected, its delete failed) must come under the bounds again; replay batches do not count,
-            # their rows are not in the readings table
-            self.queue.inflight_upto = max((hi for _, hi, n in inflight.values() if n >= 0), default=0)
-            if self._connected.is_set() and time.monotonic() >= self._status_due:
-                self._status_due = time.monotonic() + m.status_interval_s
-                self.client.publish(
-                    mqtt.status_topic(self._site, self._gw), self._status_payload(True), qos=1, retain=True
-                )

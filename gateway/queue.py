@@ -18,14 +18,11 @@ Bounds: ``max_rows``, ``max_bytes`` (payload + 64 bytes per row) and ``max_age``
 deletes the oldest rows in the same transaction as the insert and counts them (``dropped_full``); ``refuse-new``
 admits nothing more (see :meth:`DurableQueue.room`). Both are persisted in the ``counters`` table.
 
-Replay window: with ``replay_window_s`` > 0 a PUBACKed row is not deleted but moved to the ``replay`` table, where
-it stays for ``replay_window_s`` seconds after its PUBACK. Mosquitto has no per-message log: after a crash it comes
-back with its last autosave, so a message it PUBACKed since then is gone; the forwarder re-publishes the replay
-rows after every (re)connection (see gateway/forwarder.py). Replay rows are not "queued": they are left out of
-``rows``/``bytes``/``oldest_ts`` (the unsent figures) and never block a new reading — they count against
-``max_rows``/``max_bytes`` together with the unsent rows, and every commit that would exceed a bound deletes the
-oldest replay rows first, under either policy, counted as ``replay_trimmed`` (persisted). Only then does
-``drop-oldest`` touch unsent rows.
+Sent rows: a PUBACKed row moves to the ``replay`` table until the backend's receipt (or, without receipts, the
+end of the replay window) says it may go; gateway/sent.py explains that part, which :class:`DurableQueue` inherits.
+Sent rows count against ``max_rows``/``max_bytes`` together with the unsent rows, and every commit that would
+exceed a bound deletes the oldest sent rows first, under either policy (counted, see gateway/sent.py). Only then
+does ``drop-oldest`` touch unsent rows.
 
 Ordering: rows are delivered in commit order (``id``, AUTOINCREMENT so ids are never reused), which is oldest
 first per device — except a reading that was lost in transit and retransmitted later.
@@ -45,11 +42,9 @@ from typing import Literal, NamedTuple
 
 from gateway.errors import QueueError
 from gateway.link import Progress
+from gateway.sent import ROW_OVERHEAD, Batch, SentRows
 
 log = logging.getLogger(__name__)
-
-ROW_OVERHEAD = 64
-"""Bytes counted per row on top of its payload (rowid, key columns, b-tree cell)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -73,7 +68,8 @@ CREATE TABLE IF NOT EXISTS progress (
 CREATE TABLE IF NOT EXISTS replay (
     id INTEGER PRIMARY KEY,
     payload BLOB NOT NULL,
-    acked_at INTEGER NOT NULL
+    acked_at INTEGER NOT NULL,
+    batch TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS replay_acked_at ON replay (acked_at);
 CREATE TABLE IF NOT EXISTS meta (
@@ -85,8 +81,11 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
-SCHEMA_VERSION = 2  # 2: the replay table (created in place on an older file)
-PERSISTED_COUNTERS = ("dropped_full", "expired", "dropped_at_meter", "skipped_unknown", "replay_trimmed")
+SCHEMA_VERSION = 3  # 2: the replay table (created in place on an older file); 3: its batch column (added in place)
+PERSISTED_COUNTERS = (
+    "dropped_full", "expired", "dropped_at_meter", "skipped_unknown", "replay_trimmed", "unconfirmed_trimmed",
+    "dead_lettered",
+)  # fmt: skip
 
 
 class Row(NamedTuple):
@@ -97,14 +96,6 @@ class Row(NamedTuple):
     seq: int
     ts: int
     payload: bytes
-
-
-class Batch(NamedTuple):
-    """Consecutive queued rows ``first_id..last_id`` (inclusive) and their payloads, oldest first."""
-
-    first_id: int
-    last_id: int
-    payloads: list[bytes]
 
 
 class CommitResult(NamedTuple):
@@ -123,7 +114,7 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-class DurableQueue:
+class DurableQueue(SentRows):
     """The queue file and its writer connection; :meth:`reader` gives per-thread read/delete connections.
 
     The writer (``commit``, ``expire``, ``load_progress``) must be used by one thread only — the ingest thread.
@@ -179,11 +170,15 @@ class DurableQueue:
         self.counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         for name in PERSISTED_COUNTERS:
             self.counters.setdefault(name, 0)
+        self._receipts = self._db.execute("SELECT 1 FROM meta WHERE name = 'receipts'").fetchone() is not None
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
         db = _connect(self.path, synchronous)
         try:
             db.executescript(_SCHEMA)
+            if "batch" not in {row[1] for row in db.execute("PRAGMA table_info(replay)")}:  # a version 2 file
+                db.execute("ALTER TABLE replay ADD COLUMN batch TEXT NOT NULL DEFAULT ''")
+            db.execute("CREATE INDEX IF NOT EXISTS replay_batch ON replay (batch)")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("SELECT count(*) FROM readings").fetchone()
         except sqlite3.DatabaseError:
@@ -225,15 +220,6 @@ class DurableQueue:
     def bytes(self) -> int:
         return self._bytes
 
-    @property
-    def replay_rows(self) -> int:
-        """PUBACKed rows kept for the replay window (not part of :attr:`rows`)."""
-        return self._replay_rows
-
-    @property
-    def replay_bytes(self) -> int:
-        return self._replay_bytes
-
     def room(self) -> int:
         """How many more rows fit right now. Under ``refuse-new`` the ingest admits at most this many.
 
@@ -247,11 +233,6 @@ class DurableQueue:
         with self._lock:
             self._rows -= rows
             self._bytes -= size + rows * ROW_OVERHEAD
-
-    def _forget_replay(self, rows: int, size: int) -> None:
-        with self._lock:
-            self._replay_rows -= rows
-            self._replay_bytes -= size + rows * ROW_OVERHEAD
 
     # --- writer (ingest thread) ---------------------------------------------------------------------------------
 
@@ -307,7 +288,8 @@ class DurableQueue:
                 if dropped:
                     deltas["dropped_full"] = deltas.get("dropped_full", 0) + dropped
                 if trimmed[0]:
-                    deltas["replay_trimmed"] = deltas.get("replay_trimmed", 0) + trimmed[0]
+                    name = "unconfirmed_trimmed" if self._receipts else "replay_trimmed"
+                    deltas[name] = deltas.get(name, 0) + trimmed[0]
                 for name, delta in deltas.items():
                     if delta:
                         db.execute(
@@ -420,69 +402,6 @@ class DurableQueue:
             if hand_out:
                 self.inflight_upto = max(self.inflight_upto, rows[-1][0])
         return Batch(rows[0][0], rows[-1][0], [p for _, p in rows])
-
-    def delete(self, ranges: Iterable[tuple[int, int]], now_ms: int | None = None, *, prune: bool = True) -> int:
-        """Delete rows in the inclusive id ranges (PUBACKed batches) in one transaction; returns rows deleted.
-
-        With a replay window the rows move to the ``replay`` table (stamped ``now_ms``, default now) instead, and
-        (``prune``) replay rows whose window has ended are deleted in the same transaction. Only the forwarder
-        prunes, while connected and not replaying: a window must not run out while the broker is unreachable."""
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        keep = self.replay_window_s > 0
-        conn = self._reader()
-        lens: list[tuple[int]] = []
-        pruned: list[tuple[int]] = []
-        with self._transaction(conn, "delete"):
-            for lo, hi in ranges:
-                if keep:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO replay (id, payload, acked_at) "
-                        "SELECT id, payload, ? FROM readings WHERE id BETWEEN ? AND ?",
-                        (now, lo, hi),
-                    )
-                lens += conn.execute(
-                    "DELETE FROM readings WHERE id BETWEEN ? AND ? RETURNING length(payload)", (lo, hi)
-                ).fetchall()
-            if keep and prune:
-                pruned = self._prune(conn, now)
-        size = sum(x for (x,) in lens)
-        self._forget(len(lens), size)
-        if keep:  # the moved rows join the replay figures, the pruned ones leave them
-            self._forget_replay(len(pruned) - len(lens), sum(x for (x,) in pruned) - size)
-        return len(lens)
-
-    def _prune(self, conn: sqlite3.Connection, now_ms: int) -> list[tuple[int]]:
-        cutoff = now_ms - int(self.replay_window_s * 1000)
-        return conn.execute("DELETE FROM replay WHERE acked_at < ? RETURNING length(payload)", (cutoff,)).fetchall()
-
-    def prune_replay(self, now_ms: int) -> int:
-        """Delete replay rows PUBACKed more than ``replay_window_s`` before ``now_ms``; returns how many."""
-        conn = self._reader()
-        with self._transaction(conn, "replay prune"):
-            pruned = self._prune(conn, now_ms)
-        self._forget_replay(len(pruned), sum(x for (x,) in pruned))
-        return len(pruned)
-
-    def replay_upto(self) -> int:
-        """Highest id in the replay window right now (0 when empty): a replay pass re-publishes up to here."""
-        row = self._reader().execute("SELECT max(id) FROM replay").fetchone()
-        return int(row[0] or 0)
-
-    def fetch_replay(self, after_id: int, upto_id: int, limit: int) -> Batch | None:
-        """The next ``limit`` replay rows with ``after_id`` < id <= ``upto_id``, oldest first; None when none."""
-        sql = "SELECT id, payload FROM replay WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
-        rows = self._reader().execute(sql, (after_id, upto_id, limit)).fetchall()
-        if not rows:
-            return None
-        return Batch(rows[0][0], rows[-1][0], [p for _, p in rows])
-
-    def refresh_replay(self, ranges: Iterable[tuple[int, int]], now_ms: int | None = None) -> None:
-        """Replayed rows were PUBACKed again: their window restarts (the broker may crash again before saving)."""
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        conn = self._reader()
-        with self._transaction(conn, "replay refresh"):
-            for lo, hi in ranges:
-                conn.execute("UPDATE replay SET acked_at = ? WHERE id BETWEEN ? AND ?", (now, lo, hi))
 
     def oldest_ts(self) -> int | None:
         """Measured time of the oldest queued reading (by commit order), or None when empty. Any thread."""

@@ -85,7 +85,19 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     Must exceed the broker's ``autosave_interval`` (60 s in deploy/mosquitto/mosquitto.conf) plus the time the
     gateway needs to notice the crash and reconnect. These rows are not counted as queued, count against
     ``max_rows``/``max_bytes`` and are the first deleted when a bound is reached (counted as ``replay_trimmed``).
-    0 turns replay off. Default 180 s."""
+    0 turns replay off. Default 180 s. Only in force while the backend sends no end-to-end receipts (see
+    ``receipt_timeout_s``)."""
+    receipt_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    """End-to-end receipts: every uplink batch carries an id, and a reading the broker PUBACKed is kept until the
+    backend confirms (on ``.../down/receipts``) that it is in InfluxDB or dead-lettered. A reading still
+    unconfirmed this many seconds after it was sent is sent again: at once when a batch sent after it has been
+    confirmed meanwhile (it was lost on the way: broker crash, a foreign member of the backend's share group),
+    otherwise one batch at a time with a backoff (the backend is down; the broker holds the copies). It should
+    exceed the backend's usual delay from PUBACK to stored (a flush, an InfluxDB write). Until the first receipt
+    arrives (an older backend sends none) the replay window stays in force; the first receipt switches the queue
+    to receipts mode for good. Unconfirmed readings count against ``max_rows``/``max_bytes`` and are the first
+    deleted when a bound is reached (counted as ``unconfirmed_trimmed``). 0 turns receipts off (batches carry no
+    id, the replay window alone protects PUBACKed readings). Default 60 s."""
 
 
 class MqttSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

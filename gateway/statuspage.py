@@ -78,6 +78,24 @@ class _SnapshotCollector(Collector):
             "Replay rows deleted early to respect the bounds (persisted)",
             value=q["replay_trimmed"],
         )
+        yield GaugeMetricFamily(
+            "cds_gateway_receipts_mode", "1 while readings are kept until the backend's receipt, 0 while the replay "
+            "window is in force (no receipt seen: an older backend, or receipts off)",
+            value=int(q["delivery"] == "receipts"),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "cds_gateway_unconfirmed_rows", "PUBACKed readings waiting for the backend's receipt",
+            value=q["unconfirmed_rows"],
+        )  # fmt: skip
+        yield GaugeMetricFamily("cds_gateway_unconfirmed_bytes", "Bytes of them", value=q["unconfirmed_bytes"])
+        yield CounterMetricFamily(
+            "cds_gateway_unconfirmed_trimmed", "Unconfirmed readings deleted to respect the bounds (persisted)",
+            value=q["unconfirmed_trimmed"],
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "cds_gateway_dead_lettered", "Readings the backend refused and dead-lettered, deleted on its receipt "
+            "(persisted)", value=q["dead_lettered"],
+        )  # fmt: skip
         b = s["broker"]
         connected = int(b["state"] == "connected")
         yield GaugeMetricFamily("cds_gateway_broker_connected", "1 when connected", value=connected)
@@ -111,6 +129,16 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} dias"
+
+
+def _delivery(q: Snapshot) -> str:
+    if q["delivery"] == "receipts":
+        return (f"sim: cada leitura fica guardada até o recibo do servidor (reenviada após "
+                f"{q['receipt_timeout_s']:g} s sem recibo)")
+    if q["receipt_timeout_s"]:
+        return ("não: o servidor ainda não enviou nenhum recibo (versão antiga?); usando a janela de reenvio "
+                "após queda do broker")
+    return "desativada (queue.receipt_timeout_s = 0); usando a janela de reenvio após queda do broker"
 
 
 def render_html(s: Snapshot, refresh_s: int) -> str:
@@ -166,6 +194,12 @@ td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:left}}th{{background:
 <tr><th>Expiradas sem envio</th><td>{q["expired"]}</td></tr>
 <tr><th>Perdidas no medidor</th><td>{q["dropped_at_meter"]}</td></tr>
 <tr><th>Não recebidas (confirmadas por outro)</th><td>{q["skipped_unknown"]}</td></tr>
+<tr><th>Confirmação de entrega pelo servidor</th><td>{_delivery(q)}</td></tr>
+<tr><th>Enviadas, aguardando o recibo do servidor</th>
+<td>{q["unconfirmed_rows"]} ({q["unconfirmed_bytes"] / 1e6:.1f} MB)</td></tr>
+<tr><th>Último recibo do servidor</th><td>{_fmt_time(q["last_receipt_ms"])}</td></tr>
+<tr><th>Removidas sem recibo por falta de espaço</th><td>{q["unconfirmed_trimmed"]}</td></tr>
+<tr><th>Recusadas pelo servidor (dead letter)</th><td>{q["dead_lettered"]}</td></tr>
 <tr><th>Guardadas para reenvio após queda do broker (últimos {q["replay_window_s"]:g} s)</th>
 <td>{q["replay_rows"]} ({q["replay_bytes"] / 1e6:.1f} MB)</td></tr>
 <tr><th>Removidas da reserva de reenvio por falta de espaço</th><td>{q["replay_trimmed"]}</td></tr></table>

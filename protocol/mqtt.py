@@ -3,6 +3,22 @@
 Light on purpose: msgspec only, no paho or pyserial, so the gateway, the backend and the simulator import it
 freely. Every payload carries ``v`` (schema version); fields added later get defaults, so old and new peers keep
 decoding each other (msgspec's schema-evolution rules). Encoders and decoders are built once, here.
+
+End-to-end receipts. A broker's PUBACK only says the broker took a message: Mosquitto forgets what it PUBACKed
+since its last autosave when it crashes, and a member of the backend's share group that is not a backend (or an
+ACL that hides the topic from the backend) makes a PUBACKed message vanish. So a gateway names every uplink batch
+(:attr:`ReadingBatch.batch_id`), and the backend, once the batch's readings and their dirty marks are in InfluxDB
+(or the batch was dead-lettered), names it back in a :class:`Receipt` on ``.../down/receipts``; only then does
+the gateway forget the readings. A batch without an id (an older gateway) gets no receipt; a gateway that never
+sees a receipt (an older backend) keeps its PUBACK-based behaviour.
+
+Why an id per *send*, not per reading range: the id is what the receipt deletes by, so it must name exactly the
+readings of the message the backend stored. The gateway makes a fresh id for every transmission (a random token
+per gateway run plus a counter: never reused, not even after a restart or a replaced queue file) and tags the
+readings with the id of their latest transmission. A receipt then deletes only readings that travelled in the
+message it names — a message the backend has stored — so neither a re-send (new id) nor a late receipt of an
+earlier send (readings since re-tagged are left alone and confirmed by their newer id) can delete a reading that
+is not durable. The backend treats the id as opaque and never parses it.
 """
 
 from __future__ import annotations
@@ -18,10 +34,15 @@ SCHEMA_VERSION: Final = 1
 ROOT: Final = "cds/v1"
 MAX_BATCH: Final = 500
 """Readings per uplink message at most; keeps a message well under 128 KiB."""
+MAX_RECEIPT_IDS: Final = 1000
+"""Batch ids per Receipt at most (about 20 KiB); a sender splits longer lists."""
+BATCH_ID_PATTERN: Final = r"^[A-Za-z0-9_.-]{0,64}\Z"
+"""A batch id: opaque to the backend, short, safe in logs and JSON; empty = no receipt wanted."""
 
 U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=32503680000000)]  # up to year 3000
 Finite = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]  # also rejects NaN and infinities
+BatchId = Annotated[str, msgspec.Meta(pattern=BATCH_ID_PATTERN)]
 
 
 class Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -56,6 +77,26 @@ class ReadingBatch(msgspec.Struct, frozen=True):
     readings: Annotated[list[Reading], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
     sent_at: EpochMs = 0
     v: int = SCHEMA_VERSION
+    batch_id: BatchId = ""
+    """The gateway's id of this transmission, echoed in a :class:`Receipt`; empty (older gateways) = no receipt."""
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    """Downlink ``.../down/receipts``: uplink batches of this gateway the backend has finished with.
+
+    ``stored``: every reading of the batch is in InfluxDB with its dirty marks, except readings refused one by
+    one (e.g. a future timestamp), which were dead-lettered. ``dead_lettered``: the whole batch was refused and
+    published to the dead-letter topic; sending it again would not change that. Either way the gateway may forget
+    the batch's readings. Ids are those of :attr:`ReadingBatch.batch_id`; a receipt may name batches of several
+    InfluxDB writes and may arrive more than once (QoS 1).
+    """
+
+    stored: Annotated[list[BatchId], msgspec.Meta(max_length=MAX_RECEIPT_IDS)] = msgspec.field(default_factory=list)
+    dead_lettered: Annotated[list[BatchId], msgspec.Meta(max_length=MAX_RECEIPT_IDS)] = msgspec.field(
+        default_factory=list
+    )
+    ts: EpochMs = 0
+    v: int = SCHEMA_VERSION
 
 
 class DeviceInfo(msgspec.Struct, frozen=True):
@@ -83,6 +124,12 @@ class GatewayStatus(msgspec.Struct, frozen=True):
     oldest_queued_ms: int = 0
     ts: EpochMs = 0
     v: int = SCHEMA_VERSION
+    unconfirmed: int = 0
+    """Readings the broker PUBACKed that still wait for the backend's receipt (or for the end of the replay
+    window when ``receipts`` is false)."""
+    receipts: bool = False
+    """True once this gateway has seen a receipt: readings are kept until the backend confirms them. False:
+    the backend sends none (an older backend) or receipts are off, and the gateway relies on its replay window."""
 
 
 class ConfigRequest(msgspec.Struct, frozen=True):
@@ -134,6 +181,10 @@ def config_result_topic(site: str, gateway: str) -> str:
     return f"{ROOT}/{site}/{gateway}/up/config-result"
 
 
+def receipts_topic(site: str, gateway: str) -> str:
+    return f"{ROOT}/{site}/{gateway}/down/receipts"
+
+
 READINGS_FILTER: Final = f"{ROOT}/+/+/up/readings"
 CONFIG_RESULT_FILTER: Final = f"{ROOT}/+/+/up/config-result"
 STATUS_FILTER: Final = f"{ROOT}/+/+/status"
@@ -157,6 +208,7 @@ status_decoder: Final = msgspec.json.Decoder(GatewayStatus)
 device_decoder: Final = msgspec.json.Decoder(DeviceInfo)
 config_request_decoder: Final = msgspec.json.Decoder(ConfigRequest)
 config_result_decoder: Final = msgspec.json.Decoder(ConfigResult)
+receipt_decoder: Final = msgspec.json.Decoder(Receipt)
 
 
 def reading_from_frame(device: str, boot: int, ts_ms: int, frame: frames.Reading) -> Reading:

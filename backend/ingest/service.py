@@ -14,6 +14,9 @@ Flow (all on the asyncio loop; paho's thread only hands messages over, see backe
   the queue. Readings refused one by one (future timestamps) are dead-lettered as a ReadingBatch of just
   those readings while the rest of the batch is written. A batch InfluxDB refuses with a 4xx (e.g. a field
   type conflict) is retried message by message so only the guilty message is dead-lettered.
+- **Receipts**: once a batch with an id is written (or dead-lettered), its gateway gets an end-to-end receipt on
+  ``.../down/receipts`` (backend/ingest/receipts.py), so it may forget the readings; published in the background,
+  coalesced per gateway, never delaying an ack or a write.
 - Retained gateway status, device info and config results (non-shared subscriptions) update the Registry.
 """
 
@@ -33,6 +36,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_ex
 from backend.errors import InfluxRejectedError, InfluxUnavailableError, MqttUnavailableError
 from backend.ingest.adoption import PRESENCE_ROOT, SessionAdopter, presence_decoder, presence_payload, presence_topic
 from backend.ingest.bridge import Incoming, MqttBridge
+from backend.ingest.receipts import Outcome, ReceiptSender, batch_id_of
 from backend.ingest.registry import Registry
 from backend.ingest.validation import ParsedBatch, Rejection, parse_batch, topic_ids
 from backend.metrics import Metrics
@@ -67,6 +71,11 @@ class _Pending:
 
     msg: Incoming
     remaining: int = 0
+    receipt: tuple[str, str, str] | None = None
+    """(site, gateway, batch id) of an uplink batch whose gateway wants a receipt once every job is done."""
+    outcome: Outcome = "stored"
+    failed: bool = False
+    """A job failed (a dead letter not published): no receipt, so the gateway sends the batch again."""
 
 
 @dataclass(slots=True)
@@ -112,6 +121,7 @@ class IngestService:
         # Read at scrape time, so the gauge can never disagree with the bridge's own state.
         metrics.mqtt_connected.set_function(lambda: float(self.bridge.connected))
         self.adopter = SessionAdopter(self) if settings.mqtt_adopt_after_s > 0 else None
+        self.receipts = ReceiptSender(self.bridge, metrics)
         self._acks: deque[_Pending] = deque()
         self._current = _Batch()
         self._sealed: asyncio.Queue[_Batch] = asyncio.Queue()
@@ -137,6 +147,7 @@ class IngestService:
             await asyncio.sleep(0.01)
         if self.adopter is not None:
             await self.adopter.stop()
+        await self.receipts.stop(max(0.0, deadline - time.monotonic()))
         if self.bridge.connected:  # a clean DISCONNECT sends no will: say we are gone, so a peer may adopt us
             with contextlib.suppress(MqttUnavailableError):
                 await self.bridge.publish(self.presence_topic, presence_payload(self.bridge.client_id, False),
@@ -179,6 +190,10 @@ class IngestService:
         except Rejection as rej:
             self._reject(pending, rej)
             return
+        if parsed.batch_id:
+            pending.receipt = (site, gateway, parsed.batch_id)
+        if not parsed.lines:
+            pending.outcome = "dead_lettered"  # every reading was refused on its own
         if parsed.rejected:
             for r in parsed.rejected:
                 self.metrics.rejected.labels(r.reason).inc()
@@ -241,11 +256,24 @@ class IngestService:
     # --- dead letters -----------------------------------------------------------------------------------------
 
     def _reject(self, pending: _Pending, rej: Rejection) -> None:
+        if pending.msg.topic.endswith("/up/readings") and rej.reason not in ("bad_topic", "oversize"):
+            self._receipt_refused(pending)
         self.metrics.rejected.labels(rej.reason).inc()
         self.metrics.messages.labels("any", "rejected").inc()
         log.warning("payload rejected", extra={"topic": pending.msg.topic[:200], "reason": rej.reason,
                                                "error": rej.error[:500]})
         self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, rej.reason, rej.error)
+
+    def _receipt_refused(self, pending: _Pending) -> None:
+        """A batch refused as a whole is receipted too, or its gateway would send it forever. Oversize payloads
+        are not decoded at all (that is what the limit protects), and a bad topic names no gateway to answer."""
+        try:
+            site, gateway = topic_ids(pending.msg.topic)
+        except Rejection:
+            return
+        batch_id = batch_id_of(pending.msg.payload)
+        if batch_id:
+            pending.receipt, pending.outcome = (site, gateway, batch_id), "dead_lettered"
 
     def _spawn_dead_letter(self, pending: _Pending, topic: str, payload: bytes, reason: str, error: str) -> None:
         pending.remaining += 1
@@ -263,6 +291,7 @@ class IngestService:
         except MqttUnavailableError as exc:
             self.metrics.dead_letter_failures.inc()
             log.error("dead letter not published", extra={"topic": topic[:200], "error": str(exc)})
+            pending.failed = True
         self._done(pending)
 
     # --- batching and writing ---------------------------------------------------------------------------------
@@ -335,6 +364,7 @@ class IngestService:
     def _reject_written(self, item: _Item, exc: InfluxRejectedError) -> None:
         pending = item.pending
         reason = "beyond_retention" if "beyond retention" in str(exc) else "influx_rejected"
+        pending.outcome = "dead_lettered"
         self.metrics.rejected.labels(reason).inc()
         log.error("influx refused a message", extra={"topic": pending.msg.topic[:200], "error": str(exc)[:500]})
         self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, reason, str(exc))
@@ -344,6 +374,8 @@ class IngestService:
 
     def _done(self, pending: _Pending) -> None:
         pending.remaining -= 1
+        if pending.remaining == 0 and pending.receipt is not None and not pending.failed:
+            self.receipts.add(*pending.receipt, pending.outcome)
         self._drain_acks()
 
     def _drain_acks(self) -> None:

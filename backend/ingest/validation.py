@@ -50,6 +50,8 @@ class ParsedBatch:
     lines: list[str]
     spans: dict[str, Span]
     rejected: list[RejectedReading] = field(default_factory=list)
+    batch_id: str = ""
+    """The gateway's id of the message, for its receipt (empty: an older gateway, no receipt)."""
 
     @property
     def accepted(self) -> int:
@@ -93,7 +95,7 @@ def parse_batch(
     if site is not None and (batch.site != site or batch.gateway != gateway):
         raise Rejection("topic_mismatch", f"payload names {batch.site}/{batch.gateway} but was published "
                                           f"under {site}/{gateway}")
-    out = ParsedBatch(batch.site, batch.gateway, [], {})
+    out = ParsedBatch(batch.site, batch.gateway, [], {}, batch_id=batch.batch_id)
     limit = now_ms + max_future_ms
     line = reading_formatter(batch.site, batch.gateway)
     readings = batch.readings

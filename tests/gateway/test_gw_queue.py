@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import QueueError
-from gateway.forwarder import batch_payload
 from gateway.link import Progress
+from gateway.pump import batch_payload
 from gateway.queue import ROW_OVERHEAD, DurableQueue, Row
 from protocol import mqtt
 
