@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
-from backend.api.auth import hash_password
+from backend.accounts.passwords import hash_password
 from backend.api.server import guarded_protocol
 from backend.errors import ConfigError
 from backend.ingest.broker_provisioning import broker_users

@@ -145,6 +145,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     users: tuple[User, ...] = ()
     """API users as JSON: ``[{"username": "ana", "role": "admin", "password_hash": "scrypt$..."}]`` (secret;
     or ``BACKEND_USERS_FILE``)."""
+    accounts_db: str = ""
+    """InfluxDB database of the accounts store (users, site grants, audit log); empty = ``<influx_db>_accounts``.
+    A database of its own so that the admin's InfluxQL console, whose user reads ``influx_db`` only, can never read
+    password hashes or the audit log."""
+    accounts_refresh_s: float = 5.0
+    """Each replica reloads users and grants from InfluxDB at most this long after its last load (and right after
+    its own changes): a disabled user or a revoked grant stops working on every replica within this time."""
     config_timeout_s: float = 10.0
     """How long ``PUT /api/v1/aicss/config`` waits for the meter's answer before reporting ``pending``."""
     device_online_s: int = 120
@@ -232,6 +239,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The MQTT client id of this replica (see ``mqtt_client_id``)."""
         return self.mqtt_client_id or f"cds-backend-{socket.gethostname()}"
 
+    def resolved_accounts_db(self) -> str:
+        """The accounts store's database (see ``accounts_db``)."""
+        return self.accounts_db or f"{self.influx_db}_accounts"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build the settings from ``environ`` (default ``os.environ``); ConfigError names the bad variable."""
@@ -282,6 +293,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{ENV_PREFIX}INFLUX_READONLY_PASSWORD must not contain a newline or NUL")
         if self.influxql_max_rows < 1 or self.influxql_max_raw_range_s < 1 or self.influxql_timeout_s <= 0:
             raise ConfigError(f"{ENV_PREFIX}INFLUXQL_MAX_ROWS, _MAX_RAW_RANGE_S and _TIMEOUT_S must be positive")
+        if self.accounts_db and not re.fullmatch(r"^[A-Za-z0-9_-]{1,64}$", self.accounts_db):
+            raise ConfigError(f"{ENV_PREFIX}ACCOUNTS_DB: {self.accounts_db!r} must match [A-Za-z0-9_-]{{1,64}}")
+        if self.accounts_refresh_s <= 0:
+            raise ConfigError(f"{ENV_PREFIX}ACCOUNTS_REFRESH_S must be positive")
         for user in self.users:
             if user.role not in ("viewer", "operator", "admin"):
                 raise ConfigError(f"user {user.username!r}: role {user.role!r} is not viewer/operator/admin")

@@ -8,7 +8,9 @@ HTTP by the bench and the tests; ``backend/api/analytics.py`` is a thin pt-BR la
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -104,6 +106,25 @@ class AnalyticsService:
     store: AneelStore
     scheduler: AneelScheduler | None = None
     alerts: AlertEngine | None = None
+    visible: frozenset[str] | None = None
+    """The sites the caller may see (None: every site); see :meth:`restricted`."""
+    device_site: Callable[[str], str | None] | None = None
+    """The site a meter belongs to (None when unknown), for a restricted view."""
+
+    def restricted(self, visible: frozenset[str], device_site: Callable[[str], str | None]) -> AnalyticsService:
+        """This service as a caller with site grants sees it: only the ``visible`` sites are configured, and a
+        scope naming any other site, or a meter of one, is a 404 worded as for one that does not exist
+        (backend/api/access.py has the rule). Cheap: the clients, books and engines are shared."""
+        return dataclasses.replace(self, sites={k: v for k, v in self.sites.items() if k in visible},
+                                   visible=visible, device_site=device_site)
+
+    def _check_visible(self, site: str | None, device: str | None) -> None:
+        if self.visible is None:
+            return
+        if site and site not in self.visible:
+            raise NotFoundError(f"Site '{site[:64]}' não encontrado.")
+        if device and (self.device_site is None or self.device_site(device) not in self.visible):
+            raise NotFoundError(f"Medidor {device} desconhecido.")
 
     # --- scope and consumption ------------------------------------------------------------------------------
 
@@ -111,12 +132,14 @@ class AnalyticsService:
         if device:
             if not is_device_id(device):
                 raise BadRequestError("'device' deve ter 16 dígitos hexadecimais.")
+            self._check_visible(site, device)
             owner = next((s for s in self.sites.values() if device in s.devices), None)
             if site and site in self.sites:
                 owner = self.sites[site]
             return Scope(label=device, site=owner, site_id=None, devices=[device])
         if not site:
             raise BadRequestError("Informe 'site' ou 'device'.")
+        self._check_visible(site, None)
         cfg = self.sites.get(site)
         if grupo:
             if cfg is None or grupo not in cfg.groups:

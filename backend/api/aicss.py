@@ -1,4 +1,7 @@
-"""AICSS meter endpoints: HTTP ingest for meters without a gateway, status, and CONFIG downlinks."""
+"""AICSS meter endpoints: HTTP ingest for meters without a gateway, status, and CONFIG downlinks.
+
+Ingest and configuration need the operator role on the site concerned; status shows the caller's sites only
+(backend/api/access.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
 
-from backend.api.auth import requires_role
+from backend.api.access import device_site, hidden_device, require_operator, sees_device
+from backend.api.auth import caller_of, requires_role
 from backend.api.devices import check_device
 from backend.api.state import Services
 from backend.errors import (
@@ -112,6 +116,13 @@ class AicssController(Controller):
             status = 413 if rej.reason == "oversize" else 400
             raise BadRequestError(f"{REASON_PT[rej.reason]} ({rej.error[:300]})",
                                   status_code=status) from rej
+        caller = await caller_of(request)
+        require_operator(caller, parsed.site)
+        if not caller.sees_all:
+            # A tenant posts readings of its own site's meters only: a meter known to belong elsewhere is hidden.
+            for dev in parsed.spans:
+                if device_site(services, dev) not in ("", parsed.site):
+                    raise hidden_device(dev)
         for r in parsed.rejected:
             services.metrics.rejected.labels(r.reason).inc()
         if parsed.lines:
@@ -131,16 +142,18 @@ class AicssController(Controller):
         return Response(out, status_code=200 if parsed.lines else 422)
 
     @get("/status")
-    async def status(self, services: NamedDependency[Services], influx: NamedDependency[InfluxClient],
-                     device: FromQuery[str | None] = None) -> StatusOut:
+    async def status(self, request: Request[Any, Any, Any], services: NamedDependency[Services],
+                     influx: NamedDependency[InfluxClient], device: FromQuery[str | None] = None) -> StatusOut:
         """Meters' status (one with ``?device=``) and the ingest's state on this replica."""
         if device is not None:
             check_device(device)
-        items = await device_statuses(influx, services.settings, services.registry, device)
+        caller = await caller_of(request)
+        items = [d for d in await device_statuses(influx, services.settings, services.registry, device)
+                 if sees_device(caller, services, d.device, d.site)]
         if device is not None and not items:
-            raise NotFoundError(f"Medidor {device} desconhecido.")
+            raise hidden_device(device)
         ingest = services.ingest
-        gws = services.registry.gateways.values()
+        gws = [g for (site, _), g in services.registry.gateways.items() if caller.can_see(site)]
         return StatusOut(devices=len(items), devices_online=sum(d.online for d in items),
                          gateways=len(gws), gateways_online=sum(g.status.online for g in gws),
                          mqtt_connected=ingest.bridge.connected if ingest else None,
@@ -148,7 +161,8 @@ class AicssController(Controller):
                          readings_ingested=ingest.written_readings if ingest else None, items=items)
 
     @put("/config", guards=[requires_role("operator")])
-    async def config(self, data: JSONBody[ConfigIn], services: NamedDependency[Services]) -> ConfigOut:
+    async def config(self, request: Request[Any, Any, Any], data: JSONBody[ConfigIn],
+                     services: NamedDependency[Services]) -> ConfigOut:
         """Send a CONFIG downlink to a meter and wait (bounded) for its answer.
 
         Returns:
@@ -158,12 +172,19 @@ class AicssController(Controller):
         fields = (data.report_period_ms, data.v_gain, data.i_gain, data.phase_cdeg)
         if all(f is None for f in fields):
             raise BadRequestError("Nada a configurar: informe report_period_ms, v_gain, i_gain ou phase_cdeg.")
+        caller = await caller_of(request)
+        owner = device_site(services, data.device)
+        if not caller.sees_all and (not owner or not caller.can_see(owner)):
+            raise hidden_device(data.device)
         site, gateway = data.site, data.gateway
         if site is None or gateway is None:
             home = services.registry.device_home.get(data.device)
             if home is None:
                 raise NotFoundError(f"Medidor {data.device} desconhecido: informe 'site' e 'gateway'.")
             site, gateway = home
+        require_operator(caller, site)
+        if not caller.sees_all and site != owner:
+            raise hidden_device(data.device)  # a tenant's meter is configured through its own site only
         ingest = services.ingest
         if ingest is None or not ingest.bridge.connected:
             raise UnavailableError("Sem conexão com o broker MQTT; tente novamente.")

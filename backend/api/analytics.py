@@ -1,7 +1,8 @@
 """``/api/v1/analytics/...``: consumption, cost, Tarifa Branca, forecast, reports and alerts.
 
 A thin pt-BR layer over :class:`backend.analytics.service.AnalyticsService`: parse and check the query
-parameters, call the service, shape the answer (JSON, or CSV for reports).
+parameters, call the service as the caller sees it (only their sites: backend/api/access.py), shape the answer
+(JSON, or CSV for reports).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from backend.analytics.billing import explain
 from backend.analytics.renewable import RenewableOut, site_renewable, site_subsystem_of
 from backend.analytics.reports import to_csv
 from backend.analytics.service import AnalyticsService, ForecastOut, TarifaBrancaOut, local_range
-from backend.api.state import analytics_service, services_of
+from backend.api.access import visible_analytics
+from backend.api.state import services_of
 from backend.errors import BadRequestError, InfluxError, NotFoundError, UnavailableError
 from backend.ons.datasets import SUBSYSTEM_NAMES
 from backend.store.registers import GRANULARITIES, Consumption
@@ -50,7 +52,7 @@ class AnalyticsController(Controller):
     async def sites(self, request: Request[Any, Any, Any]) -> list[SiteOut]:
         """Sites configurados (distribuidora, modalidade, dispositivos, grupos) e o subsistema do SIN de cada um
         (do arquivo de sites ou derivado da distribuidora)."""
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         await svc.data.load()  # a distributor given by CNPJ is looked up in ANEEL's data for its sigla
         out = []
         for s in svc.sites.values():
@@ -77,7 +79,7 @@ class AnalyticsController(Controller):
         máxima em janelas de 15 min."""
         if granularidade not in GRANULARITIES:
             raise BadRequestError(f"'granularidade' deve ser uma de {', '.join(GRANULARITIES)}.")
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         _, _, a, b = local_range(inicio, fim)
         if granularidade == "15min" and b - a > 40 * DAY_MS:
             raise BadRequestError("Granularidade de 15 min limitada a 40 dias.")
@@ -93,7 +95,7 @@ class AnalyticsController(Controller):
         referencia: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """Conta estimada do ciclo de faturamento (ou do período dado), linha a linha, com a REH usada."""
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         scope = svc.scope(site, None, None)
         cfg = svc.site_of(scope)
         if not inicio and not fim:
@@ -116,7 +118,7 @@ class AnalyticsController(Controller):
         fim: FromQuery[str | None] = None,
     ) -> TarifaBrancaOut:
         """A mesma energia faturada na Convencional e na Branca (ponta/intermediário/fora ponta em dias úteis)."""
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         start, end, a, b = local_range(inicio, fim, default_days=30)
         return await svc.tarifa_branca(svc.scope(site, None, None), start, end, a, b)
 
@@ -129,7 +131,7 @@ class AnalyticsController(Controller):
     ) -> ForecastOut:
         """Próximos 7 dias e restante do mês (kWh e R$), com intervalo e o erro do backtest contra o
         sazonal ingênuo."""
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         return await svc.previsao(svc.scope(site, device, None))
 
     @get("/relatorios")
@@ -149,7 +151,7 @@ class AnalyticsController(Controller):
             raise BadRequestError("'tipo' deve ser diario, semanal ou mensal.")
         if formato not in ("json", "csv"):
             raise BadRequestError("'formato' deve ser json ou csv.")
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         _, _, a, b = local_range(inicio, fim, default_days=30)
         rep = await svc.relatorio(svc.scope(site, device, grupo), tipo, a, b)  # type: ignore[arg-type]
         if formato == "csv":
@@ -168,7 +170,7 @@ class AnalyticsController(Controller):
     ) -> RenewableOut:
         """Parcela do consumo do site que coincidiu com geração renovável (hidráulica, eólica, solar) no seu
         subsistema, hora a hora, segundo o balanço do ONS; com o método e seus limites."""
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         ons = services_of(request).ons
         if ons is None:
             raise UnavailableError("Dados do ONS indisponíveis: serviço não iniciado.")
@@ -179,7 +181,7 @@ class AnalyticsController(Controller):
     async def alertas(self, request: Request[Any, Any, Any], site: FromQuery[str | None] = None) -> list[AlertList]:
         """Alertas atuais: medidor sem comunicação, consumo anormal, tensão fora da faixa adequada (PRODIST
         Módulo 8), fator de potência abaixo de 0,92."""
-        svc = analytics_service(request)
+        svc = await visible_analytics(request)
         engine = svc.alerts
         if engine is None:
             raise UnavailableError("Alertas desativados.")

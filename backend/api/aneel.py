@@ -13,6 +13,7 @@ from litestar.params import FromQuery, QueryParameter
 from backend.aneel.records import TariffRecord
 from backend.aneel.store import SyncReport, SyncStatus
 from backend.aneel.tariffs import TariffError, merge_periods
+from backend.api.access import audited
 from backend.api.auth import requires_role
 from backend.api.state import analytics_service
 from backend.errors import BadRequestError, InfluxError, NotFoundError, UnavailableError
@@ -151,7 +152,8 @@ class AneelController(Controller):
     @post("/sync", guards=[requires_role("admin")], status_code=200)
     async def sync(self, request: Request[Any, Any, Any]) -> SyncReport:
         """Puxa agora as tarifas e bandeiras da ANEEL e informa o que mudou (somente admin)."""
-        svc = analytics_service(request)
-        if svc.scheduler is None:
-            raise UnavailableError("Sincronização indisponível.")
-        return await svc.scheduler.run_once()
+        async with audited(request, "sincronizar_aneel"):
+            svc = analytics_service(request)
+            if svc.scheduler is None:
+                raise UnavailableError("Sincronização indisponível.")
+            return await svc.scheduler.run_once()

@@ -27,7 +27,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ControllerRouterHandler
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from backend.accounts.audit import AuditLog
+from backend.accounts.store import AccountStore
 from backend.analytics.runtime import Publish, open_analytics
+from backend.api.admin import AdminController
 from backend.api.aicss import AicssController
 from backend.api.analytics import AnalyticsController
 from backend.api.aneel import AneelController
@@ -69,21 +72,26 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     conhecimento,
     consulta_influxql,
     QuestionsController,
+    AdminController,
     dashboard_router,
 ]
 
 
 @asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
-    """InfluxDB client + schema, MQTT ingest, rollup worker, analytics; stopped in reverse order."""
+    """InfluxDB client + schema, accounts, MQTT ingest, rollup worker, analytics; stopped in reverse order."""
     services: Services = app.state.services
     s = services.settings
     async with InfluxClient(s.influx_url, username=s.influx_username, password=s.influx_password,
                             token=s.influx_token, timeout=s.influx_timeout_s) as influx:
         services.influx = influx
         services.store = ReadingStore(influx, s)
+        audit = AuditLog(influx, s)
+        accounts = AccountStore(influx, s, audit)
         if s.influx_manage_schema:
-            await _ensure_schema_retrying(influx, s)
+            await _ensure_schema_retrying(influx, s, accounts)
+        services.accounts = services.authenticator.accounts = accounts
+        services.authenticator.audit = audit
         async with contextlib.AsyncExitStack() as stack:
             publish: Publish | None = None
             if s.ingest_enabled:
@@ -106,13 +114,14 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
                 services.analytics = services.ons = None
 
 
-async def _ensure_schema_retrying(influx: InfluxClient, settings: Settings) -> None:
+async def _ensure_schema_retrying(influx: InfluxClient, settings: Settings, accounts: AccountStore) -> None:
     """The schema must exist before ingest; wait for InfluxDB (it may start after us, e.g. in compose)."""
     async for attempt in AsyncRetrying(retry=retry_if_exception_type(InfluxUnavailableError),
                                        wait=wait_exponential(multiplier=0.1, max=2), stop=stop_after_delay(120),
                                        reraise=True):
         with attempt:
             await ensure_schema(influx, settings)
+            await accounts.ensure_schema()
 
 
 def _answer(request: Request[Any, Any, Any], status: int, detail: str, *, extra: object = None,

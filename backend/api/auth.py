@@ -1,27 +1,32 @@
-"""Authentication and authorisation: hashed passwords, JWT bearer tokens, role guards.
+"""Authentication and authorisation: JWT bearer tokens, the caller behind each, role guards, the login endpoint.
 
 Roles are ordered ``viewer < operator < admin``: a guard ``requires_role("operator")`` admits operators and
 admins. Every route needs at least a valid token (the app-wide :func:`authenticated` guard) unless its handler
-is marked ``opt={"public": True}`` (health, readiness, metrics, docs). Users are configured in settings
-(``BACKEND_USERS``) with scrypt hashes made by ``python -m backend hash-password``; nothing is stored here.
+is marked ``opt={"public": True}`` (health, readiness, metrics, docs).
+
+Two kinds of user log in here. Bootstrap users (``BACKEND_USERS``, hashes from ``python -m backend
+hash-password``) get a token whose global role is trusted until it expires, as before tenancy. Users of the
+accounts store (``backend/accounts/``) get a token marked ``src: "accounts"`` that carries no rights of its own:
+on every request the user's state and site grants are looked up in the store's in-memory copy (reloaded every
+``accounts_refresh_s``). Checking per request rather than putting grants in the token is what makes a disabled
+user or a revoked grant stop working within seconds instead of at the token's expiry (an hour), and it costs a
+dictionary lookup. Which sites a caller may see is then :class:`~backend.accounts.access.Caller`'s business;
+the controllers apply it through ``backend/api/access.py``.
 
 Use in a controller::
 
     @get("/algo", guards=[requires_role("operator")])
     async def algo(request: Request) -> ...:
-        claims = current_claims(request)  # TokenClaims(sub=..., role=...)
+        caller = await caller_of(request)  # Caller(username=..., role=..., grants=...)
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
 import jwt
@@ -32,64 +37,37 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 
+from backend.accounts.access import ROLE_RANK, Caller, Role
+from backend.accounts.audit import AuditLog
+from backend.accounts.passwords import hash_password, verify_password
+from backend.accounts.store import Account, AccountStore
 from backend.api.throttle import LoginThrottle
-from backend.errors import ConfigError
+from backend.errors import ConfigError, UnavailableError
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Role = Literal["viewer", "operator", "admin"]
-ROLE_RANK: Final[dict[str, int]] = {"viewer": 1, "operator": 2, "admin": 3}
 _ALGORITHM: Final = "HS256"
-_SCRYPT_N: Final = 2**14
-_SCRYPT_R: Final = 8
-_SCRYPT_P: Final = 1
-_CLAIMS_KEY: Final = "cds_claims"
+_CALLER_KEY: Final = "cds_caller"
 PUBLIC_PREFIXES: Final = ("/docs",)
 """Paths served without a token besides handlers marked public: the OpenAPI schema and its UI."""
-
-
-# --- passwords ----------------------------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """``scrypt$N$r$p$salt$hash`` (base64), the format ``BACKEND_USERS`` expects."""
-    if not password:
-        raise ValueError("empty password")
-    salt = salt or secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Constant-time check of ``password`` against a :func:`hash_password` string; False when malformed."""
-    try:
-        scheme, n, r, p, salt_b64, hash_b64 = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        salt, expected = base64.b64decode(salt_b64), base64.b64decode(hash_b64)
-        digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=int(n), r=int(r), p=int(p),
-                                dklen=len(expected), maxmem=256 * 1024 * 1024)
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(digest, expected)
+Source = Literal["settings", "accounts"]
 
 
 # --- tokens ---------------------------------------------------------------------------------------------------
 
 
 class TokenClaims(msgspec.Struct, frozen=True):
-    """What a verified token says: the user and the role."""
+    """What a verified token says: the user, the role, and where the user's rights are to be read."""
 
     sub: str
-    role: str
+    role: Role
     exp: int
     iat: int
     iss: str
+    src: Source = "settings"
+    """``settings``: ``role`` is global and trusted (bootstrap users, tooling); ``accounts``: rights are read from
+    the accounts store on each request, ``role`` is informative only."""
 
 
 class TokenRequest(msgspec.Struct, frozen=True):
@@ -102,10 +80,14 @@ class TokenResponse(msgspec.Struct, frozen=True):
     token_type: str
     expires_in: int
     role: str
+    """The global role; for a user with site grants only, the highest of them."""
+    sites: dict[str, str] = {}
+    """Site id → role for a user with site grants; empty for global roles (every site)."""
 
 
 class Authenticator:
-    """Issues and verifies tokens for one settings object (one per app)."""
+    """Issues and verifies tokens for one settings object (one per app); the lifespan attaches the accounts store
+    and the audit log once InfluxDB is open."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -114,6 +96,8 @@ class Authenticator:
         # A fixed dummy hash so unknown users cost as much time as known ones (no user enumeration).
         self._dummy_hash = hash_password("cds-dummy-password", salt=b"\x00" * 16)
         self.throttle = LoginThrottle()
+        self.accounts: AccountStore | None = None
+        self.audit: AuditLog | None = None
         # HS256 is as strong as its key: RFC 7518 asks for at least the hash's 256 bits.
         if settings.jwt_secret and len(settings.jwt_secret.encode()) < 32:
             raise ConfigError("BACKEND_JWT_SECRET must be at least 32 bytes")
@@ -122,22 +106,45 @@ class Authenticator:
     def secret_is_ephemeral(self) -> bool:
         return not self.settings.jwt_secret
 
-    def login(self, username: str, password: str) -> TokenResponse | None:
-        """A token when the credentials match a configured user, else None."""
-        user = self._users.get(username)
-        ok = verify_password(password, user.password_hash if user else self._dummy_hash)
-        if user is None or not ok:
-            return None
-        return TokenResponse(access_token=self.issue(user.username, user.role), token_type="bearer",
-                             expires_in=self.settings.jwt_ttl_s, role=user.role)
+    async def login(self, username: str, password: str, address: str) -> TokenResponse | None:
+        """A token when the credentials match a bootstrap or a store user (not disabled), else None; audited.
 
-    def issue(self, subject: str, role: str, ttl_s: int | None = None) -> str:
-        """A signed token for ``subject`` with ``role`` (also used by tests and admin tooling)."""
+        Raises UnavailableError when the name is not a bootstrap user's and the accounts store cannot be read."""
+        user = self._users.get(username)
+        account: Account | None = None
+        if user is None and self.accounts is not None:
+            account = (await self.accounts.accounts()).get(username)
+        encoded = user.password_hash if user else account.password_hash if account else self._dummy_hash
+        ok = await asyncio.to_thread(verify_password, password, encoded)  # scrypt is slow: not on the loop
+        if not ok or (user is None and account is None):
+            await self._audit(username, address, "falha", "usuário ou senha incorretos")
+            return None
+        if account is not None and account.disabled:
+            await self._audit(username, address, "negado", "usuário desativado")
+            return None
+        await self._audit(username, address, "ok", "")
+        ttl = self.settings.jwt_ttl_s
+        if user is not None:
+            return TokenResponse(access_token=self.issue(user.username, user.role), token_type="bearer",
+                                 expires_in=ttl, role=user.role)
+        assert account is not None
+        shown: str = account.role or max(account.grants.values(), key=ROLE_RANK.__getitem__, default="viewer")
+        return TokenResponse(access_token=self.issue(account.username, account.role or "viewer", src="accounts"),
+                             token_type="bearer", expires_in=ttl, role=shown, sites=dict(account.grants))
+
+    async def _audit(self, username: str, address: str, outcome: Literal["ok", "falha", "negado"],
+                     detail: str) -> None:
+        if self.audit is not None:
+            await self.audit.record("login", outcome, actor=username, address=address, detail=detail)
+
+    def issue(self, subject: str, role: str, ttl_s: int | None = None, *, src: Source = "settings") -> str:
+        """A signed token for ``subject`` with ``role`` (also used by tests and admin tooling: a ``settings``
+        token's role is global, so tooling tokens see every site)."""
         if role not in ROLE_RANK:
             raise ValueError(f"unknown role {role!r}")
         now = int(time.time())
         claims = {"sub": subject, "role": role, "iat": now, "exp": now + (ttl_s or self.settings.jwt_ttl_s),
-                  "iss": self.settings.jwt_issuer}
+                  "iss": self.settings.jwt_issuer, "src": src}
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
 
     def verify(self, token: str) -> TokenClaims:
@@ -146,49 +153,63 @@ class Authenticator:
             decoded: dict[str, Any] = jwt.decode(token, self._secret, algorithms=[_ALGORITHM],
                                                  issuer=self.settings.jwt_issuer,
                                                  options={"require": ["exp", "iat", "sub", "iss"]})
-            claims = msgspec.convert(decoded, TokenClaims)
+            return msgspec.convert(decoded, TokenClaims)
         except jwt.ExpiredSignatureError as exc:
             raise NotAuthorizedException("Token expirado: solicite um novo em /api/v1/auth/token.") from exc
         except (jwt.InvalidTokenError, msgspec.ValidationError) as exc:
             raise NotAuthorizedException("Token inválido.") from exc
-        if claims.role not in ROLE_RANK:
-            raise NotAuthorizedException("Token inválido: perfil desconhecido.")
-        return claims
+
+    async def caller(self, claims: TokenClaims) -> Caller:
+        """Who holds the token, with the rights they have now (401 for a disabled or removed store user)."""
+        if claims.src == "settings":
+            return Caller(username=claims.sub, role=claims.role)
+        if self.accounts is None:
+            raise UnavailableError("Cadastro de usuários ainda não iniciado; tente novamente.")
+        caller = await self.accounts.caller(claims.sub)
+        if caller is None:
+            raise NotAuthorizedException("Usuário desativado ou removido.")
+        return caller
 
 
 # --- guards ---------------------------------------------------------------------------------------------------
 
 
-def _claims(connection: ASGIConnection[Any, Any, Any, Any]) -> TokenClaims:
-    cached = connection.scope.get("state", {}).get(_CLAIMS_KEY)
-    if isinstance(cached, TokenClaims):
+async def _caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    state = connection.scope.setdefault("state", {})
+    cached = state.get(_CALLER_KEY)
+    if isinstance(cached, Caller):
         return cached
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException("Autenticação necessária: envie 'Authorization: Bearer <token>'.")
     authenticator: Authenticator = connection.app.state.authenticator
-    claims = authenticator.verify(token.strip())
-    connection.scope.setdefault("state", {})[_CLAIMS_KEY] = claims
-    return claims
+    caller = await authenticator.caller(authenticator.verify(token.strip()))
+    state[_CALLER_KEY] = caller
+    return caller
 
 
-def authenticated(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def caller_of(request: Request[Any, Any, Any]) -> Caller:
+    """The caller of an authenticated request (resolved once per request by the guards)."""
+    return await _caller(request)
+
+
+async def authenticated(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """App-wide guard: a valid token is required unless the handler has ``opt={"public": True}``."""
     if handler.opt.get("public") or connection.url.path.startswith(PUBLIC_PREFIXES):
         return
-    _claims(connection)
+    await _caller(connection)
 
 
-def requires_role(role: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard admitting tokens whose role is ``role`` or higher (viewer < operator < admin)."""
+def requires_role(role: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
+    """A guard admitting callers whose role is ``role`` or higher (viewer < operator < admin). A caller with site
+    grants passes an operator guard when operator somewhere (the handler then checks the site) and never an
+    admin guard."""
     if role not in ROLE_RANK:
         raise ValueError(f"unknown role {role!r}")
-    needed = ROLE_RANK[role]
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        claims = _claims(connection)
-        if ROLE_RANK[claims.role] < needed:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        if not (await _caller(connection)).has(role):
             raise PermissionDeniedException(f"Permissão insuficiente: requer o perfil '{role}' ou superior.")
 
     guard.__name__ = f"requires_role_{role}"
@@ -200,13 +221,14 @@ def requires_role(role: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], B
 
 @post("/api/v1/auth/token", opt={"public": True}, tags=["auth"], status_code=200)
 async def issue_token(request: Request[Any, Any, Any], data: JSONBody[TokenRequest]) -> TokenResponse:
-    """Exchange a configured user's name and password for a bearer token.
+    """Exchange a user's name and password for a bearer token.
 
     Args:
         data: ``{"username": ..., "password": ...}``.
 
     Returns:
-        ``{"access_token", "token_type": "bearer", "expires_in", "role"}``; 401 when the credentials are wrong.
+        ``{"access_token", "token_type": "bearer", "expires_in", "role", "sites"}``; 401 when the credentials are
+        wrong or the user is disabled (the same answer: a guesser learns nothing).
     """
     authenticator: Authenticator = request.app.state.authenticator
     throttle = authenticator.throttle
@@ -215,7 +237,7 @@ async def issue_token(request: Request[Any, Any, Any], data: JSONBody[TokenReque
     if wait:
         raise TooManyRequestsException(f"Muitas tentativas de login: tente de novo em {wait} s.",
                                        headers={"Retry-After": str(wait)})
-    token = await asyncio.to_thread(authenticator.login, data.username, data.password)  # scrypt is slow
+    token = await authenticator.login(data.username, data.password, address)
     if token is None:
         throttle.failed(data.username, address, time.monotonic())
         log.warning("login failed", extra={"user": data.username[:64], "address": address})

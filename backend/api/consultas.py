@@ -8,12 +8,14 @@ and a timeout. Flux is not served by InfluxDB 1.x: the console speaks InfluxQL o
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
-from litestar import post
+from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from backend.api.access import audited
 from backend.api.auth import requires_role
 from backend.errors import BadRequestError
 from backend.settings import Settings
@@ -30,9 +32,11 @@ class InfluxQLIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 @post("/api/v1/consultas/influxql", guards=[requires_role("admin")], tags=["consultas"], status_code=200)
-async def consulta_influxql(settings: NamedDependency[Settings], data: JSONBody[InfluxQLIn]) -> ConsoleResult:
+async def consulta_influxql(request: Request[Any, Any, Any], settings: NamedDependency[Settings],
+                            data: JSONBody[InfluxQLIn]) -> ConsoleResult:
     """Executa uma única consulta InfluxQL SELECT ou SHOW, somente leitura, com limite de linhas, de período
     (dados brutos) e de tempo. Flux não é aceito (o InfluxDB 1.x não o oferece)."""
-    if data.db is not None and not _DB_RE.fullmatch(data.db):
-        raise BadRequestError("'db' deve ter de 1 a 64 letras, dígitos, '_' ou '-'.")
-    return await run_console(settings, data.consulta, data.db)
+    async with audited(request, "consulta_influxql", target=data.consulta[:200]):
+        if data.db is not None and not _DB_RE.fullmatch(data.db):
+            raise BadRequestError("'db' deve ter de 1 a 64 letras, dígitos, '_' ou '-'.")
+        return await run_console(settings, data.consulta, data.db)

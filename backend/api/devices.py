@@ -1,14 +1,19 @@
-"""Sites, gateways and meters with their status (online, last seen, firmware, boot count)."""
+"""Sites, gateways and meters with their status (online, last seen, firmware, boot count), of the caller's sites
+only (backend/api/access.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
+from backend.api.access import hidden_device, require_site, sees_device
+from backend.api.auth import caller_of
 from backend.api.state import Services
-from backend.errors import BadRequestError, NotFoundError
+from backend.errors import BadRequestError
 from backend.ingest.fleet import DeviceOut, GatewayOut, device_statuses, gateway_statuses
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
@@ -41,41 +46,54 @@ class DevicesController(Controller):
     tags = ["dispositivos"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/sites")
-    async def sites(self, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
-                    services: NamedDependency[Services]) -> list[SiteOut]:
+    async def sites(self, request: Request[Any, Any, Any], influx: NamedDependency[InfluxClient],
+                    settings: NamedDependency[Settings], services: NamedDependency[Services]) -> list[SiteOut]:
         """Sites with their number of gateways and meters, and how many are online."""
-        devices = await device_statuses(influx, settings, services.registry)
-        gateways = gateway_statuses(services.registry, devices)
-        names = {g.site for g in gateways} | {d.site for d in devices if d.site}
+        caller = await caller_of(request)
+        devices = [d for d in await device_statuses(influx, settings, services.registry)
+                   if sees_device(caller, services, d.device, d.site)]
+        gateways = [g for g in gateway_statuses(services.registry, devices) if caller.can_see(g.site)]
+        names = {g.site for g in gateways} | {d.site for d in devices if d.site and caller.can_see(d.site)}
         return [SiteOut(site=s, gateways=sum(g.site == s for g in gateways),
                         gateways_online=sum(g.site == s and g.online for g in gateways),
                         devices=sum(d.site == s for d in devices),
                         devices_online=sum(d.site == s and d.online for d in devices)) for s in sorted(names)]
 
     @get("/gateways")
-    async def gateways(self, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
-                       services: NamedDependency[Services], site: FromQuery[str | None] = None) -> list[GatewayOut]:
+    async def gateways(self, request: Request[Any, Any, Any], influx: NamedDependency[InfluxClient],
+                       settings: NamedDependency[Settings], services: NamedDependency[Services],
+                       site: FromQuery[str | None] = None) -> list[GatewayOut]:
         """Gateways (from their retained status), optionally of one site."""
         check_ident(site, "instalação (site)")
+        caller = await caller_of(request)
+        if site is not None:
+            require_site(caller, site)
         devices = await device_statuses(influx, settings, services.registry)
-        return [g for g in gateway_statuses(services.registry, devices) if site is None or g.site == site]
+        return [g for g in gateway_statuses(services.registry, devices)
+                if (site is None or g.site == site) and caller.can_see(g.site)]
 
     @get("/devices")
-    async def devices(self, influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
-                      services: NamedDependency[Services], site: FromQuery[str | None] = None,
-                      gateway: FromQuery[str | None] = None) -> list[DeviceOut]:
+    async def devices(self, request: Request[Any, Any, Any], influx: NamedDependency[InfluxClient],
+                      settings: NamedDependency[Settings], services: NamedDependency[Services],
+                      site: FromQuery[str | None] = None, gateway: FromQuery[str | None] = None) -> list[DeviceOut]:
         """Meters with status, optionally filtered by site and gateway."""
         check_ident(site, "instalação (site)")
         check_ident(gateway, "gateway")
+        caller = await caller_of(request)
+        if site is not None:
+            require_site(caller, site)
         return [d for d in await device_statuses(influx, settings, services.registry)
-                if (site is None or d.site == site) and (gateway is None or d.gateway == gateway)]
+                if (site is None or d.site == site) and (gateway is None or d.gateway == gateway)
+                and sees_device(caller, services, d.device, d.site)]
 
     @get("/devices/{device:str}")
-    async def device(self, device: FromPath[str], influx: NamedDependency[InfluxClient],
-                     settings: NamedDependency[Settings], services: NamedDependency[Services]) -> DeviceOut:
-        """One meter's status; 404 when the backend has never heard of it."""
+    async def device(self, request: Request[Any, Any, Any], device: FromPath[str],
+                     influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
+                     services: NamedDependency[Services]) -> DeviceOut:
+        """One meter's status; 404 when the backend has never heard of it (or it is of a site the caller may not
+        see)."""
         check_device(device)
         found = await device_statuses(influx, settings, services.registry, device)
-        if not found:
-            raise NotFoundError(f"Medidor {device} desconhecido.")
+        if not found or not sees_device(await caller_of(request), services, device, found[0].site):
+            raise hidden_device(device)
         return found[0]

@@ -14,6 +14,7 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromQuery
 
+from backend.api.access import audited
 from backend.api.auth import requires_role
 from backend.api.state import services_of
 from backend.errors import BadRequestError, UnavailableError
@@ -141,4 +142,5 @@ class OnsController(Controller):
     @post("/sync", guards=[requires_role("admin")], status_code=200)
     async def sync(self, request: Request[Any, Any, Any]) -> SyncReport:
         """Puxa agora os arquivos do ONS que mudaram e informa o que foi lido (somente admin)."""
-        return await _ons(request).scheduler.run_once()
+        async with audited(request, "sincronizar_ons"):
+            return await _ons(request).scheduler.run_once()

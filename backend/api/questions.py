@@ -1,9 +1,10 @@
 """``POST /api/v1/perguntas``: a question in Portuguese about the user's data or the grid, answered.
 
 A thin layer over :class:`backend.questions.service.QuestionService`: read the body, call the service with the
-clock, return its :class:`~backend.questions.service.Resposta`. The handler registry is built here, from what this
-app instance runs: the user's own data always, the knowledge base always, the grid when the ONS service is up
-(without it, grid questions get an honest ``disponivel: false``).
+clock, return its :class:`~backend.questions.service.Resposta`. The service sees the caller's sites only, so a
+question can neither name nor reach another tenant's site or meter (backend/api/access.py). The handler registry
+is built here, from what this app instance runs: the user's own data always, the knowledge base always, the grid
+when the ONS service is up (without it, grid questions get an honest ``disponivel: false``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import msgspec
 from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
-from backend.api.state import analytics_service, services_of
+from backend.api.access import visible_analytics
+from backend.api.state import services_of
 from backend.questions.grid import GridAnswers
 from backend.questions.interpretation import Intencao
 from backend.questions.knowledge import conhecimento
@@ -43,5 +45,5 @@ class QuestionsController(Controller):
         ons = services_of(request).ons
         if ons is not None:
             handlers |= GridAnswers(ons.grid).handlers()
-        service = QuestionService(analytics_service(request), handlers)
+        service = QuestionService(await visible_analytics(request), handlers)
         return await service.answer(data.pergunta, data.site, dt.datetime.now(TZ))

@@ -1,4 +1,5 @@
-"""Readings of one meter over a period, raw or from the 1-minute / 1-hour rollups."""
+"""Readings of one meter over a period, raw or from the 1-minute / 1-hour rollups; a meter of a site the caller
+may not see is a 404 (backend/api/access.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
+from backend.api.access import device_site, hidden_device
+from backend.api.auth import caller_of
 from backend.api.devices import check_device
+from backend.api.state import Services
 from backend.errors import BadRequestError, DateOutOfRangeError
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
@@ -54,9 +58,11 @@ class ReadingsController(Controller):
     @get("/{device:str}/readings")
     async def readings(
         self,
+        request: Request[Any, Any, Any],
         device: FromPath[str],
         influx: NamedDependency[InfluxClient],
         settings: NamedDependency[Settings],
+        services: NamedDependency[Services],
         start: FromQuery[datetime | None] = None,
         end: FromQuery[datetime | None] = None,
         resolution: FromQuery[Resolution] = "auto",
@@ -72,6 +78,10 @@ class ReadingsController(Controller):
             The points in time order; 400 (pt-BR) for a bad id, an empty or huge period, or too many points.
         """
         check_device(device)
+        caller = await caller_of(request)
+        site = device_site(services, device)
+        if not caller.sees_all and not (site and caller.can_see(site)):
+            raise hidden_device(device)
         # Checked before any arithmetic: a year-1 or year-9999 time would overflow it, and InfluxDB stops at 2262.
         if not all(FIRST_DATE <= t.date() <= LAST_DATE for t in (start, end) if t is not None):
             raise DateOutOfRangeError
@@ -83,10 +93,16 @@ class ReadingsController(Controller):
             raise BadRequestError("Período longo demais: no máximo 10 anos por consulta.")
         res = choose_resolution(end_utc - start_utc, resolution)
         limit = settings.readings_max_points
-        q = (f"SELECT * FROM {table(settings.influx_db, _RP[res])} WHERE device = $device AND time >= $start "
-             f"AND time < $end ORDER BY time ASC LIMIT {limit + 1}")
-        rows = await influx.rows(q, db=settings.influx_db, params={
-            "device": device, "start": int(start_utc.timestamp() * 1e9), "end": int(end_utc.timestamp() * 1e9)})
+        params: dict[str, str | int] = {"device": device, "start": int(start_utc.timestamp() * 1e9),
+                                        "end": int(end_utc.timestamp() * 1e9)}
+        where = "device = $device AND time >= $start AND time < $end"
+        if not caller.sees_all:
+            # Only what came in under the meter's own site: readings another site's gateway published under
+            # this meter's id are not this tenant's.
+            where += " AND site = $site"
+            params["site"] = site
+        q = f"SELECT * FROM {table(settings.influx_db, _RP[res])} WHERE {where} ORDER BY time ASC LIMIT {limit + 1}"
+        rows = await influx.rows(q, db=settings.influx_db, params=params)
         if len(rows) > limit:
             raise BadRequestError(f"Mais de {limit} pontos na resolução '{res}': reduza o período ou use uma "
                                   "resolução maior (1m ou 1h).")

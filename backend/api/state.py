@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import Request
 
+from backend.accounts.store import AccountStore
 from backend.analytics.service import AnalyticsService
 from backend.api.auth import Authenticator
 from backend.errors import UnavailableError
@@ -39,6 +40,7 @@ class Services:
     rollups: RollupWorker | None = None
     analytics: AnalyticsService | None = None
     ons: OnsService | None = None
+    accounts: AccountStore | None = None
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

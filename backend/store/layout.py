@@ -17,6 +17,10 @@ RP         measurement                     content
 ``ons``    ``ons_*``                       grid balance, load curve, CMO, file states, sync log (ons/store.py)
 =========  ==============================  =================================================================
 
+The accounts store (users, site grants, audit log; accounts/store.py) lives in a database of its own,
+``Settings.resolved_accounts_db()``, retention policy ``accounts``: ``account_user``, ``account_grant``,
+``account_audit``. Apart, so the InfluxQL console's READ user never sees password hashes.
+
 Tags are ``site``, ``gateway``, ``device`` (the site series: ``site`` only); a point is keyed by measurement +
 tags + time, so every write is idempotent (a replayed reading or a recomputed rollup overwrites itself).
 Every name is defined here once; queries elsewhere build table names with :func:`table`.
@@ -42,6 +46,8 @@ RP_MARKS: Final = "marks"
 MARKS_DURATION: Final = "7d"
 RP_ANEEL: Final = "aneel"
 RP_ONS: Final = "ons"
+RP_ACCOUNTS: Final = "accounts"
+"""In the accounts database (``Settings.resolved_accounts_db()``), not in ``influx_db``: see accounts/store.py."""
 AGGREGATED_RPS: Final = frozenset({RP_1M, RP_1H, RP_MARKS, RP_ANEEL, RP_ONS})
 """Policies of small, aggregated data: the InfluxQL console reads them without its raw-data time-range cap."""
 
@@ -63,6 +69,9 @@ ONS_LOAD: Final = "ons_carga"
 ONS_CMO: Final = "ons_cmo"
 ONS_FILE: Final = "ons_arquivo"
 ONS_SYNC: Final = "ons_sync"
+ACCOUNT_USER: Final = "account_user"
+ACCOUNT_GRANT: Final = "account_grant"
+ACCOUNT_AUDIT: Final = "account_audit"
 
 
 _DURATION_UNITS_MS: Final = {"ns": 1e-6, "u": 1e-3, "µ": 1e-3, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000,

@@ -1,0 +1,1 @@
+"""Who may use the API and what they may see: users, their site grants, passwords and the audit log."""
