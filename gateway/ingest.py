@@ -238,7 +238,7 @@ class Ingest:
             # not added to the progress, so the cumulative ACK stays below it and the meter keeps it
             self.stats.inc("refused_full")
             return
-        ts = prog.timestamp(r, recv_ms, newest_seq=session.newest_seq, period_ms=hello.report_period_ms)
+        ts = prog.stamp(prog.timestamp(r, recv_ms, newest_seq=session.newest_seq, period_ms=hello.report_period_ms))
         reading = mqtt.reading_from_frame(device, boot, ts, r)
         payload = mqtt.json_encoder.encode(reading)
         try:

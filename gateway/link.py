@@ -11,11 +11,14 @@ Two pieces, both free of serial ports, SQLite and clocks (time is passed in):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from protocol import frames
 
 U32 = 1 << 32
+RECENT_STAMPS = 4096
+"""Timestamps of this boot remembered to keep them unique: minutes of readings even at the fastest period."""
 
 
 def signed_delta(a: int, b: int) -> int:
@@ -40,6 +43,8 @@ class Progress:
     anchor_ms: int | None = None
     dropped_at_meter: int = 0
     dirty: bool = False
+    stamps: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    """The latest timestamps handed out (not persisted), so that no two readings of this boot share one."""
 
     def is_duplicate(self, seq: int) -> bool:
         return seq <= self.contiguous or seq in self.above
@@ -111,6 +116,20 @@ class Progress:
         ts = recv_ms if not resent else min(recv_ms, self.anchor_ms + d)
         self.anchor_uptime, self.anchor_ms = uptime, ts
         self.dirty = True
+        return ts
+
+    def stamp(self, ts: int) -> int:
+        """``ts`` (from :meth:`timestamp`) made unique among this boot's recent readings; call it once per reading
+        that is kept."""
+        # InfluxDB keys a point by device and time, so two readings of one meter stamped with the same millisecond
+        # would overwrite each other: two fresh readings in one serial read share an arrival time, and a resend
+        # placed by the report period can land on a fresh reading's time. The next free millisecond is as good an
+        # estimate (arrival jitter is larger) and keeps every reading.
+        while ts in self.stamps:
+            ts += 1
+        self.stamps[ts] = None
+        if len(self.stamps) > RECENT_STAMPS:
+            self.stamps.popitem(last=False)
         return ts
 
 

@@ -99,6 +99,17 @@ def test_resent_readings_without_any_anchor_are_placed_by_status_and_period() ->
     assert p.timestamp(reading(13, 41_000, frames.FLAG_RESENT), recv_ms=9_000_002) == 9_000_000 - 3000
 
 
+def test_stamps_of_one_boot_never_collide_so_influxdb_keeps_every_reading() -> None:
+    p = Progress("a1c5500000000001", 1)
+    # two fresh readings in one serial read share an arrival time
+    first = p.stamp(p.timestamp(reading(1, 10_000), recv_ms=1_000_000))
+    second = p.stamp(p.timestamp(reading(2, 10_020), recv_ms=1_000_000))
+    assert (first, second) == (1_000_000, 1_000_001)
+    # a resend placed onto a time already handed out moves to the next free millisecond
+    p.stamp(1_000_003)
+    assert p.stamp(1_000_002) == 1_000_002 and p.stamp(1_000_002) == 1_000_004
+
+
 @pytest.mark.parametrize("interval", [1.0, 0.25])
 def test_sync_is_rate_limited_per_session(interval: float) -> None:
     s = Session("/dev/ttyX")
