@@ -44,7 +44,7 @@ from backend.accounts.passwords import hash_password, password_problem
 from backend.errors import ApiError, BadRequestError, InfluxError, InfluxQueryError, NotFoundError, UnavailableError
 from backend.settings import Settings
 from backend.store.influx import InfluxClient, quote_ident
-from backend.store.layout import ACCOUNT_GRANT, ACCOUNT_USER, RP_ACCOUNTS, table
+from backend.store.layout import ACCOUNT_GRANT, ACCOUNT_USER, RP_ACCOUNTS, ensure_policy, table
 from backend.store.lineprotocol import point
 from protocol import ids
 
@@ -131,14 +131,8 @@ class AccountStore:
         self._lock = asyncio.Lock()
 
     async def ensure_schema(self) -> None:
-        db = quote_ident(self.db)
-        await self.influx.execute(f"CREATE DATABASE {db}", epoch=None)
-        try:
-            await self.influx.execute(
-                f"CREATE RETENTION POLICY {quote_ident(RP_ACCOUNTS)} ON {db} DURATION INF REPLICATION 1", epoch=None)
-        except InfluxQueryError as exc:
-            if "already exists" not in str(exc):
-                raise
+        await self.influx.execute(f"CREATE DATABASE {quote_ident(self.db)}", epoch=None)
+        await ensure_policy(self.influx, self.db, RP_ACCOUNTS, "DURATION INF REPLICATION 1")
 
     # --- reading -------------------------------------------------------------------------------------------
 

@@ -86,7 +86,8 @@ class SitesFile(msgspec.Struct, frozen=True):
 def _dec_hook(tp: type, obj: object) -> object:
     if tp is Decimal and isinstance(obj, int | float | str):
         return Decimal(str(obj))
-    raise NotImplementedError
+    # msgspec's convention for "this hook does not convert to that type": it then reports a validation error
+    raise NotImplementedError(f"no conversion to {tp}")
 
 
 def parse_sites(text: str) -> dict[str, SiteConfig]:

@@ -28,9 +28,9 @@ import msgspec
 
 from backend.aneel.records import BandeiraAdder, BandeiraMonth, TariffRecord
 from backend.aneel.tariffs import BandeiraBook, TariffBook
-from backend.errors import InfluxError, InfluxQueryError
+from backend.errors import InfluxError
 from backend.store.influx import InfluxClient, quote_ident
-from backend.store.layout import ANEEL_ADDER, ANEEL_FLAG, ANEEL_SYNC, ANEEL_TARIFF, RP_ANEEL, table
+from backend.store.layout import ANEEL_ADDER, ANEEL_FLAG, ANEEL_SYNC, ANEEL_TARIFF, RP_ANEEL, ensure_policy, table
 from backend.store.lineprotocol import point
 
 log = logging.getLogger(__name__)
@@ -107,14 +107,8 @@ class AneelStore:
         return table(self.db, RP_ANEEL, measurement)
 
     async def ensure_schema(self) -> None:
-        db = quote_ident(self.db)
-        await self.influx.execute(f"CREATE DATABASE {db}", epoch=None)
-        try:
-            await self.influx.execute(
-                f"CREATE RETENTION POLICY {quote_ident(RP_ANEEL)} ON {db} DURATION INF REPLICATION 1", epoch=None)
-        except InfluxQueryError as exc:
-            if "already exists" not in str(exc):
-                raise
+        await self.influx.execute(f"CREATE DATABASE {quote_ident(self.db)}", epoch=None)
+        await ensure_policy(self.influx, self.db, RP_ANEEL, "DURATION INF REPLICATION 1")
 
     async def write(self, lines: Iterable[str]) -> None:
         body = list(lines)

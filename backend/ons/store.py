@@ -29,11 +29,10 @@ from typing import Any, Final
 
 import msgspec
 
-from backend.errors import InfluxQueryError
 from backend.ons.datasets import BALANCE, Dataset
 from backend.ons.records import Row
 from backend.store.influx import InfluxClient, quote_ident
-from backend.store.layout import ONS_BALANCE_DAY, ONS_FILE, ONS_SYNC, RP_ONS, table
+from backend.store.layout import ONS_BALANCE_DAY, ONS_FILE, ONS_SYNC, RP_ONS, ensure_policy, table
 from backend.store.lineprotocol import escape_key, escape_measurement, point
 from protocol.timebase import TZ
 
@@ -140,17 +139,10 @@ class OnsStore:
         return table(self.db, RP_ONS, measurement)
 
     async def ensure_schema(self) -> None:
-        db = quote_ident(self.db)
-        await self.influx.execute(f"CREATE DATABASE {db}", epoch=None)
+        await self.influx.execute(f"CREATE DATABASE {quote_ident(self.db)}", epoch=None)
         # A year of every dataset is ~0.5 M points: shards of a year each (InfluxDB's default for an INF policy
         # is a week) let a query over a year open one or two shards instead of 52 (10-20 times faster).
-        spec = f"DURATION INF REPLICATION 1 SHARD DURATION {SHARD_DURATION}"
-        try:
-            await self.influx.execute(f"CREATE RETENTION POLICY {quote_ident(RP_ONS)} ON {db} {spec}", epoch=None)
-        except InfluxQueryError as exc:
-            if "already exists" not in str(exc):
-                raise
-            await self.influx.execute(f"ALTER RETENTION POLICY {quote_ident(RP_ONS)} ON {db} {spec}", epoch=None)
+        await ensure_policy(self.influx, self.db, RP_ONS, f"DURATION INF REPLICATION 1 SHARD DURATION {SHARD_DURATION}")
 
     async def write(self, body: Iterable[str]) -> int:
         """Write lines in chunks; returns how many. Raises InfluxError (nothing is recorded as read then)."""

@@ -86,6 +86,19 @@ def duration_ms(duration: str) -> int | None:
     return int(sum(int(n) * _DURATION_UNITS_MS[unit] for n, unit in _DURATION_PART.findall(duration)))
 
 
+async def ensure_policy(influx: InfluxClient, db: str, rp: str, spec: str) -> None:
+    """Create retention policy ``rp`` on database ``db`` with ``spec`` (``DURATION … REPLICATION 1 …``), or alter
+    an existing one to ``spec``. Idempotent and safe when several replicas start at once: InfluxDB 1.x accepts a
+    CREATE equal to what exists and refuses a different one with "already exists", which the ALTER then settles."""
+    target = f"{quote_ident(rp)} ON {quote_ident(db)} {spec}"
+    try:
+        await influx.execute(f"CREATE RETENTION POLICY {target}", epoch=None)
+    except InfluxQueryError as exc:
+        if "already exists" not in str(exc):
+            raise
+        await influx.execute(f"ALTER RETENTION POLICY {target}", epoch=None)
+
+
 def table(db: str, rp: str, measurement: str = READINGS) -> str:
     """Fully qualified ``"db"."rp"."measurement"`` for InfluxQL."""
     return f"{quote_ident(db)}.{quote_ident(rp)}.{quote_ident(measurement)}"
@@ -94,25 +107,12 @@ def table(db: str, rp: str, measurement: str = READINGS) -> str:
 async def ensure_schema(influx: InfluxClient, settings: Settings) -> None:
     """Create the database and retention policies, or align their durations with the settings. Idempotent and
     safe when several replicas start at once (CREATE on an existing equal object is a no-op in InfluxDB 1.x)."""
-    db = quote_ident(settings.influx_db)
-    await influx.execute(f"CREATE DATABASE {db}", epoch=None)
+    await influx.execute(f"CREATE DATABASE {quote_ident(settings.influx_db)}", epoch=None)
     wanted = {RP_RAW: (settings.retention_raw, True), RP_1M: (settings.retention_1m, False),
               RP_1H: (settings.retention_1h, False), RP_MARKS: (MARKS_DURATION, False)}
-    rows = await influx.rows(f"SHOW RETENTION POLICIES ON {db}", epoch=None)
-    existing = {row["name"]: row for row in rows}
     for name, (duration, default) in wanted.items():
-        suffix = " DEFAULT" if default else ""
-        if name in existing:
-            stmt = f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1{suffix}"
-        else:
-            stmt = f"CREATE RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1{suffix}"
-        try:
-            await influx.execute(stmt, epoch=None)
-        except InfluxQueryError as exc:
-            if "already exists" not in str(exc):
-                raise
-            alter = f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1{suffix}"
-            await influx.execute(alter, epoch=None)
+        spec = f"DURATION {duration} REPLICATION 1" + (" DEFAULT" if default else "")
+        await ensure_policy(influx, settings.influx_db, name, spec)
     if settings.influx_readonly_username:
         # the InfluxQL console's READ-only user (imported here: readonly.py reads this module's names)
         from backend.store.readonly import ensure_readonly_user
