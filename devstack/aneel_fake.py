@@ -28,7 +28,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 
 from devstack.aneel_rows import (
@@ -46,6 +46,7 @@ from devstack.aneel_rows import (
     TARIFFS_RESOURCE,
     bulk_tariffs,
 )
+from devstack.httpserver import ThreadedServer
 
 HELP_BASE: Final = "https://dadosabertos.aneel.gov.br/api/3/action/help_show?name="
 
@@ -77,8 +78,7 @@ class FakeCkan:
         self.faults: deque[Fault] = deque()
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedServer | None = None
         self.add_resource(Resource(TARIFFS_RESOURCE, "tarifas-homologadas-distribuidoras-energia-eletrica",
                                    TARIFFS_PACKAGE, TARIFF_FIELDS))
         self.add_resource(Resource(BANDEIRA_ACIONAMENTO_RESOURCE, "bandeira-tarifaria-acionamento",
@@ -125,22 +125,14 @@ class FakeCkan:
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="aneel-fake", daemon=True)
-        self._thread.start()
+        self._http = ThreadedServer(Handler, self.port, "aneel-fake")
+        self.port = self._http.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> FakeCkan:
         return self.start()

@@ -34,9 +34,10 @@ import urllib.parse
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 
+from devstack.httpserver import ThreadedServer
 from devstack.ons_catalog import PACKAGES, Package, ckan, error, package, package_dict, years
 from devstack.ons_files import to_csv, to_parquet
 from devstack.ons_model import SinModel
@@ -79,7 +80,7 @@ class FakeOns:
         self.faults: deque[Fault] = deque()
         self._files: dict[tuple[str, int, str], StoredFile] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._http: ThreadedServer | None = None
         self.slugs = self.slugs or {p.slug: p.key for p in PACKAGES}
 
     # --- control ------------------------------------------------------------------------------------------------
@@ -94,18 +95,14 @@ class FakeOns:
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="ons-fake",
-                         daemon=True).start()
+        self._http = ThreadedServer(Handler, self.port, "ons-fake")
+        self.port = self._http.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> FakeOns:
         return self.start()
