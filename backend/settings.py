@@ -57,6 +57,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Open connections one client address may hold; more are closed at once. Default 64."""
     http_keepalive_s: int = 5
     """An idle keep-alive connection is closed after this long. Default 5 s."""
+    http_trusted_proxies: str = ""
+    """Comma-separated addresses or networks (``10.0.0.5``, ``10.0.0.0/24``) of the reverse proxies in front
+    (deploy/nginx/cds.conf): only from them are ``X-Forwarded-For`` (the client address of the login throttle and
+    the audit log) and ``X-Forwarded-Proto`` believed, and their connections are not counted against
+    ``http_max_connections_per_address`` (the proxy caps each real client). Default empty: no proxy is trusted and
+    those headers are ignored."""
 
     # --- MQTT ----------------------------------------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"
@@ -103,6 +109,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Readings timestamped more than this far ahead of the backend's clock are dead-lettered."""
     ingest_retry_max_s: float = 5.0
     """Cap of the exponential backoff between retries of a failed /write (retried until it succeeds)."""
+    ingest_gateway_messages_per_s: float = 50.0
+    """Sustained uplink messages per second one gateway may send (0 = no limit); beyond it (after a burst of
+    ``ingest_gateway_burst``) batches with a receipt id are dropped without a receipt, so the gateway sends them
+    again later (batches of gateways without receipts are kept and counted). Also the rate of
+    ``POST /api/v1/aicss/dados`` per API user (429 beyond it)."""
+    ingest_gateway_burst: int = 500
+    """Messages a gateway may send at once above its sustained rate (a replay after an outage)."""
+
+    # --- provisioning (ingest/provisioning.py) -------------------------------------------------------------
+    provisioning_auto: bool = True
+    """A meter nobody provisioned is claimed by the first gateway that reports it (within the limits below);
+    off: only meters provisioned through the admin API or listed in the sites file are accepted."""
+    provisioning_max_devices_per_gateway: int = 64
+    """Meters one gateway may own (an admin may set another limit per gateway)."""
+    provisioning_new_devices_per_hour: int = 16
+    """Meters one gateway may claim automatically per hour (a burst of as many, refilled over the hour)."""
 
     # --- InfluxDB (v1 HTTP API) ----------------------------------------------------------------------------
     influx_url: str = "http://127.0.0.1:8086"
@@ -297,6 +319,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{ENV_PREFIX}ACCOUNTS_DB: {self.accounts_db!r} must match [A-Za-z0-9_-]{{1,64}}")
         if self.accounts_refresh_s <= 0:
             raise ConfigError(f"{ENV_PREFIX}ACCOUNTS_REFRESH_S must be positive")
+        if self.ingest_gateway_messages_per_s < 0 or self.ingest_gateway_burst < 1:
+            raise ConfigError(f"{ENV_PREFIX}INGEST_GATEWAY_MESSAGES_PER_S must be >= 0 and _BURST >= 1")
+        if self.provisioning_max_devices_per_gateway < 1 or self.provisioning_new_devices_per_hour < 1:
+            raise ConfigError(f"{ENV_PREFIX}PROVISIONING_MAX_DEVICES_PER_GATEWAY must be >= 1 and "
+                              "_NEW_DEVICES_PER_HOUR >= 1 (turn PROVISIONING_AUTO off to claim none)")
         for user in self.users:
             if user.role not in ("viewer", "operator", "admin"):
                 raise ConfigError(f"user {user.username!r}: role {user.role!r} is not viewer/operator/admin")

@@ -6,9 +6,9 @@ same text as for a site or meter that does not exist, and lists leave it out, so
 other sites there are. A site the caller does see but may not act on (a viewer posting readings) answers 403:
 its existence is no secret to them. Global roles (admins, bootstrap users, tooling tokens) see every site.
 
-A meter belongs to the site the sites file lists it under, else to the site this replica's registry saw it
-report from (its retained DeviceInfo or its readings), else to the site its newest readings are tagged with; a
-meter of no known site is visible to global roles only.
+A meter belongs to the site the sites file lists it under, else to the site the device book provisioned it to
+(backend/ingest/provisioning.py), else to the site its newest readings are tagged with; a meter of no known
+site is visible to global roles only.
 """
 
 from __future__ import annotations
@@ -52,13 +52,13 @@ def require_operator(caller: Caller, site: str) -> None:
 
 
 def device_site(services: Services, device: str, reported: str = "") -> str:
-    """The site ``device`` belongs to ("" when unknown): the sites file, the registry, then ``reported``."""
+    """The site ``device`` belongs to ("" when unknown): the sites file, the device book, then ``reported``."""
     if services.analytics is not None:
         for cfg in services.analytics.sites.values():
             if device in cfg.devices:
                 return cfg.id
-    home = services.registry.device_home.get(device)
-    return home[0] if home else reported
+    site = services.devices.book.site_of(device) if services.devices is not None else ""
+    return site or reported
 
 
 def sees_device(caller: Caller, services: Services, device: str, reported: str = "") -> bool:

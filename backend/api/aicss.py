@@ -5,6 +5,8 @@ Ingest and configuration need the operator role on the site concerned; status sh
 
 from __future__ import annotations
 
+import asyncio
+import math
 import secrets
 import time
 from typing import Annotated, Any, Final
@@ -12,13 +14,15 @@ from typing import Annotated, Any, Final
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
+from litestar.exceptions import TooManyRequestsException
 from litestar.params import FromQuery, JSONBody
 
-from backend.api.access import device_site, hidden_device, require_operator, sees_device
+from backend.api.access import device_site, hidden_device, require_operator, require_site, sees_device
 from backend.api.auth import caller_of, requires_role
 from backend.api.devices import check_device
-from backend.api.state import Services
+from backend.api.state import Services, book_of, device_book
 from backend.errors import (
+    ApiError,
     BadRequestError,
     InfluxRejectedError,
     MqttUnavailableError,
@@ -26,7 +30,7 @@ from backend.errors import (
     UnavailableError,
 )
 from backend.ingest.fleet import DeviceOut, device_statuses
-from backend.ingest.validation import Reason, Rejection, parse_batch
+from backend.ingest.validation import Reason, Rejection, convert_batch, decode_batch
 from backend.store.influx import InfluxClient
 from backend.store.readings import oldest_storable_ms
 from protocol import ids, mqtt
@@ -43,6 +47,13 @@ REASON_PT: Final[dict[Reason, str]] = {
     "influx_rejected": "Lote recusado pelo banco de dados de medições.",
     "beyond_retention": "Lote com medição mais antiga que a retenção dos dados brutos.",
     "internal_error": "Lote não processado por um erro interno.",
+    "not_owner": "Medidor provisionado a outro site ou gateway.",
+    "device_disabled": "Medidor desativado pelo administrador.",
+    "gateway_disabled": "Gateway desativado pelo administrador.",
+    "site_disabled": "Site desativado pelo administrador.",
+    "unprovisioned": "Medidor não provisionado (o cadastro automático está desligado).",
+    "device_limit": "Limite de medidores do gateway atingido.",
+    "rate_limited": "Envios demais: tente de novo em instantes.",
 }
 
 
@@ -107,24 +118,34 @@ class AicssController(Controller):
         """
         s = services.settings
         body = await request.body()
-        now_ms = int(time.time() * 1000)
         try:
-            parsed = parse_batch(body, now_ms=now_ms, max_future_ms=s.ingest_max_future_s * 1000,
-                                 max_bytes=s.ingest_max_payload_bytes, min_ts_ms=oldest_storable_ms(s, now_ms))
+            batch = decode_batch(body, max_bytes=s.ingest_max_payload_bytes)
         except Rejection as rej:
             services.metrics.rejected.labels(rej.reason).inc()
             status = 413 if rej.reason == "oversize" else 400
             raise BadRequestError(f"{REASON_PT[rej.reason]} ({rej.error[:300]})",
                                   status_code=status) from rej
         caller = await caller_of(request)
-        require_operator(caller, parsed.site)
+        require_operator(caller, batch.site)
+        devices = {r.device for r in batch.readings}
         if not caller.sees_all:
             # A tenant posts readings of its own site's meters only: a meter known to belong elsewhere is hidden.
-            for dev in parsed.spans:
-                if device_site(services, dev) not in ("", parsed.site):
+            for dev in sorted(devices):
+                if device_site(services, dev) not in ("", batch.site):
                     raise hidden_device(dev)
+        budget = services.http_ingest_budget
+        if budget is not None and not budget.take(caller.username, time.monotonic()):
+            services.metrics.rejected.labels("rate_limited").inc()
+            wait = max(1, math.ceil(budget.retry_after(caller.username, time.monotonic())))
+            raise TooManyRequestsException(f"Envios demais deste usuário: tente de novo em {wait} s.",
+                                           headers={"Retry-After": str(wait)})
+        refused = await device_book(request).resolve(batch.site, batch.gateway, devices, wait=False)
+        now_ms = int(time.time() * 1000)
+        parsed = convert_batch(batch, now_ms=now_ms, max_future_ms=s.ingest_max_future_s * 1000,
+                               min_ts_ms=oldest_storable_ms(s, now_ms), refused=refused)
         for r in parsed.rejected:
             services.metrics.rejected.labels(r.reason).inc()
+            services.registry.note_refused(batch.site, batch.gateway, r.reason)
         if parsed.lines:
             if services.store is None:
                 raise UnavailableError("Banco de dados de medições ainda não conectado; tente novamente.")
@@ -135,8 +156,7 @@ class AicssController(Controller):
                 services.metrics.rejected.labels("influx_rejected").inc()
                 raise BadRequestError(f"{REASON_PT['influx_rejected']} ({exc.body[:300]})", status_code=422) from exc
             services.metrics.readings_written.labels("http").inc(len(parsed.lines))
-            services.registry.note_readings(parsed.site, parsed.gateway,
-                                            {d: hi for d, (_, hi) in parsed.spans.items()})
+            services.registry.note_readings({d: hi for d, (_, hi) in parsed.spans.items()})
         out = DadosOut(accepted=parsed.accepted, rejected=[
             RejectedOut(r.reading.device, r.reading.boot, r.reading.seq, r.reason, r.error) for r in parsed.rejected])
         return Response(out, status_code=200 if parsed.lines else 422)
@@ -148,8 +168,8 @@ class AicssController(Controller):
         if device is not None:
             check_device(device)
         caller = await caller_of(request)
-        items = [d for d in await device_statuses(influx, services.settings, services.registry, device)
-                 if sees_device(caller, services, d.device, d.site)]
+        statuses = await device_statuses(influx, services.settings, services.registry, book_of(services), device)
+        items = [d for d in statuses if sees_device(caller, services, d.device, d.site)]
         if device is not None and not items:
             raise hidden_device(device)
         ingest = services.ingest
@@ -173,33 +193,40 @@ class AicssController(Controller):
         if all(f is None for f in fields):
             raise BadRequestError("Nada a configurar: informe report_period_ms, v_gain, i_gain ou phase_cdeg.")
         caller = await caller_of(request)
-        owner = device_site(services, data.device)
-        if not caller.sees_all and (not owner or not caller.can_see(owner)):
+        if not sees_device(caller, services, data.device):
             raise hidden_device(data.device)
-        site, gateway = data.site, data.gateway
-        if site is None or gateway is None:
-            home = services.registry.device_home.get(data.device)
-            if home is None:
-                raise NotFoundError(f"Medidor {data.device} desconhecido: informe 'site' e 'gateway'.")
-            site, gateway = home
-        require_operator(caller, site)
-        if not caller.sees_all and site != owner:
-            raise hidden_device(data.device)  # a tenant's meter is configured through its own site only
+        # Only to the gateway the device book says owns the meter: a gateway announcing another's meter (a
+        # retained DeviceInfo under its own prefix) never receives its CONFIG.
+        owner = book_of(services).owner(data.device)
+        if owner is None:
+            raise NotFoundError(f"Medidor {data.device} não provisionado: provisione-o em /api/v1/admin/medidores.")
+        require_operator(caller, owner.site)
+        if data.site is not None:
+            require_site(caller, data.site)  # a site the caller may not see: the same 404 as a missing one
+        if (data.site, data.gateway) not in ((None, None), (owner.site, owner.gateway)):
+            raise ApiError(f"O medidor {data.device} pertence a {owner.site}/{owner.gateway}, não a "
+                           f"{data.site}/{data.gateway}.", status_code=409)
         ingest = services.ingest
         if ingest is None or not ingest.bridge.connected:
             raise UnavailableError("Sem conexão com o broker MQTT; tente novamente.")
         request_id = secrets.randbelow(0xFFFF) + 1
+        while services.registry.is_open(data.device, request_id):
+            request_id = secrets.randbelow(0xFFFF) + 1
         req = ConfigRequest(request_id=request_id, report_period_ms=data.report_period_ms, v_gain=data.v_gain,
                             i_gain=data.i_gain, phase_cdeg=data.phase_cdeg)
-        try:
-            await ingest.bridge.publish(mqtt.config_topic(site, gateway, data.device),
-                                        mqtt.json_encoder.encode(req), qos=1, timeout=5.0)
-        except MqttUnavailableError as exc:
-            raise UnavailableError("O broker MQTT não confirmou o envio; tente novamente.") from exc
         timeout = data.timeout_s or services.settings.config_timeout_s
-        result = await services.registry.wait_config_result(data.device, request_id, timeout)
-        if result is None:
-            return ConfigOut(device=data.device, request_id=request_id, status="pending",
-                             detail=f"Sem resposta do medidor em {timeout:g} s; o pedido segue na fila do gateway.")
+        # Opened before the CONFIG leaves, so the answer cannot arrive before anyone waits for it.
+        with services.registry.config_request(data.device, request_id, owner.site, owner.gateway) as answer:
+            try:
+                await ingest.bridge.publish(mqtt.config_topic(owner.site, owner.gateway, data.device),
+                                            mqtt.json_encoder.encode(req), qos=1, timeout=5.0)
+            except MqttUnavailableError as exc:
+                raise UnavailableError("O broker MQTT não confirmou o envio; tente novamente.") from exc
+            try:
+                result = await asyncio.wait_for(answer, timeout)
+            except TimeoutError:
+                return ConfigOut(device=data.device, request_id=request_id, status="pending",
+                                 detail=f"Sem resposta do medidor em {timeout:g} s; o pedido segue na fila do "
+                                        "gateway.")
         return ConfigOut(device=data.device, request_id=request_id, status=result.status, detail=result.detail,
                          result=result)

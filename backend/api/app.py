@@ -45,6 +45,8 @@ from backend.api.questions import QuestionsController
 from backend.api.readings import ReadingsController
 from backend.api.state import Services, influx_of, services_of, settings_of
 from backend.errors import ApiError, BackendError, InfluxRejectedError, InfluxUnavailableError
+from backend.ingest.devicebook import DeviceBook, declared_devices
+from backend.ingest.limits import Budget
 from backend.ingest.registry import Registry
 from backend.ingest.service import IngestService
 from backend.logs import configure_logging
@@ -79,7 +81,8 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
 
 @asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
-    """InfluxDB client + schema, accounts, MQTT ingest, rollup worker, analytics; stopped in reverse order."""
+    """InfluxDB client + schema, accounts, device book, MQTT ingest, rollup worker, analytics; stopped in reverse
+    order."""
     services: Services = app.state.services
     s = services.settings
     async with InfluxClient(s.influx_url, username=s.influx_username, password=s.influx_password,
@@ -93,9 +96,13 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         services.accounts = services.authenticator.accounts = accounts
         services.authenticator.audit = audit
         async with contextlib.AsyncExitStack() as stack:
+            devices = services.devices = DeviceBook(influx, s, audit, declared_devices(s))
+            await devices.start()
+            stack.push_async_callback(devices.stop)
             publish: Publish | None = None
             if s.ingest_enabled:
-                ingest = services.ingest = IngestService(s, services.store, services.registry, services.metrics)
+                ingest = services.ingest = IngestService(s, services.store, services.registry, services.metrics,
+                                                         devices)
                 await ingest.start()
                 stack.push_async_callback(ingest.stop)
 
@@ -185,7 +192,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     services = Services(settings=settings, metrics=Metrics(), registry=Registry(),
-                        authenticator=Authenticator(settings))
+                        authenticator=Authenticator(settings),
+                        http_ingest_budget=Budget(settings.ingest_gateway_messages_per_s,
+                                                  settings.ingest_gateway_burst))
     if services.authenticator.secret_is_ephemeral:
         log.warning("BACKEND_JWT_SECRET is not set: tokens are signed with a random key of this process only")
     openapi = OpenAPIConfig(

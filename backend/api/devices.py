@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery
 
 from backend.api.access import hidden_device, require_site, sees_device
 from backend.api.auth import caller_of
-from backend.api.state import Services
+from backend.api.state import Services, book_of
 from backend.errors import BadRequestError
 from backend.ingest.fleet import DeviceOut, GatewayOut, device_statuses, gateway_statuses
 from backend.settings import Settings
@@ -50,7 +50,7 @@ class DevicesController(Controller):
                     settings: NamedDependency[Settings], services: NamedDependency[Services]) -> list[SiteOut]:
         """Sites with their number of gateways and meters, and how many are online."""
         caller = await caller_of(request)
-        devices = [d for d in await device_statuses(influx, settings, services.registry)
+        devices = [d for d in await device_statuses(influx, settings, services.registry, book_of(services))
                    if sees_device(caller, services, d.device, d.site)]
         gateways = [g for g in gateway_statuses(services.registry, devices) if caller.can_see(g.site)]
         names = {g.site for g in gateways} | {d.site for d in devices if d.site and caller.can_see(d.site)}
@@ -68,7 +68,7 @@ class DevicesController(Controller):
         caller = await caller_of(request)
         if site is not None:
             require_site(caller, site)
-        devices = await device_statuses(influx, settings, services.registry)
+        devices = await device_statuses(influx, settings, services.registry, book_of(services))
         return [g for g in gateway_statuses(services.registry, devices)
                 if (site is None or g.site == site) and caller.can_see(g.site)]
 
@@ -82,7 +82,7 @@ class DevicesController(Controller):
         caller = await caller_of(request)
         if site is not None:
             require_site(caller, site)
-        return [d for d in await device_statuses(influx, settings, services.registry)
+        return [d for d in await device_statuses(influx, settings, services.registry, book_of(services))
                 if (site is None or d.site == site) and (gateway is None or d.gateway == gateway)
                 and sees_device(caller, services, d.device, d.site)]
 
@@ -93,7 +93,7 @@ class DevicesController(Controller):
         """One meter's status; 404 when the backend has never heard of it (or it is of a site the caller may not
         see)."""
         check_device(device)
-        found = await device_statuses(influx, settings, services.registry, device)
+        found = await device_statuses(influx, settings, services.registry, book_of(services), device)
         if not found or not sees_device(await caller_of(request), services, device, found[0].site):
             raise hidden_device(device)
         return found[0]

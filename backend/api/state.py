@@ -16,6 +16,9 @@ from backend.accounts.store import AccountStore
 from backend.analytics.service import AnalyticsService
 from backend.api.auth import Authenticator
 from backend.errors import UnavailableError
+from backend.ingest.devicebook import DeviceBook
+from backend.ingest.limits import Budget
+from backend.ingest.provisioning import Book
 from backend.ingest.registry import Registry
 from backend.ingest.service import IngestService
 from backend.metrics import Metrics
@@ -41,6 +44,9 @@ class Services:
     analytics: AnalyticsService | None = None
     ons: OnsService | None = None
     accounts: AccountStore | None = None
+    devices: DeviceBook | None = None
+    http_ingest_budget: Budget[str] | None = None
+    """``POST /api/v1/aicss/dados`` requests per API user (limits.py)."""
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:
@@ -56,6 +62,18 @@ def influx_of(request: Request[Any, Any, Any]) -> InfluxClient:
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
     return services_of(request).settings
+
+
+def book_of(services: Services) -> Book:
+    """The device book's copy (empty before start-up: nothing is known to be provisioned yet)."""
+    return services.devices.book if services.devices is not None else Book()
+
+
+def device_book(request: Request[Any, Any, Any]) -> DeviceBook:
+    book = services_of(request).devices
+    if book is None:
+        raise UnavailableError("Cadastro de dispositivos ainda não iniciado; tente novamente.")
+    return book
 
 
 def analytics_service(request: Request[Any, Any, Any]) -> AnalyticsService:

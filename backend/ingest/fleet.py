@@ -1,8 +1,9 @@
 """What a replica knows of the fleet: each gateway's and meter's status from the registry and recent readings.
 
-The registry (``registry.py``) holds what came over MQTT — gateway status, DeviceInfo, the newest reading
-forwarded by this replica; the newest raw reading in InfluxDB fills in what another replica ingested. A meter
-is online when its gateway is, its serial link is up and it reported within ``device_online_s``.
+The device book (``provisioning.py``) says whose each meter is; the registry (``registry.py``) holds what came
+over MQTT — gateway status, DeviceInfo, the newest reading forwarded by this replica; the newest raw reading in
+InfluxDB fills in what another replica ingested. A meter is online when its gateway is, its serial link is up
+and it reported within ``device_online_s``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from backend.ingest.provisioning import Book
 from backend.ingest.registry import Registry
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
@@ -59,20 +61,27 @@ async def recent_readings(influx: InfluxClient, settings: Settings, device: str 
     return {r["device"]: r for r in rows}
 
 
-async def device_statuses(influx: InfluxClient, settings: Settings, registry: Registry,
+async def device_statuses(influx: InfluxClient, settings: Settings, registry: Registry, book: Book,
                           device: str | None = None) -> list[DeviceOut]:
-    """Status of every known meter (or one): DeviceInfo + gateway status + newest reading."""
+    """Status of every provisioned or recently seen meter (or one): owner, DeviceInfo, gateway status, newest
+    reading. A meter's site and gateway are its owner's in the device book; the tags of its newest readings
+    only for a meter the book does not know (data stored before it was provisioned)."""
     recent = await recent_readings(influx, settings, device)
     now = int(time.time() * 1000)
-    names = set(registry.devices) | set(registry.device_home) | set(recent)
+    names = set(registry.devices) | {d for d, r in book.devices.items() if not r.disabled} | set(recent)
     if device is not None:
         names &= {device}
     out = []
     for name in sorted(names):
         state = registry.devices.get(name)
-        site, gateway = registry.device_home.get(name, ("", ""))
-        if name in recent:
+        owner = book.owner(name)
+        if owner is not None:
+            site, gateway = owner.site, owner.gateway
+        elif name in recent:
             site, gateway = recent[name]["site"], recent[name]["gateway"]
+        else:
+            assert state is not None, "every name comes from the book, recent readings or the registry"
+            site, gateway = state.site, state.gateway
         seen = [t for t in (state.info.seen_at if state else 0, registry.last_reading_ms.get(name, 0),
                             recent[name]["time"] if name in recent else 0) if t]
         last_seen = max(seen) if seen else None

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,14 +37,17 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_ex
 from backend.errors import InfluxRejectedError, InfluxUnavailableError, MqttUnavailableError
 from backend.ingest.adoption import PRESENCE_ROOT, SessionAdopter, presence_decoder, presence_payload, presence_topic
 from backend.ingest.bridge import Incoming, MqttBridge
+from backend.ingest.devicebook import DeviceBook
+from backend.ingest.limits import Budget
+from backend.ingest.provisioning import REFUSING, Refusal
 from backend.ingest.receipts import Outcome, ReceiptSender, batch_id_of
 from backend.ingest.registry import Registry
-from backend.ingest.validation import ParsedBatch, Rejection, parse_batch, topic_ids
+from backend.ingest.validation import ParsedBatch, Rejection, convert_batch, decode_batch, topic_ids
 from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.store.readings import ReadingStore, Span, oldest_storable_ms
-from protocol import mqtt
-from protocol.mqtt import ReadingBatch
+from protocol import ids, mqtt
+from protocol.mqtt import DeviceInfo, ReadingBatch
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +106,15 @@ def merge_spans(items: list[_Item]) -> dict[str, Span]:
 class IngestService:
     """Owns the MQTT bridge and the batching writers of one replica."""
 
-    def __init__(self, settings: Settings, store: ReadingStore, registry: Registry, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: ReadingStore, registry: Registry, metrics: Metrics,
+                 devices: DeviceBook) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self.metrics = metrics
+        self.devices = devices
+        self.message_budget: Budget[tuple[str, str]] = Budget(settings.ingest_gateway_messages_per_s,
+                                                              settings.ingest_gateway_burst)
         group = settings.mqtt_share_group
         me = settings.resolved_client_id()
         self.presence_topic = presence_topic(group, me)
@@ -183,13 +191,49 @@ class IngestService:
         msg = pending.msg
         try:
             site, gateway = topic_ids(msg.topic)
-            now_ms = int(time.time() * 1000)
-            parsed = parse_batch(msg.payload, now_ms=now_ms, max_future_ms=self.settings.ingest_max_future_s * 1000,
-                                 max_bytes=self.settings.ingest_max_payload_bytes,
-                                 min_ts_ms=oldest_storable_ms(self.settings, now_ms), site=site, gateway=gateway)
         except Rejection as rej:
             self._reject(pending, rej)
             return
+        try:
+            batch = decode_batch(msg.payload, max_bytes=self.settings.ingest_max_payload_bytes, site=site,
+                                 gateway=gateway)
+        except Rejection as rej:
+            self._reject(pending, rej)
+            return
+        if not self.message_budget.take((site, gateway), time.monotonic()):
+            if batch.batch_id:
+                # Dropped with no receipt and no dead letter: a gateway that gets no receipt sends the batch
+                # again later, so a burst beyond the budget costs an honest gateway a delay, not data, and a
+                # flooding one costs one bucket check per message instead of a write or a dead letter (limits.py).
+                self.registry.note_refused(site, gateway, "rate_limited")
+                self.metrics.rejected.labels("rate_limited").inc()
+                return
+            # A gateway without receipts would lose what we drop: kept, and counted so the operator sees it.
+            self.registry.note_refused(site, gateway, "over_rate_kept")
+            self.metrics.messages.labels("readings", "over_rate_kept").inc()
+        book = self.devices.book
+        devices = {r.device for r in batch.readings}
+        if all(book.verdict(site, gateway, d) == "owned" for d in devices):  # the common case: no I/O
+            self._accept(pending, batch, {})
+            return
+        pending.remaining += 1  # held (not acknowledged) until the device book has decided
+        self._spawn(self._resolve_then_accept(pending, batch, devices))
+
+    async def _resolve_then_accept(self, pending: _Pending, batch: ReadingBatch, devices: set[str]) -> None:
+        try:
+            refused = await self.devices.resolve(batch.site, batch.gateway, devices, wait=True)
+            self._accept(pending, batch, refused)
+        except Exception as exc:  # a bug must not stop ingest (a cancellation on stop leaves it unacknowledged)
+            log.exception("unexpected error provisioning a batch", extra={"topic": pending.msg.topic[:200]})
+            self._reject(pending, Rejection("internal_error", repr(exc)))
+        self._done(pending)
+
+    def _accept(self, pending: _Pending, batch: ReadingBatch, refused: dict[str, Refusal]) -> None:
+        """Write what the device book and the per-reading checks accept; dead-letter the rest."""
+        site, gateway = batch.site, batch.gateway
+        now_ms = int(time.time() * 1000)
+        parsed = convert_batch(batch, now_ms=now_ms, max_future_ms=self.settings.ingest_max_future_s * 1000,
+                               min_ts_ms=oldest_storable_ms(self.settings, now_ms), refused=refused)
         if parsed.batch_id:
             pending.receipt = (site, gateway, parsed.batch_id)
         if not parsed.lines:
@@ -197,10 +241,11 @@ class IngestService:
         if parsed.rejected:
             for r in parsed.rejected:
                 self.metrics.rejected.labels(r.reason).inc()
+                self.registry.note_refused(site, gateway, r.reason)
             first = parsed.rejected[0]
             payload = mqtt.json_encoder.encode(
                 ReadingBatch(site=site, gateway=gateway, readings=[r.reading for r in parsed.rejected]))
-            self._spawn_dead_letter(pending, msg.topic, payload, first.reason,
+            self._spawn_dead_letter(pending, pending.msg.topic, payload, first.reason,
                                     f"{len(parsed.rejected)} reading(s) refused: {first.error}")
         if parsed.lines:
             pending.remaining += 1
@@ -232,11 +277,16 @@ class IngestService:
                 info = None if empty else mqtt.device_decoder.decode(msg.payload)
                 if info is not None and info.device != device:
                     raise Rejection("topic_mismatch", f"DeviceInfo for {info.device} under topic of {device}")
-                self.registry.update_device(site, gateway, device, info)
+                self._on_device_info(pending, site, gateway, device, info)
                 kind = "device"
             elif rest == "up/config-result":
-                self.registry.config_result(mqtt.config_result_decoder.decode(msg.payload))
-                kind = "config_result"
+                result = mqtt.config_result_decoder.decode(msg.payload)
+                verdict = self.devices.book.verdict(site, gateway, result.device)
+                if verdict != "owned":
+                    raise Rejection(REFUSING.get(verdict, "not_owner"),
+                                    f"config result for {result.device}, not a meter of {site}/{gateway}")
+                # Every replica sees every result; only the one holding the open request takes it.
+                kind = "config_result" if self.registry.config_result(site, gateway, result) else "config_other"
             else:
                 raise Rejection("bad_topic", f"unexpected topic {msg.topic[:200]!r}")
         except msgspec.ValidationError as exc:
@@ -252,6 +302,35 @@ class IngestService:
             self._reject(pending, rej)
             return
         self.metrics.messages.labels(kind, "accepted").inc()
+
+    def _on_device_info(self, pending: _Pending, site: str, gateway: str, device: str,
+                        info: DeviceInfo | None) -> None:
+        """A meter's DeviceInfo is its first sight (its HELLO): the device book may claim it for the gateway."""
+        if not ids.is_device_id(device):
+            raise Rejection("bad_topic", f"device id {device[:64]!r} in the topic is not 16 hex digits")
+        verdict = self.devices.book.verdict(site, gateway, device)
+        if verdict == "owned":
+            self.registry.update_device(site, gateway, device, info)
+        elif verdict in REFUSING:
+            if info is not None:  # a cleared retained message of a meter not ours: nothing to keep or refuse
+                raise Rejection(REFUSING[verdict], f"DeviceInfo of {device}, not a meter of {site}/{gateway}")
+        elif info is not None:
+            pending.remaining += 1
+            self._spawn(self._claim_device(pending, site, gateway, info))
+
+    async def _claim_device(self, pending: _Pending, site: str, gateway: str, info: DeviceInfo) -> None:
+        try:
+            refused = await self.devices.resolve(site, gateway, [info.device], wait=True)
+            if info.device in refused:
+                self.registry.note_refused(site, gateway, refused[info.device])
+                self._reject(pending, Rejection(refused[info.device],
+                                                f"DeviceInfo of {info.device} refused for {site}/{gateway}"))
+            else:
+                self.registry.update_device(site, gateway, info.device, info)
+        except Exception as exc:  # a bug must not stop ingest
+            log.exception("unexpected error provisioning a meter", extra={"topic": pending.msg.topic[:200]})
+            self._reject(pending, Rejection("internal_error", repr(exc)))
+        self._done(pending)
 
     # --- dead letters -----------------------------------------------------------------------------------------
 
@@ -275,11 +354,14 @@ class IngestService:
         if batch_id:
             pending.receipt, pending.outcome = (site, gateway, batch_id), "dead_lettered"
 
-    def _spawn_dead_letter(self, pending: _Pending, topic: str, payload: bytes, reason: str, error: str) -> None:
-        pending.remaining += 1
-        task = asyncio.create_task(self._dead_letter(pending, topic, payload, reason, error))
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _spawn_dead_letter(self, pending: _Pending, topic: str, payload: bytes, reason: str, error: str) -> None:
+        pending.remaining += 1
+        self._spawn(self._dead_letter(pending, topic, payload, reason, error))
 
     async def _dead_letter(self, pending: _Pending, topic: str, payload: bytes, reason: str, error: str) -> None:
         envelope = DeadLetter(reason=reason, error=error[:2000], topic=topic, received_at_ms=int(time.time() * 1000),
@@ -357,8 +439,8 @@ class IngestService:
         self.written_readings += len(lines)
         self.metrics.readings_written.labels("mqtt").inc(len(lines))
         for item in items:
-            last = {d: hi for d, (_, hi) in item.parsed.spans.items()}
-            self.registry.note_readings(item.parsed.site, item.parsed.gateway, last)
+            self.metrics.count_site_readings(item.parsed.site, item.parsed.accepted)
+            self.registry.note_readings({d: hi for d, (_, hi) in item.parsed.spans.items()})
             self._done(item.pending)
 
     def _reject_written(self, item: _Item, exc: InfluxRejectedError) -> None:

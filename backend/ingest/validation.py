@@ -1,14 +1,17 @@
 """Validation of uplink reading batches, shared by MQTT ingest and ``POST /api/v1/aicss/dados``.
 
-A payload is rejected whole when it cannot be trusted as a batch (too big, not JSON, wrong schema — msgspec's
-strict decoding also refuses NaN/infinity and out-of-range numbers —, site/gateway not matching the topic the
-broker's ACL allowed). Readings that are individually implausible (timestamp too far in the future) are
-rejected one by one, so the good readings of the same batch are kept. Every rejection has a ``reason`` from
+A payload is rejected whole when it cannot be trusted as a batch (:func:`decode_batch`: too big, not JSON, wrong
+schema — msgspec's strict decoding also refuses NaN/infinity and out-of-range numbers —, site/gateway not
+matching the topic the broker's ACL allowed). Between decoding and :func:`convert_batch` the caller asks the
+device book which meters of the batch the gateway may report. Readings that are individually unusable (a meter
+the gateway does not own, a timestamp too far in the future or older than raw retention) are rejected one by
+one, so the good readings of the same batch are kept. Every rejection has a ``reason`` from
 :data:`Reason`, used as the metrics label and in the dead letter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,7 +25,10 @@ from protocol.mqtt import Reading, ReadingBatch
 Reason = Literal[
     "oversize", "invalid_json", "schema", "bad_topic", "topic_mismatch", "future_timestamp",
     "unrepresentable", "influx_rejected", "beyond_retention", "internal_error",
+    "not_owner", "device_disabled", "gateway_disabled", "site_disabled", "unprovisioned", "device_limit",
+    "rate_limited",
 ]  # fmt: skip
+"""The last seven come from the device book (ingest/provisioning.py) and the gateway's budgets (limits.py)."""
 
 
 class Rejection(Exception):
@@ -70,20 +76,9 @@ def topic_ids(topic: str) -> tuple[str, str]:
     return site, gateway
 
 
-def parse_batch(
-    payload: bytes,
-    *,
-    now_ms: int,
-    max_future_ms: int,
-    max_bytes: int,
-    min_ts_ms: int = 0,
-    site: str | None = None,
-    gateway: str | None = None,
-) -> ParsedBatch:
-    """Decode and check one ReadingBatch. ``site``/``gateway`` (from the topic) must match the payload's.
-
-    Readings measured before ``min_ts_ms`` (the raw retention policy's edge) are refused one by one: InfluxDB
-    would drop them and answer 400 for the whole write, stranding the good readings it did store."""
+def decode_batch(payload: bytes, *, max_bytes: int, site: str | None = None,
+                 gateway: str | None = None) -> ReadingBatch:
+    """Decode one ReadingBatch, refused whole when unusable. ``site``/``gateway`` (the topic's) must match."""
     if len(payload) > max_bytes:
         raise Rejection("oversize", f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
@@ -95,20 +90,40 @@ def parse_batch(
     if site is not None and (batch.site != site or batch.gateway != gateway):
         raise Rejection("topic_mismatch", f"payload names {batch.site}/{batch.gateway} but was published "
                                           f"under {site}/{gateway}")
+    return batch
+
+
+def convert_batch(
+    batch: ReadingBatch,
+    *,
+    now_ms: int,
+    max_future_ms: int,
+    min_ts_ms: int = 0,
+    refused: Mapping[str, Reason] | None = None,
+) -> ParsedBatch:
+    """The batch's readings as line protocol, those that cannot be stored refused one by one.
+
+    ``refused``: meters whose readings are all refused (the device book's verdict). Readings measured before
+    ``min_ts_ms`` (the raw retention policy's edge) are refused too: InfluxDB would drop them and answer 400 for
+    the whole write, stranding the good readings it did store."""
     out = ParsedBatch(batch.site, batch.gateway, [], {}, batch_id=batch.batch_id)
     limit = now_ms + max_future_ms
     line = reading_formatter(batch.site, batch.gateway)
     readings = batch.readings
-    if min_ts_ms <= min(r.ts for r in readings) and max(r.ts for r in readings) <= limit:  # the common case
-        try:
+    if not refused and min_ts_ms <= min(r.ts for r in readings) and max(r.ts for r in readings) <= limit:
+        try:  # the common case: every reading kept
             out.lines = [line(r) for r in readings]
         except LineProtocolError:
             out.lines = []
         else:
             out.spans = _spans(readings)
             return out
+    refused = refused or {}
     kept = []
     for r in readings:
+        if r.device in refused:
+            out.rejected.append(RejectedReading(r, refused[r.device], f"device {r.device}: {refused[r.device]}"))
+            continue
         if r.ts > limit:
             out.rejected.append(RejectedReading(r, "future_timestamp",
                                                 f"ts {r.ts} is more than {max_future_ms} ms ahead of {now_ms}"))

@@ -19,7 +19,8 @@ RP         measurement                     content
 
 The accounts store (users, site grants, audit log; accounts/store.py) lives in a database of its own,
 ``Settings.resolved_accounts_db()``, retention policy ``accounts``: ``account_user``, ``account_grant``,
-``account_audit``. Apart, so the InfluxQL console's READ user never sees password hashes.
+``account_audit``, and the device book (ingest/devicebook.py): ``fleet_device``, ``fleet_gateway``,
+``fleet_site``. Apart, so the InfluxQL console's READ user never sees password hashes.
 
 Tags are ``site``, ``gateway``, ``device`` (the site series: ``site`` only); a point is keyed by measurement +
 tags + time, so every write is idempotent (a replayed reading or a recomputed rollup overwrites itself).
@@ -72,6 +73,9 @@ ONS_SYNC: Final = "ons_sync"
 ACCOUNT_USER: Final = "account_user"
 ACCOUNT_GRANT: Final = "account_grant"
 ACCOUNT_AUDIT: Final = "account_audit"
+FLEET_DEVICE: Final = "fleet_device"
+FLEET_GATEWAY: Final = "fleet_gateway"
+FLEET_SITE: Final = "fleet_site"
 
 
 _DURATION_UNITS_MS: Final = {"ns": 1e-6, "u": 1e-3, "µ": 1e-3, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000,

@@ -253,7 +253,7 @@ async def test_backend_end_to_end_with_generated_users_config_reaches_only_its_g
         try:
             assert gw1.subscribe(f"cds/v1/{site}/gw1/down/config/+") == [0x01]
             assert gw2.subscribe(f"cds/v1/{site}/gw2/down/#", f"cds/v1/{site}/gw1/down/#") == [0x01, NOT_AUTHORIZED]
-            await wait_for_async(lambda: app.state.services.registry.device_home.get(device_id(1)), timeout=10,
+            await wait_for_async(lambda: app.state.services.devices.book.owner(device_id(1)), timeout=10,
                                  what="gw1's meter known")
             applied = await client.put("/api/v1/aicss/config", headers=token(client, "operator"),
                                        json={"device": device_id(1), "report_period_ms": 2000, "timeout_s": 10})
