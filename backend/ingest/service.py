@@ -42,7 +42,7 @@ from backend.ingest.limits import Budget
 from backend.ingest.provisioning import REFUSING, Refusal
 from backend.ingest.receipts import Outcome, ReceiptSender, batch_id_of
 from backend.ingest.registry import Registry
-from backend.ingest.validation import ParsedBatch, Rejection, convert_batch, decode_batch, topic_ids
+from backend.ingest.validation import ParsedBatch, Reason, Rejection, convert_batch, decode_batch, topic_ids
 from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.store.readings import ReadingStore, Span, oldest_storable_ms
@@ -405,6 +405,10 @@ class IngestService:
             self._busy += 1
             try:
                 await self._write_items(batch.items)
+            except Exception as exc:  # a bug must not kill the writer: every later batch would wait forever
+                log.exception("unexpected error writing a batch", extra={"messages": len(batch.items)})
+                for item in batch.items:
+                    self._reject_written(item, "internal_error", repr(exc))
             finally:
                 self._busy -= 1
 
@@ -433,8 +437,8 @@ class IngestService:
                 for item in items:
                     await self._write_items([item])
                 return
-            item = items[0]
-            self._reject_written(item, exc)
+            reason: Reason = "beyond_retention" if "beyond retention" in str(exc) else "influx_rejected"
+            self._reject_written(items[0], reason, str(exc))
             return
         self.written_readings += len(lines)
         self.metrics.readings_written.labels("mqtt").inc(len(lines))
@@ -443,13 +447,13 @@ class IngestService:
             self.registry.note_readings({d: hi for d, (_, hi) in item.parsed.spans.items()})
             self._done(item.pending)
 
-    def _reject_written(self, item: _Item, exc: InfluxRejectedError) -> None:
+    def _reject_written(self, item: _Item, reason: Reason, error: str) -> None:
         pending = item.pending
-        reason = "beyond_retention" if "beyond retention" in str(exc) else "influx_rejected"
         pending.outcome = "dead_lettered"
         self.metrics.rejected.labels(reason).inc()
-        log.error("influx refused a message", extra={"topic": pending.msg.topic[:200], "error": str(exc)[:500]})
-        self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, reason, str(exc))
+        log.error("message not written", extra={"topic": pending.msg.topic[:200], "reason": reason,
+                                                "error": error[:500]})
+        self._spawn_dead_letter(pending, pending.msg.topic, pending.msg.payload, reason, error)
         self._done(pending)
 
     # --- acknowledgements -------------------------------------------------------------------------------------
