@@ -38,6 +38,7 @@ from backend.api.auth import Authenticator, authenticated, issue_token
 from backend.api.consultas import consulta_influxql
 from backend.api.dashboard import dashboard_router
 from backend.api.devices import DevicesController
+from backend.api.fleet import FleetAdminController
 from backend.api.health import health, metrics, ready
 from backend.api.knowledge import conhecimento
 from backend.api.ons import OnsController
@@ -75,6 +76,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     consulta_influxql,
     QuestionsController,
     AdminController,
+    FleetAdminController,
     dashboard_router,
 ]
 
