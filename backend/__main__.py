@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from backend.accounts.passwords import hash_password
-from backend.api.server import guarded_protocol
+from backend.api.server import server_options
 from backend.errors import ConfigError
 from backend.ingest.broker_provisioning import broker_users
 from backend.settings import get_settings
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             broker_users(args.gateways, settings=settings, out=args.out, commands_for=args.commands,
                          ctrl=args.ctrl, show_passwords=args.show_passwords)
             return 0
+        edge = server_options(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     uvicorn.run("backend.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                log_config=None, access_log=False, lifespan="on", http=guarded_protocol(settings),
-                limit_concurrency=settings.http_limit_concurrency, timeout_keep_alive=settings.http_keepalive_s)
+                log_config=None, access_log=False, lifespan="on", **edge)
     return 0
 
 

@@ -6,9 +6,14 @@ internet needed), N simulated meters on pseudo-terminals, the gateway reading th
 dashboard). It prints where to look, restarts any child that dies (the product's processes resume where they were),
 and stops everything on Ctrl-C / SIGTERM.
 
+The local run is secured as a deployment is (:mod:`devstack.security`): the broker admits no anonymous client and
+confines the gateway to its own topics, InfluxDB requires authentication, every part reads its password from a
+file of the state folder, and the state folder is owner-only (umask 077 for the launcher and its children).
+
 ``--smoke`` is the self-test used by the test suite: it waits until readings from every meter, and the grid data
 pulled from the fake ONS, are queryable through the REST API, prints what it saw and exits 0 (1 if that did not
-happen within ``--timeout``).
+happen within ``--timeout``). With ``--keep-running`` the system stays up after it until Ctrl-C / SIGTERM, so a test
+can look at the running system the smoke has just checked.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -31,6 +35,18 @@ import httpx
 
 from devstack.influxdb import InfluxService
 from devstack.mosquitto import MosquittoService
+from devstack.security import (
+    BACKEND_MQTT_USER,
+    INFLUX_ADMIN_USER,
+    INFLUX_CONSOLE_USER,
+    OPS_MQTT_USER,
+    PRIVATE_UMASK,
+    DemoSecrets,
+    private_dir,
+    read_secret,
+    write_private,
+)
+from devstack.smoke import SmokeTest
 from protocol.mqtt import MAX_BATCH, Reading, ReadingBatch, json_encoder
 from sim.loads import Household
 
@@ -86,28 +102,23 @@ class Child:
 class System:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.state = Path(args.state_dir).resolve()
-        self.state.mkdir(parents=True, exist_ok=True)
-        self.logs = self.state / "logs"
-        self.logs.mkdir(exist_ok=True)
+        self.state = private_dir(Path(args.state_dir).resolve())
+        self.logs = private_dir(self.state / "logs")
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.python = sys.executable
-        self.broker = MosquittoService(self.state / "mosquitto", _port(args.mqtt_port))
-        self.influx = InfluxService(self.state / "influxdb", _port(args.influx_port))
+        self.secrets = DemoSecrets(self.state / "secrets")
+        self.secrets.create()
+        self.broker = MosquittoService(self.state / "mosquitto", _port(args.mqtt_port), allow_anonymous=False,
+                                       dynamic_security_file=self.secrets.dynamic_security_file)
+        self.influx = InfluxService(self.state / "influxdb", _port(args.influx_port),
+                                    admin=(INFLUX_ADMIN_USER, read_secret(self.secrets.influx_admin_password)))
         self.backend_port = _port(args.http_port)
         self.status_port = _port(args.status_port)
         self.aneel_port = _port(args.aneel_port)
         self.ons_port = _port(args.ons_port)
-        self.password = self._secret("admin-password", lambda: secrets.token_urlsafe(9))
+        self.password = read_secret(self.secrets.admin_password)
         self.devices: list[str] = []
-
-    def _secret(self, name: str, make: object) -> str:
-        path = self.state / name
-        if not path.exists():
-            path.write_text(make())  # type: ignore[operator]
-            path.chmod(0o600)
-        return path.read_text().strip()
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "GATEWAY_"))}
@@ -148,26 +159,26 @@ class System:
             log.write(chunk)
 
     def gateway_config(self) -> Path:
-        path = self.state / "gateway.toml"
-        path.write_text(
+        username = f"{SITE}/{GATEWAY}"
+        return write_private(
+            self.state / "gateway.toml",
             f'site = "{SITE}"\ngateway = "{GATEWAY}"\n\n'
             f'[serial]\nports = ["{self.state / "meters"}/ttyAICSS-*"]\nrescan_s = 1.0\n\n'
             f'[queue]\npath = "{self.state / "gateway-queue.sqlite3"}"\n\n'
-            f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n\n'
-            f'[status]\nbind = "127.0.0.1"\nport = {self.status_port}\n'
+            f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\nusername = "{username}"\n'
+            f'password_file = "{self.secrets.mqtt_password(username)}"\n\n'
+            f'[status]\nbind = "127.0.0.1"\nport = {self.status_port}\n',
         )
-        return path
 
     def sites_file(self) -> Path:
-        path = self.state / "sites.toml"
         devices = ", ".join(f'"{d}"' for d in self.devices)
-        path.write_text(
+        return write_private(
+            self.state / "sites.toml",
             "# Written by python -m devstack for the local demo; see docs/analytics.md.\n"
             f'[[site]]\nid = "{SITE}"\nname = "Casa de demonstração"\ndistributor = "LIGHT SESA"\n'
             'subgroup = "B1"\nmodality = "Convencional"\nicms = "0.18"\npis = "0.0110"\ncofins = "0.0507"\n'
-            f"billing_day = 0\nphases = 2\nnominal_voltage = {self.args.voltage}\ndevices = [{devices}]\n"
+            f"billing_day = 0\nphases = 2\nnominal_voltage = {self.args.voltage}\ndevices = [{devices}]\n",
         )
-        return path
 
     def password_hash(self) -> str:
         """The demo admin's password hashed by the backend's own CLI, as an operator would provision a user."""
@@ -183,8 +194,14 @@ class System:
             "BACKEND_MQTT_HOST": self.broker.host,
             "BACKEND_MQTT_PORT": str(self.broker.port),
             "BACKEND_MQTT_CLIENT_ID": "cds-backend-local-1",
+            "BACKEND_MQTT_USERNAME": BACKEND_MQTT_USER,
+            "BACKEND_MQTT_PASSWORD_FILE": str(self.secrets.mqtt_password(BACKEND_MQTT_USER)),
             "BACKEND_INFLUX_URL": self.influx.url,
-            "BACKEND_JWT_SECRET": self._secret("jwt-secret", lambda: secrets.token_urlsafe(32)),
+            "BACKEND_INFLUX_USERNAME": INFLUX_ADMIN_USER,
+            "BACKEND_INFLUX_PASSWORD_FILE": str(self.secrets.influx_admin_password),
+            "BACKEND_INFLUX_READONLY_USERNAME": INFLUX_CONSOLE_USER,
+            "BACKEND_INFLUX_READONLY_PASSWORD_FILE": str(self.secrets.influx_console_password),
+            "BACKEND_JWT_SECRET_FILE": str(self.secrets.jwt_secret),
             "BACKEND_USERS": json.dumps(users),
             "BACKEND_SITES_FILE": str(self.sites_file()),
             "BACKEND_ANEEL_BASE_URL": f"http://127.0.0.1:{self.aneel_port}",
@@ -193,6 +210,7 @@ class System:
 
     def start(self) -> None:
         print("CDS: iniciando Mosquitto e InfluxDB ...", flush=True)
+        self.secrets.make_broker_users(SITE, GATEWAY, self._env(BACKEND_MQTT_USERNAME=BACKEND_MQTT_USER), REPO)
         self.broker.start()
         self.influx.start(timeout=60)
         self._child("aneel-fake", [self.python, "-m", "devstack.aneel_fake", "--port", str(self.aneel_port)])
@@ -220,15 +238,21 @@ class System:
             "  Painel (dashboard):       {api}/painel/   usuário {user}, senha {pw}\n"
             "  API REST e documentação:  {api}/docs\n"
             "  Página de status do gateway: http://127.0.0.1:{sp}/\n"
-            "  Broker MQTT:              {bh}:{bp}   (mosquitto_sub -h {bh} -p {bp} -t 'cds/v1/#' -v)\n"
-            "  InfluxDB (API v1):        {iu}   (banco 'cds')\n"
+            "  Broker MQTT:              {bh}:{bp}   (sem acesso anônimo; senhas em {mqtt_pw}/)\n"
+            "      mosquitto_sub -h {bh} -p {bp} -u {ops} -P \"$(cat {ops_pw})\" -t 'cds/v1/#' -v\n"
+            "  InfluxDB (API v1):        {iu}   (banco 'cds', com autenticação)\n"
+            "      somente leitura: usuário {ro}, senha em {ro_pw}\n"
+            "      administrador:   usuário {adm}, senha em {adm_pw}\n"
             "  ANEEL simulada:           http://127.0.0.1:{ap}/api/3/action/datastore_search\n"
             "  ONS simulado:             http://127.0.0.1:{op}/api/3/action/package_show?id=balanco-energia-subsistema\n"
             "  Medidores simulados:      {devs}\n"
             "  Logs:                     {logs}\n"
             "Ctrl-C para parar.".format(
                 state=self.state, api=api, user=ADMIN_USER, pw=self.password, sp=self.status_port,
-                bh=self.broker.host, bp=self.broker.port, iu=self.influx.url, ap=self.aneel_port,
+                bh=self.broker.host, bp=self.broker.port, mqtt_pw=self.secrets.mqtt_password(OPS_MQTT_USER).parent,
+                ops=OPS_MQTT_USER, ops_pw=self.secrets.mqtt_password(OPS_MQTT_USER), iu=self.influx.url,
+                ro=INFLUX_CONSOLE_USER, ro_pw=self.secrets.influx_console_password, adm=INFLUX_ADMIN_USER,
+                adm_pw=self.secrets.influx_admin_password, ap=self.aneel_port,
                 op=self.ons_port,
                 devs=", ".join(self.devices), logs=self.logs,
             ),
@@ -289,66 +313,14 @@ class System:
                         client.post(api, content=body, headers=headers).raise_for_status()
                         sent += len(batch)
                         batch = []
-        marker.write_text(f"{sent} readings, {days} days\n")
+        write_private(marker, f"{sent} readings, {days} days\n")
         return sent
 
     def smoke(self) -> bool:
-        """True once every meter has readings queryable through the REST API."""
-        api = f"http://127.0.0.1:{self.backend_port}"
-        for page in (f"{api}/docs", f"{api}/painel/", f"http://127.0.0.1:{self.status_port}/"):
-            if httpx.get(page, timeout=10).status_code != 200:
-                print(f"CDS smoke: FALHOU, {page} não respondeu 200", flush=True)
-                return False
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        deadline = time.monotonic() + self.args.timeout
-        seen: dict[str, int] = {}
-        while time.monotonic() < deadline:
-            self.supervise_once()
-            for device in self.devices:
-                r = httpx.get(f"{api}/api/v1/devices/{device}/readings", params={"resolution": "raw"},
-                              headers=headers, timeout=10)
-                if r.status_code == 200:
-                    seen[device] = len(r.json().get("points", []))
-            if len(seen) == len(self.devices) and all(seen.values()):
-                print(f"CDS smoke: leituras consultáveis pela API para todos os medidores: {seen}", flush=True)
-                break
-            time.sleep(0.5)
-        else:
-            print(f"CDS smoke: FALHOU, leituras vistas: {seen}; logs em {self.logs}", flush=True)
-            return False
-        if not self.smoke_grid(headers, deadline):
-            return False
-        if self.args.history_days <= 0:
-            return True
-        # The history lands in the rollups a little later (backend-managed, eventually consistent).
-        kwh = 0.0
-        while time.monotonic() < deadline:
-            self.supervise_once()
-            r = httpx.get(f"{api}/api/v1/analytics/consumo", params={"site": SITE, "granularidade": "day"},
-                          headers=headers, timeout=30)
-            r.raise_for_status()
-            kwh = float(r.json()["kwh_total"])
-            if kwh >= 0.1:  # live meters alone give a few Wh; this much is the history
-                print(f"CDS smoke: consumo do local {SITE} nos últimos 7 dias: {kwh:.3f} kWh", flush=True)
-                return True
-            time.sleep(0.5)
-        print(f"CDS smoke: FALHOU, consumo do histórico não apareceu ({kwh} kWh); logs em {self.logs}", flush=True)
-        return False
-
-    def smoke_grid(self, headers: dict[str, str], deadline: float) -> bool:
-        """True once the backend has pulled the grid data from the fake ONS (its first pull runs at start-up)."""
-        api = f"http://127.0.0.1:{self.backend_port}/api/v1/ons/agora"
-        while time.monotonic() < deadline:
-            self.supervise_once()
-            r = httpx.get(api, headers=headers, timeout=10)
-            if r.status_code == 200:
-                sin = r.json()["subsistemas"][-1]
-                print(f"CDS smoke: rede elétrica (ONS simulado) às {sin['hora']}: carga do SIN "
-                      f"{sin['carga']:.0f} MWmed, {sin['renovavel_pct']} % renovável", flush=True)
-                return True
-            time.sleep(0.5)
-        print(f"CDS smoke: FALHOU, dados do ONS não apareceram; logs em {self.logs}", flush=True)
-        return False
+        """The self-test of ``--smoke`` (:mod:`devstack.smoke`) against this system."""
+        return SmokeTest(api=f"http://127.0.0.1:{self.backend_port}", status_page=f"http://127.0.0.1:{self.status_port}/",
+                         site=SITE, devices=self.devices, token=self.token, supervise=self.supervise_once,
+                         logs=self.logs, timeout=self.args.timeout, history=self.args.history_days > 0).run()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -375,9 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--history-days", type=float, default=28.0,
                     help="days of one-minute demo history per meter sent at first start (0 = none)")
     ap.add_argument("--smoke", action="store_true", help="exit 0 once readings are queryable (self-test)")
+    ap.add_argument("--keep-running", action="store_true",
+                    help="with --smoke: keep the system running after the self-test until Ctrl-C / SIGTERM")
     ap.add_argument("--timeout", type=float, default=120.0, help="--smoke deadline, seconds")
     args = ap.parse_args(argv)
 
+    os.umask(PRIVATE_UMASK)  # before the first file: the state folder and every child's files are owner-only
     system = System(args)
     signal.signal(signal.SIGTERM, lambda *_: system.stopping.set())
     try:
@@ -390,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
                   "pela API HTTP", flush=True)
         system.banner()
         if args.smoke:
-            return 0 if system.smoke() else 1
+            if not system.smoke():
+                return 1
+            print("CDS smoke: OK", flush=True)
+            if not args.keep_running:
+                return 0
         while not system.stopping.is_set():
             system.supervise_once()
             system.stopping.wait(1.0)

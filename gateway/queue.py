@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -104,6 +105,12 @@ class CommitResult(NamedTuple):
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    # The queue holds a household's consumption: create the file owner-only before SQLite would create it with
+    # the process's umask (SQLite gives the -wal and -shm files the database file's mode).
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise QueueError(f"cannot open queue: {exc}", path) from exc
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=30000")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -147,7 +154,7 @@ class DurableQueue(SentRows):
         """Rows with id <= this were handed to the MQTT client and may be on the wire: the bounds and the age
         limit never delete them (their PUBACK will), so a reading counted as dropped is never delivered after all.
         Set by the forwarder; the in-flight window (max_inflight x batch_size rows) may exceed ``max_rows``."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self._db = self._open(synchronous)
         except sqlite3.DatabaseError as exc:

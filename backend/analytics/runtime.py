@@ -19,6 +19,7 @@ from backend.aneel.sites import SiteConfigError, load_sites
 from backend.aneel.store import AneelData, AneelStore
 from backend.aneel.sync import AneelScheduler, aneel_client
 from backend.errors import InfluxError
+from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 
@@ -29,8 +30,8 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 
 
 @asynccontextmanager
-async def open_analytics(settings: Settings, influx: InfluxClient,
-                         publish: Publish | None) -> AsyncIterator[AnalyticsService]:
+async def open_analytics(settings: Settings, influx: InfluxClient, publish: Publish | None,
+                         metrics: Metrics) -> AsyncIterator[AnalyticsService]:
     """The analytics service with its ANEEL scheduler and alert engine started as the settings say."""
     s = settings
     try:
@@ -46,7 +47,7 @@ async def open_analytics(settings: Settings, influx: InfluxClient,
     data = AneelData(store)
     svc = AnalyticsService(settings=s, influx=influx, sites=sites, data=data, store=store)
     async with aneel_client(s) as client:
-        svc.scheduler = AneelScheduler(s, store, data, list(sites.values()), client)
+        svc.scheduler = AneelScheduler(s, store, data, list(sites.values()), client, metrics=metrics)
         if s.aneel_sync_enabled:
             svc.scheduler.start()
         svc.alerts = AlertEngine(s, influx, sites, publish)

@@ -23,6 +23,7 @@ from backend.aneel.records import BandeiraAdder, BandeiraMonth, TariffRecord
 from backend.aneel.sites import SiteConfig
 from backend.aneel.store import AneelData, AneelStore, SyncReport, day_ms, tariff_line
 from backend.errors import InfluxError
+from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.store.layout import ANEEL_ADDER, ANEEL_FLAG
 from backend.store.lineprotocol import point
@@ -115,8 +116,9 @@ class AneelScheduler:
     one already pulled within the interval; if two pull at once they write identical points (idempotent)."""
 
     def __init__(self, settings: Settings, store: AneelStore, data: AneelData, sites: list[SiteConfig],
-                 client: AneelClient) -> None:
+                 client: AneelClient, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.data = data
         self.sites = sites
@@ -133,14 +135,22 @@ class AneelScheduler:
             report = await sync(self.client, self.store, self.sites, replica=self.settings.resolved_client_id())
             self.last_report = report
             if report.ok:
+                self._note_last_sync(0.0)
                 await self.data.load(force=True)
             return report
+
+    def _note_last_sync(self, age_s: float | None) -> None:
+        # From the sync log, so it covers pulls by other replicas too; Prometheus alerts on its age
+        # (deploy/prometheus/alerts.yml, CDSAneelDataStale).
+        if self.metrics is not None and age_s is not None:
+            self.metrics.aneel_last_sync.set(time.time() - age_s)
 
     async def _due_in(self) -> float:
         try:
             st = await self.store.status()
         except InfluxError:
             return self.settings.aneel_retry_s
+        self._note_last_sync(st.age_s)
         due = 0.0 if st.age_s is None else self.settings.aneel_sync_interval_s - st.age_s
         if st.last_error and st.attempt_age_s is not None:  # the last attempt failed: back off from it
             due = max(due if st.age_s is not None else 0.0, self.settings.aneel_retry_s - st.attempt_age_s)

@@ -114,8 +114,8 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
                 services.rollups = RollupWorker(influx, s, services.metrics)
                 await services.rollups.start()
                 stack.push_async_callback(services.rollups.stop)
-            services.ons = await stack.enter_async_context(open_ons(s, influx))
-            services.analytics = await stack.enter_async_context(open_analytics(s, influx, publish))
+            services.ons = await stack.enter_async_context(open_ons(s, influx, services.metrics))
+            services.analytics = await stack.enter_async_context(open_analytics(s, influx, publish, services.metrics))
             log.info("backend started", extra={"client_id": s.resolved_client_id(), "ingest": s.ingest_enabled})
             try:
                 yield

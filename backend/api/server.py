@@ -13,17 +13,29 @@ first build: 3 000 half-sent requests were never closed, 20 600 idle sockets exh
 
 Counts are per process, in the event loop's thread (uvicorn runs one loop per worker process), so they need no
 lock. A reverse proxy in front adds TLS and limits of its own; these hold without one.
+
+Behind a reverse proxy (deploy/nginx/cds.conf) every connection comes from the proxy, so the client is the
+address the proxy puts in ``X-Forwarded-For``. :func:`trusted_proxies` reads ``BACKEND_HTTP_TRUSTED_PROXIES``:
+only connections from those addresses have their forwarded headers believed (uvicorn's proxy-headers middleware,
+which then sets the client address the login throttle and the audit log see), and only they are exempt from the
+per-address cap, which would otherwise cap the whole site at one client's share (the proxy caps each real client
+with ``limit_conn``). uvicorn by itself trusts 127.0.0.1 and ::1, so any local process could choose its address
+for the throttle: the default here trusts nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from backend.errors import ConfigError
 from backend.settings import Settings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -31,6 +43,8 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout_s: ClassVar[float] = 10.0
     max_per_address: ClassVar[int] = 64
+    trusted: ClassVar[tuple[Network, ...]] = ()
+    """Reverse proxies: not counted per address."""
     open_per_address: ClassVar[Counter[str]] = Counter()
     refused: ClassVar[int] = 0
     """Connections closed at once because their address was over the cap (for tests and logs)."""
@@ -42,12 +56,13 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         address = self.client[0] if self.client else ""
         cls = type(self)
-        if cls.open_per_address[address] >= cls.max_per_address:
-            cls.refused += 1
-            transport.close()
-            return
-        cls.open_per_address[address] += 1
-        self._address = address
+        if not _within(address, cls.trusted):
+            if cls.open_per_address[address] >= cls.max_per_address:
+                cls.refused += 1
+                transport.close()
+                return
+            cls.open_per_address[address] += 1
+            self._address = address
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -85,11 +100,50 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def guarded_protocol(settings: Settings) -> type[GuardedH11Protocol]:
-    """A protocol class carrying this process's limits, with its own connection counts."""
+def _within(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def trusted_proxies(settings: Settings) -> tuple[Network, ...]:
+    """The networks of ``http_trusted_proxies``; ConfigError for anything that is not an address or a network
+    (uvicorn would silently compare it as a string, and ``*`` would let every client choose its address)."""
+    networks = []
+    for item in filter(None, (part.strip() for part in settings.http_trusted_proxies.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"BACKEND_HTTP_TRUSTED_PROXIES: {item!r} is not an IP address or network") from exc
+    return tuple(networks)
+
+
+class ServerOptions(TypedDict):
+    """The keyword arguments of ``uvicorn.run`` that make the edge."""
+
+    http: type[GuardedH11Protocol]
+    limit_concurrency: int
+    timeout_keep_alive: int
+    proxy_headers: bool
+    forwarded_allow_ips: list[str]
+
+
+def server_options(settings: Settings) -> ServerOptions:
+    """uvicorn's options for the edge: the guarded protocol, its limits, and which proxies' headers to believe."""
+    proxies = trusted_proxies(settings)
+    return ServerOptions(http=guarded_protocol(settings, proxies), limit_concurrency=settings.http_limit_concurrency,
+                         timeout_keep_alive=settings.http_keepalive_s, proxy_headers=bool(proxies),
+                         forwarded_allow_ips=[str(net) for net in proxies])
+
+
+def guarded_protocol(settings: Settings, proxies: tuple[Network, ...]) -> type[GuardedH11Protocol]:
+    """A protocol class carrying this process's limits and trusted proxies, with its own connection counts."""
     return type("GuardedH11", (GuardedH11Protocol,), {
         "header_timeout_s": settings.http_header_timeout_s,
         "max_per_address": settings.http_max_connections_per_address,
+        "trusted": proxies,
         "open_per_address": Counter(),
         "refused": 0,
     })

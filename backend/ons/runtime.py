@@ -19,6 +19,7 @@ from backend.ons.client import OnsClient
 from backend.ons.datasets import DATASETS
 from backend.ons.grid import GridData
 from backend.ons.store import OnsStore
+from backend.metrics import Metrics
 from backend.ons.sync import OnsScheduler
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
@@ -41,7 +42,7 @@ def first_year(settings: Settings) -> int:
 
 
 @asynccontextmanager
-async def open_ons(settings: Settings, influx: InfluxClient) -> AsyncIterator[OnsService]:
+async def open_ons(settings: Settings, influx: InfluxClient, metrics: Metrics) -> AsyncIterator[OnsService]:
     """The ONS service, with its scheduler started when ``ons_sync_enabled``."""
     s = settings
     if s.ons_format not in ("parquet", "csv"):
@@ -52,7 +53,7 @@ async def open_ons(settings: Settings, influx: InfluxClient) -> AsyncIterator[On
             await store.ensure_schema()
     async with OnsClient(s.ons_base_url, file_hosts=s.ons_file_hosts.split(","), timeout_s=s.ons_timeout_s,
                          attempts=s.ons_attempts, backoff_max_s=s.ons_backoff_max_s) as client:
-        scheduler = OnsScheduler(s, store, client, list(DATASETS.values()), first_year=first_year(s))
+        scheduler = OnsScheduler(s, store, client, list(DATASETS.values()), first_year=first_year(s), metrics=metrics)
         service = OnsService(settings=s, store=store, grid=GridData(store, stale_s=s.ons_stale_s),
                              scheduler=scheduler)
         if s.ons_sync_enabled:

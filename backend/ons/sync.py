@@ -28,6 +28,7 @@ from typing import Literal
 import msgspec
 
 from backend.errors import ConfigError, InfluxError
+from backend.metrics import Metrics
 from backend.ons.catalog import DataFile, choose_files, resources_of
 from backend.ons.client import FileMeta, OnsClient, OnsError, OnsUnavailable
 from backend.ons.datasets import BALANCE, Dataset
@@ -160,8 +161,9 @@ class OnsScheduler:
     """Twice-daily pulls inside the backend (see the module docstring)."""
 
     def __init__(self, settings: Settings, store: OnsStore, client: OnsClient, datasets: Sequence[Dataset],
-                 *, first_year: int) -> None:
+                 *, first_year: int, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.client = client
         self.datasets = list(datasets)
@@ -182,7 +184,15 @@ class OnsScheduler:
                                 replica=self.settings.resolved_client_id())
             self.last_report = report
             self.failures = 0 if report.ok else self.failures + 1
+            if report.ok:
+                self._note_last_sync(0.0)
             return report
+
+    def _note_last_sync(self, age_s: float | None) -> None:
+        # From the sync log, so it covers pulls by other replicas too; Prometheus alerts on its age
+        # (deploy/prometheus/alerts.yml, CDSOnsDataStale).
+        if self.metrics is not None and age_s is not None:
+            self.metrics.ons_last_sync.set(time.time() - age_s)
 
     async def due_in(self) -> float:
         """Seconds until the next pull should start (0 = now)."""
@@ -192,6 +202,7 @@ class OnsScheduler:
             st = await self.store.status()
         except InfluxError:
             return self.settings.ons_retry_s
+        self._note_last_sync(st.age_s)
         if st.age_s is not None and now.timestamp() - st.age_s >= latest.timestamp():
             return (upcoming - now).total_seconds()  # already pulled since the latest scheduled time
         if st.last_error and st.attempt_age_s is not None:  # the last attempt (ours or a peer's) failed
