@@ -139,7 +139,12 @@ class Backend:
                     "BACKEND_MQTT_CLIENT_ID": f"bench-{db}", "BACKEND_MQTT_SHARE_GROUP": f"bench-{db}",
                     "BACKEND_LOG_LEVEL": "WARNING", "BACKEND_ALERTS_ENABLED": "false",
                     "BACKEND_ANEEL_SYNC_ENABLED": "false", "BACKEND_JWT_SECRET": "bench-secret-0123456789-0123456789",
-                    "BACKEND_INGEST_FLUSH_MS": "20"})
+                    "BACKEND_INGEST_FLUSH_MS": "20",
+                    # Capacity, not policy: the per-gateway budgets stay in the path (a bucket check per message,
+                    # a device-book lookup per reading, a claim per new meter) but sized for one bulk gateway.
+                    "BACKEND_INGEST_GATEWAY_MESSAGES_PER_S": "1e9", "BACKEND_INGEST_GATEWAY_BURST": "1000000000",
+                    "BACKEND_PROVISIONING_MAX_DEVICES_PER_GATEWAY": "100000",
+                    "BACKEND_PROVISIONING_NEW_DEVICES_PER_HOUR": "100000"})
         env.update(extra_env or {})
         self.log = open(workdir / f"backend-{db}.log", "ab")  # noqa: SIM115
         command = [sys.executable, "-m", "backend"]
