@@ -1,19 +1,24 @@
 """``python -m backend [serve]`` runs the API + ingest with uvicorn; ``python -m backend hash-password`` prints a
 password hash for ``BACKEND_USERS``; ``python -m backend broker-users`` writes the broker's dynamic-security file
-from a gateway list (docs/operations.md, "Mosquitto security")."""
+from a gateway list (docs/operations.md, "Mosquitto security"); ``python -m backend health-check`` checks a running
+deployment end to end (backend/healthcheck)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
 from pathlib import Path
 
+import msgspec
 import uvicorn
 
 from backend.accounts.passwords import hash_password
 from backend.api.server import server_options
 from backend.errors import ConfigError
+from backend.healthcheck import probe
+from backend.healthcheck.report import Thresholds, exit_code, render
 from backend.ingest.broker_provisioning import broker_users
 from backend.settings import get_settings
 
@@ -36,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
                          "its connection options from $XDG_CONFIG_HOME/mosquitto_ctrl or ~/.config/mosquitto_ctrl)")
     bu.add_argument("--show-passwords", action="store_true",
                     help="also print the passwords this run generated (on stderr)")
+    hc = sub.add_parser("health-check", help="check a running deployment end to end (broker, InfluxDB, replicas, "
+                        "gateways, data freshness, ANEEL/ONS age); exit 1 on any failure")
+    hc.add_argument("--replica", action="append", default=[], metavar="URL",
+                    help="a backend replica's base URL whose /ready is checked (repeatable)")
+    hc.add_argument("--json", action="store_true", help="print the report as JSON")
+    hc.add_argument("--gateway-window", type=float, default=2.0, metavar="S",
+                    help="seconds to collect the gateways' retained status after subscribing (default 2)")
+    hc.add_argument("--max-reading-age", type=float, default=3600, metavar="S",
+                    help="a site whose newest reading is older fails (default 3600; a warning after 300)")
     args = parser.parse_args(argv)
 
     if args.command == "hash-password":
@@ -54,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = get_settings()
+        if args.command == "health-check":
+            rep = asyncio.run(probe.run(settings, args.replica, Thresholds(
+                readings_warn_s=min(300, args.max_reading_age), readings_fail_s=args.max_reading_age),
+                gateway_window_s=args.gateway_window))
+            print(msgspec.json.encode(rep).decode() if args.json else render(rep))
+            return exit_code(rep)
         if args.command == "broker-users":
             if args.out is None and not args.commands:
                 parser.error("broker-users needs --out and/or --commands")

@@ -81,6 +81,32 @@ def _device(row: dict[str, object]) -> DeviceRecord:
                         disabled=bool(row.get("disabled")), changed_ms=int(str(row.get("changed_ms") or 0)))
 
 
+async def _rows(influx: InfluxClient, db: str, query: str,
+                params: dict[str, str | int] | None = None) -> list[dict[str, object]]:
+    try:
+        return await influx.rows(query, db=db, params=params)
+    except InfluxQueryError as exc:
+        if "database not found" in str(exc):
+            return []  # nothing stored yet
+        raise
+
+
+async def fetch(influx: InfluxClient, db: str) -> tuple[list[DeviceRecord], list[GatewayRecord], list[SiteRecord]]:
+    """The whole book as stored in the accounts database ``db`` (raises InfluxError when it cannot be read)."""
+    def t(measurement: str) -> str:
+        return table(db, RP_ACCOUNTS, measurement)
+
+    devices = await _rows(influx, db, f'SELECT * FROM {t(FLEET_DEVICE)} GROUP BY "device"')
+    gateways = await _rows(influx, db, f'SELECT * FROM {t(FLEET_GATEWAY)} GROUP BY "site", "gateway"')
+    sites = await _rows(influx, db, f'SELECT * FROM {t(FLEET_SITE)} GROUP BY "site"')
+    return ([_device(r) for r in devices],
+            [GatewayRecord(site=str(r["site"]), gateway=str(r["gateway"]), disabled=bool(r.get("disabled")),
+                           max_devices=int(str(r.get("max_devices") or 0)),
+                           changed_ms=int(str(r.get("changed_ms") or 0))) for r in gateways],
+            [SiteRecord(site=str(r["site"]), name=str(r.get("name") or ""), disabled=bool(r.get("disabled")),
+                        changed_ms=int(str(r.get("changed_ms") or 0))) for r in sites])
+
+
 def declared_devices(settings: Settings) -> dict[str, str]:
     """Meter → site as the sites file lists them ({} without a file; a broken file is reported by analytics)."""
     try:
@@ -108,29 +134,9 @@ class DeviceBook:
 
     # --- loading ---------------------------------------------------------------------------------------------
 
-    def _t(self, measurement: str) -> str:
-        return table(self.db, RP_ACCOUNTS, measurement)
-
-    async def _rows(self, query: str, params: dict[str, str | int] | None = None) -> list[dict[str, object]]:
-        try:
-            return await self.influx.rows(query, db=self.db, params=params)
-        except InfluxQueryError as exc:
-            if "database not found" in str(exc):
-                return []  # nothing stored yet
-            raise
-
     async def load(self) -> None:
         """Replace the copy with what InfluxDB holds (raises InfluxError when it cannot be read)."""
-        devices = await self._rows(f'SELECT * FROM {self._t(FLEET_DEVICE)} GROUP BY "device"')
-        gateways = await self._rows(f'SELECT * FROM {self._t(FLEET_GATEWAY)} GROUP BY "site", "gateway"')
-        sites = await self._rows(f'SELECT * FROM {self._t(FLEET_SITE)} GROUP BY "site"')
-        self.book.replace(
-            [_device(r) for r in devices],
-            [GatewayRecord(site=str(r["site"]), gateway=str(r["gateway"]), disabled=bool(r.get("disabled")),
-                           max_devices=int(str(r.get("max_devices") or 0)),
-                           changed_ms=int(str(r.get("changed_ms") or 0))) for r in gateways],
-            [SiteRecord(site=str(r["site"]), name=str(r.get("name") or ""), disabled=bool(r.get("disabled")),
-                        changed_ms=int(str(r.get("changed_ms") or 0))) for r in sites])
+        self.book.replace(*await fetch(self.influx, self.db))
         self.loaded = True
 
     async def start(self) -> None:
@@ -217,7 +223,8 @@ class DeviceBook:
     async def _lookup(self, devices: list[str]) -> list[DeviceRecord]:
         params: dict[str, str | int] = {f"d{i}": d for i, d in enumerate(devices)}
         where = " OR ".join(f'"device" = $d{i}' for i in range(len(devices)))
-        rows = await self._rows(f'SELECT * FROM {self._t(FLEET_DEVICE)} WHERE {where} GROUP BY "device"', params)
+        rows = await _rows(self.influx, self.db, f'SELECT * FROM {table(self.db, RP_ACCOUNTS, FLEET_DEVICE)} '
+                           f'WHERE {where} GROUP BY "device"', params)
         return [_device(r) for r in rows]
 
     @staticmethod
