@@ -1,7 +1,8 @@
 """``python -m backend [serve]`` runs the API + ingest with uvicorn; ``python -m backend hash-password`` prints a
 password hash for ``BACKEND_USERS``; ``python -m backend broker-users`` writes the broker's dynamic-security file
 from a gateway list (docs/operations.md, "Mosquitto security"); ``python -m backend health-check`` checks a running
-deployment end to end (backend/healthcheck)."""
+deployment end to end (backend/healthcheck); ``python -m backend backup`` and ``restore`` save a deployment and
+restore it into a fresh InfluxDB (backend/backup, docs/operations.md "Backup and restore")."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ import uvicorn
 
 from backend.accounts.passwords import hash_password
 from backend.api.server import server_options
+from backend.backup.cli import backup_command, restore_command
+from backend.backup.restore import RestoreOptions
 from backend.errors import ConfigError
 from backend.healthcheck import probe
 from backend.healthcheck.report import Thresholds, exit_code, render
 from backend.ingest.broker_provisioning import broker_users
+from backend.rollout.plan import PlanError, load_plan
+from backend.rollout.run import Rollout
 from backend.settings import get_settings
 
 
@@ -50,6 +55,41 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds to collect the gateways' retained status after subscribing (default 2)")
     hc.add_argument("--max-reading-age", type=float, default=3600, metavar="S",
                     help="a site whose newest reading is older fails (default 3600; a warning after 300)")
+    bk = sub.add_parser("backup", help="back up InfluxDB's readings and accounts databases, the sites file and "
+                        "gateway queues into a new private folder, with a manifest of checksums")
+    bk.add_argument("--out", type=Path, required=True, metavar="DIR",
+                    help="folder of the backups (created 0700); each backup is DIR/cds-backup-<UTC time>")
+    bk.add_argument("--gateway-queue", type=Path, action="append", default=[], metavar="PATH",
+                    help="also copy this gateway SQLite queue, consistently while the gateway runs (repeatable)")
+    bk.add_argument("--keep", type=int, metavar="N",
+                    help="after a successful backup keep the newest N backups in DIR, delete older ones "
+                         "(default: delete none)")
+    bk.add_argument("--tar", action="store_true", help="write one .tar.gz instead of a folder")
+    bk.add_argument("--no-influx", action="store_true", help="leave InfluxDB out (gateway queues only)")
+    rs = sub.add_parser("restore", help="check a backup against its manifest, then restore it into a fresh "
+                        "InfluxDB and onto new paths")
+    rs.add_argument("--from", dest="source", type=Path, required=True, metavar="BACKUP",
+                    help="a backup folder or .tar.gz")
+    rs.add_argument("--check", action="store_true", help="only check every file against the manifest")
+    rs.add_argument("--expect-sha256", metavar="HEX", help="the manifest's SHA-256 as the backup command printed it")
+    rs.add_argument("--target-url", metavar="URL",
+                    help="HTTP API of the fresh InfluxDB (default BACKEND_INFLUX_URL, with its credentials)")
+    rs.add_argument("--target-address", metavar="HOST:PORT",
+                    help="its RPC address for influxd restore (default BACKEND_INFLUX_BACKUP_ADDRESS)")
+    rs.add_argument("--db", metavar="NAME", help="restore the readings' database under this name")
+    rs.add_argument("--accounts-db", metavar="NAME", help="restore the accounts database under this name")
+    rs.add_argument("--gateway-queue", action="append", default=[], metavar="[SOURCE=]PATH",
+                    help="restore the backup's gateway queue (SOURCE: its original path, when it holds several) "
+                         "to PATH, which must not exist")
+    rs.add_argument("--sites-file", metavar="PATH", help="restore the sites file to PATH, which must not exist")
+    rs.add_argument("--no-influx", action="store_true", help="leave InfluxDB alone (restore files only)")
+    ro = sub.add_parser("rollout", help="replace backend replicas one at a time (blue-green per slot), rolling "
+                        "back on its own when a new replica is not healthy in time")
+    ro.add_argument("--plan", type=Path, required=True, metavar="TOML",
+                    help="the slots and their start/stop commands (deploy/backend/rollout.example.toml)")
+    ro.add_argument("--user", required=True, help="an operator or admin API user for the smoke check")
+    ro.add_argument("--password-file", type=Path, required=True, help="a file holding that user's password")
+    ro.add_argument("--json", action="store_true", help="print the outcome as JSON at the end")
     args = parser.parse_args(argv)
 
     if args.command == "hash-password":
@@ -68,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = get_settings()
+        if args.command == "rollout":
+            return _rollout(args.plan, args.user, args.password_file, as_json=args.json)
         if args.command == "health-check":
             rep = asyncio.run(probe.run(settings, args.replica, Thresholds(
                 readings_warn_s=min(300, args.max_reading_age), readings_fail_s=args.max_reading_age),
@@ -80,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             broker_users(args.gateways, settings=settings, out=args.out, commands_for=args.commands,
                          ctrl=args.ctrl, show_passwords=args.show_passwords)
             return 0
+        if args.command == "backup":
+            return backup_command(settings, args.out, gateway_queues=args.gateway_queue, keep=args.keep,
+                                  archive=args.tar, influx=not args.no_influx)
+        if args.command == "restore":
+            return restore_command(settings, args.source, RestoreOptions(
+                target_url=args.target_url, target_address=args.target_address, db=args.db,
+                accounts_db=args.accounts_db, gateway_queues=tuple(args.gateway_queue), sites_file=args.sites_file,
+                influx=not args.no_influx, check_only=args.check, expect_sha256=args.expect_sha256))
         edge = server_options(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -87,6 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run("backend.api.app:create_app", factory=True, host=settings.host, port=settings.port,
                 log_config=None, access_log=False, lifespan="on", **edge)
     return 0
+
+
+def _rollout(plan_path: Path, user: str, password_file: Path, *, as_json: bool) -> int:
+    try:
+        plan = load_plan(plan_path)
+        password = password_file.read_text(encoding="utf-8").strip()
+    except (PlanError, OSError) as exc:
+        print(f"rollout: {exc}", file=sys.stderr)
+        return 2
+    outcome = asyncio.run(Rollout(plan, (user, password)).run())
+    if as_json:
+        print(msgspec.json.encode(outcome).decode())
+    print("rollout: done" if outcome.ok else "rollout: FAILED, rolled back", file=sys.stderr)
+    return 0 if outcome.ok else 1
 
 
 if __name__ == "__main__":

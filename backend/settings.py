@@ -141,6 +141,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """HTTP timeout of one InfluxDB request."""
     influx_manage_schema: bool = True
     """Create the database and retention policies at startup (off when an admin manages them)."""
+    influx_backup_address: str = "127.0.0.1:8088"
+    """``host:port`` of influxd's RPC service (its top-level ``bind-address``), which ``influxd backup`` and
+    ``influxd restore`` speak; only ``python -m backend backup`` and ``restore`` use it (docs/operations.md,
+    "Backup and restore"). The RPC service has no authentication: keep it on loopback."""
     retention_raw: str = "30d"
     """Retention of raw readings (RP ``raw``, the default RP)."""
     retention_1m: str = "400d"

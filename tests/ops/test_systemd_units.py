@@ -1,5 +1,9 @@
 """The systemd units (deploy/backend, deploy/gateway) and the backend's environment file example.
 
+The backup's service and timer (deploy/backend/cds-backup.*) are verified together (a timer needs its service),
+hardened at least like the backend, the timer's calendar is daily by ``systemd-analyze calendar``, and the
+service's ExecStart runs for real against an InfluxDB (tests/ops/test_backup.py tests the commands themselves).
+
 ``systemd-analyze`` (Debian's ``systemd`` package) checks the units as systemd reads them: ``verify`` for their
 syntax and commands, ``security --offline`` for how exposed the service is (the backend must be hardened at least
 like the gateway). ``verify`` exits 0 on an unknown key or a bad value and only prints a warning, so any output
@@ -15,6 +19,7 @@ parses the ONS files (pyarrow for Parquet).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import re
 import shutil
@@ -36,9 +41,12 @@ from devstack.ons_fake import FakeOns
 from devstack.processes import HOST
 from tests.backend.conftest import BackendProcess, Publisher, batch_bytes, make_settings, purge_session, reading
 from tests.ops.metricnames import REPO
+from tests.ops.test_backup import rpc_address
 
 UNITS = {"backend": REPO / "deploy" / "backend" / "cds-backend.service",
          "gateway": REPO / "deploy" / "gateway" / "cds-gateway.service"}
+BACKUP_SERVICE = REPO / "deploy" / "backend" / "cds-backup.service"
+BACKUP_TIMER = REPO / "deploy" / "backend" / "cds-backup.timer"
 ENV_EXAMPLE = REPO / "deploy" / "backend" / "backend.env.example"
 INSTALLED_PYTHON = "/opt/cds/.venv/bin/python"
 
@@ -101,6 +109,81 @@ def test_backend_is_hardened_at_least_like_the_gateway(units: dict[str, Path]) -
     for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=",
                  "SystemCallFilter=@system-service", "EnvironmentFile=/etc/cds-backend/backend.env"):
         assert re.search(f"^{re.escape(line)}$", text, re.M), line
+
+
+@pytest.fixture
+def backup_units(tmp_path: Path) -> tuple[Path, Path]:
+    """Copies of the backup service (this checkout's interpreter) and its timer, side by side as systemd needs."""
+    text = BACKUP_SERVICE.read_text(encoding="utf-8")
+    assert INSTALLED_PYTHON in text
+    service, timer = tmp_path / BACKUP_SERVICE.name, tmp_path / BACKUP_TIMER.name
+    service.write_text(text.replace(INSTALLED_PYTHON, sys.executable), encoding="utf-8")
+    shutil.copyfile(BACKUP_TIMER, timer)
+    return service, timer
+
+
+def unit_values(unit: Path, key: str) -> list[str]:
+    return re.findall(rf"^{key}=(.*)$", unit.read_text(encoding="utf-8"), re.M)
+
+
+def test_backup_service_and_timer_verify_without_a_warning(backup_units: tuple[Path, Path]) -> None:
+    result = subprocess.run([systemd_analyze(), "verify", "--man=no", *map(str, backup_units)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+
+
+def test_backup_service_is_hardened_like_the_backend(units: dict[str, Path],
+                                                     backup_units: tuple[Path, Path]) -> None:
+    analyze = systemd_analyze()
+    backup, backend = exposure(analyze, backup_units[0]), exposure(analyze, units["backend"])
+    assert backup <= backend, (backup, backend)
+    text = BACKUP_SERVICE.read_text(encoding="utf-8")
+    for line in ("Type=oneshot", "User=cds-backend", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=", "UMask=0077", "StateDirectoryMode=0700",
+                 "EnvironmentFile=/etc/cds-backend/backend.env"):
+        assert re.search(f"^{re.escape(line)}$", text, re.M), line
+
+
+def test_backup_timer_runs_daily_with_a_random_delay_and_catches_up() -> None:
+    (calendar,) = unit_values(BACKUP_TIMER, "OnCalendar")
+    result = subprocess.run([systemd_analyze(), "calendar", "--iterations=3", calendar], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    times = [dt.datetime.strptime(m, "%Y-%m-%d %H:%M:%S")
+             for m in re.findall(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})", result.stdout)]
+    assert len(times) == 3 and {b - a for a, b in itertools.pairwise(times)} == {dt.timedelta(days=1)}
+    assert unit_values(BACKUP_TIMER, "RandomizedDelaySec") and unit_values(BACKUP_TIMER, "Persistent") == ["true"]
+    assert unit_values(BACKUP_TIMER, "Unit") == [BACKUP_SERVICE.name]
+
+
+def test_backup_service_command_makes_a_backup_and_keeps_the_newest(influx: InfluxService, unique_id: str,
+                                                                    tmp_path: Path) -> None:
+    """The unit's ExecStart as systemd runs it: ``${CDS_BACKUP_KEEP}`` from its Environment=, the state
+    directory replaced by a temporary one, the backend's settings from the environment."""
+    (command,) = unit_values(BACKUP_SERVICE, "ExecStart")
+    keep = dict(v.split("=", 1) for v in unit_values(BACKUP_SERVICE, "Environment") if v.startswith("CDS_"))
+    (state,) = unit_values(BACKUP_SERVICE, "StateDirectory")
+    argv = command.replace("${CDS_BACKUP_KEEP}", keep["CDS_BACKUP_KEEP"]).split()
+    assert argv[0] == INSTALLED_PYTHON and f"/var/lib/{state}" in argv
+    argv = [sys.executable if a == INSTALLED_PYTHON else a.replace(f"/var/lib/{state}", str(tmp_path / state))
+            for a in argv]
+    settings = Settings(influx_db=unique_id)
+    for db in (unique_id, settings.resolved_accounts_db()):
+        influx.create_database(db)
+    old = [tmp_path / state / f"cds-backup-2026010{n}T031500Z" for n in range(1, 4)]
+    for path in old:
+        path.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
+    env.update(BACKEND_INFLUX_URL=influx.url, BACKEND_INFLUX_DB=unique_id,
+               BACKEND_INFLUX_BACKUP_ADDRESS=rpc_address(influx))
+    try:
+        result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        for db in (unique_id, settings.resolved_accounts_db()):
+            influx.query(f'DROP DATABASE "{db}"', epoch=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    backups = sorted(p.name for p in (tmp_path / state).iterdir())
+    assert len(backups) == min(int(keep["CDS_BACKUP_KEEP"]), len(old) + 1) and backups[-1] > old[-1].name
 
 
 def env_example() -> tuple[dict[str, str], dict[str, str]]:
