@@ -49,6 +49,7 @@ from devstack.security import (
 from devstack.smoke import SmokeTest
 from protocol.mqtt import MAX_BATCH, Reading, ReadingBatch, json_encoder
 from sim.loads import Household
+from sim.solar import solar_household
 
 REPO: Final = Path(__file__).resolve().parent.parent
 SITE: Final = "casa-1"
@@ -137,7 +138,7 @@ class System:
         link_dir = self.state / "meters"
         argv = [self.python, "-m", "sim", "meters", "--count", str(self.args.meters), "--seed", str(self.args.seed),
                 "--voltage", str(self.args.voltage), "--period-ms", str(self.args.period_ms),
-                "--link-dir", str(link_dir)]
+                "--link-dir", str(link_dir), "--solar", str(self.solar_meters), "--pv-kwp", str(self.args.pv_kwp)]
         # The meters print one METER line each on stdout: read those, then let the rest go to the log.
         log = (self.logs / "meters.log").open("ab")
         proc = subprocess.Popen(argv, cwd=REPO, env=self._env(), stdout=subprocess.PIPE, stderr=log,
@@ -282,6 +283,17 @@ class System:
         r.raise_for_status()
         return str(r.json()["access_token"])
 
+    @property
+    def solar_meters(self) -> int:
+        """How many of the demo meters (the last ones) have a PV roof: they import at night and export at noon."""
+        return max(0, min(int(self.args.solar_meters), int(self.args.meters) - 1))
+
+    def _history_house(self, index: int) -> Household:
+        seed = f"{self.args.seed}/history/{index}"
+        if index >= self.args.meters - self.solar_meters:
+            return solar_household(seed, self.args.voltage, self.args.pv_kwp)
+        return Household(seed, self.args.voltage)
+
     def seed_history(self) -> int:
         """Give the dashboard something to show from the first minute: ``--history-days`` of one-minute readings
         per meter (boot 0, before the live meters' first boot), sent through the HTTP ingest
@@ -298,16 +310,20 @@ class System:
         sent = 0
         with httpx.Client(timeout=60) as client:
             for index, device in enumerate(self.devices):
-                house = Household(f"{self.args.seed}/history/{index}", self.args.voltage)
-                energy_mwh = 0.0
+                house = self._history_house(index)
+                import_mwh = export_mwh = 0.0
                 batch: list[Reading] = []
                 for seq, t in enumerate(range(start_s, end_s, 60), start=1):
                     x = house.sample(t)
-                    energy_mwh += x.p * 60 / 3.6  # W over 60 s -> mWh
+                    # W over 60 s -> mWh, into the register of the direction the energy flowed (as the meter does)
+                    if x.p >= 0:
+                        import_mwh += x.p * 60 / 3.6
+                    else:
+                        export_mwh -= x.p * 60 / 3.6
                     batch.append(Reading(device=device, boot=0, seq=seq, ts=t * 1000, vrms=round(x.vrms, 2),
                                          irms=round(x.irms, 3), p=round(x.p, 1), s=round(x.s, 1),
                                          pf=round(max(-1.0, min(1.0, x.pf)), 3), freq=round(x.freq, 3),
-                                         energy_mwh=int(energy_mwh)))
+                                         energy_mwh=int(import_mwh), energy_export_mwh=int(export_mwh)))
                     if len(batch) == MAX_BATCH or t + 60 >= end_s:
                         body = json_encoder.encode(ReadingBatch(site=SITE, gateway="historico", readings=batch))
                         client.post(api, content=body, headers=headers).raise_for_status()
@@ -337,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meters", type=int, default=3)
     ap.add_argument("--seed", default="1")
     ap.add_argument("--voltage", type=int, choices=(127, 220), default=127)
+    ap.add_argument("--solar-meters", type=int, default=1,
+                    help="the last N meters of the demo site are solar households (never all of them: one meter "
+                         "always stays a plain household)")
+    ap.add_argument("--pv-kwp", type=float, default=4.0, help="PV array size of each solar meter, kWp")
     ap.add_argument("--period-ms", type=int, default=1000)
     ap.add_argument("--mqtt-port", type=int, default=18830)
     ap.add_argument("--influx-port", type=int, default=18086)

@@ -260,7 +260,8 @@ class Ingest:
             if view.last_reading.get("ts", 0) <= ts:
                 view.last_reading = {
                     "seq": r.seq, "ts": ts, "vrms": reading.vrms, "irms": reading.irms, "p": reading.p,
-                    "pf": reading.pf, "freq": reading.freq, "energy_kwh": r.energy_mwh / 1e6, "flags": r.flags,
+                    "pf": reading.pf, "freq": reading.freq, "energy_kwh": r.energy_mwh / 1e6,
+                    "export_kwh": reading.energy_export_mwh / 1e6, "flags": r.flags,
                 }  # fmt: skip
 
     def _status(self, link: SerialLink, session: Session, st: frames.Status, batch: _Batch) -> None:

@@ -27,10 +27,12 @@ def describe(item: frames.Frame | frames.FrameError) -> str:
                                   (frames.FLAG_I_CLIP, "I_CLIP"), (frames.FLAG_UNCALIBRATED, "UNCALIBRATED"),
                                   (frames.FLAG_NO_SIGNAL, "NO_SIGNAL"),
                                   (frames.FLAG_FIRST_AFTER_BOOT, "FIRST_AFTER_BOOT")) if item.flags & bit]  # fmt: skip
+        # READING2 (a bidirectional meter) adds the exported-energy register
+        export = f" Eexp={item.energy_export_mwh / 1e6:.6f}kWh" if isinstance(item, frames.Reading2) else ""
         return (
             f"READING seq={item.seq} uptime={item.uptime_ms / 1000:.3f}s V={item.vrms:.3f} I={item.irms:.3f} "
             f"P={item.power_w:.1f}W S={item.apparent_va:.1f}VA pf={item.pf:.3f} f={item.freq_hz:.3f}Hz "
-            f"E={item.energy_mwh / 1e6:.6f}kWh flags={'|'.join(flags) or '-'}"
+            f"E={item.energy_mwh / 1e6:.6f}kWh{export} flags={'|'.join(flags) or '-'}"
         )
     if isinstance(item, frames.Hello):
         return (

@@ -105,14 +105,20 @@ class _SnapshotCollector(Collector):
             links.add_metric([link["port"]], int(link["state"] == "up"))
         yield links
         seen = GaugeMetricFamily("cds_gateway_meter_last_seen_seconds", "Last frame from a meter", labels=["device"])
-        power = GaugeMetricFamily("cds_gateway_meter_power_watts", "Last active power", labels=["device"])
-        energy = GaugeMetricFamily("cds_gateway_meter_energy_kwh", "Last energy register", labels=["device"])
+        power = GaugeMetricFamily(
+            "cds_gateway_meter_power_watts", "Last active power (negative = export)", labels=["device"]
+        )
+        energy = GaugeMetricFamily("cds_gateway_meter_energy_kwh", "Last imported-energy register", labels=["device"])
+        export = GaugeMetricFamily(
+            "cds_gateway_meter_export_kwh", "Last exported-energy register (0: meter without one)", labels=["device"]
+        )
         for m in s["meters"]:
             seen.add_metric([m["device"]], m["last_seen_ms"] / 1000)
             if m["last_reading"]:
                 power.add_metric([m["device"]], m["last_reading"]["p"])
                 energy.add_metric([m["device"]], m["last_reading"]["energy_kwh"])
-        yield from (seen, power, energy)
+                export.add_metric([m["device"]], m["last_reading"]["export_kwh"])
+        yield from (seen, power, energy, export)
 
 
 def _fmt_time(ms: int) -> str:
@@ -154,7 +160,8 @@ def render_html(s: Snapshot, refresh_s: int) -> str:
                 m["device"], m["port"], LINK_PT.get(m["link"], m["link"]), m["firmware"], m["boot"],
                 _fmt_time(r.get("ts", 0)), r.get("p", "—"), r.get("vrms", "—"), r.get("irms", "—"),
                 r.get("pf", "—"), r.get("freq", "—"),
-                f"{r['energy_kwh']:.3f}" if r else "—", m["readings"], m["duplicates"],
+                f"{r['energy_kwh']:.3f}" if r else "—", f"{r['export_kwh']:.3f}" if r else "—",
+                m["readings"], m["duplicates"],
                 ms.get("queued", "—"), ms.get("dropped", "—"), ms.get("rx_errors", "—"),
             )) + "</tr>"
         )  # fmt: skip
@@ -180,7 +187,8 @@ td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:left}}th{{background:
 <h2>Medidores</h2>
 <table><tr><th>Medidor</th><th>Porta</th><th>Conexão</th><th>Firmware</th><th>Boot</th><th>Última leitura</th>
 <th>Potência ativa (W)</th><th>Tensão (V)</th><th>Corrente (A)</th><th>Fator de potência</th><th>Frequência (Hz)</th>
-<th>Energia ativa (kWh)</th><th>Leituras</th><th>Duplicadas</th><th>Fila no medidor</th>
+<th>Energia consumida da rede (kWh)</th><th>Energia injetada na rede (kWh)</th><th>Leituras</th>
+<th>Duplicadas</th><th>Fila no medidor</th>
 <th>Descartadas no medidor</th><th>Erros de recepção no medidor</th></tr>
 {"".join(rows) or "<tr><td colspan=17>nenhum medidor visto</td></tr>"}</table>
 <h2>Portas seriais</h2>

@@ -151,6 +151,18 @@ class Reading(msgspec.Struct, frozen=True):
         return self.freq_mhz / 1000
 
 
+class Reading2(Reading, frozen=True):
+    """READING2: a READING from a bidirectional meter, with the exported-energy register appended.
+
+    A subclass, so everything that handles readings (queues, ACKs, timestamps) takes both layouts unchanged;
+    ``energy_mwh`` keeps meaning the imported register. A plain :class:`Reading` comes from a meter without an
+    export register: its export is 0 by definition (docs/protocol.md, READING2).
+    """
+
+    kind: ClassVar[int] = 0x06
+    energy_export_mwh: int = 0
+
+
 class Status(msgspec.Struct, frozen=True):
     """The meter's queue and error counters."""
 
@@ -204,12 +216,13 @@ class Sync(msgspec.Struct, frozen=True):
     kind: ClassVar[int] = 0x12
 
 
-Frame: TypeAlias = Hello | Reading | Status | Log | ConfigResult | Ack | Config | Sync
+Frame: TypeAlias = Hello | Reading | Reading2 | Status | Log | ConfigResult | Ack | Config | Sync
 
 # Fixed payload layouts, little-endian. LOG is the one variable-length kind and is handled by hand.
 _LAYOUTS: Final[dict[int, tuple[type[Frame], struct.Struct]]] = {
     Hello.kind: (Hello, struct.Struct("<8sBBBBII")),
     Reading.kind: (Reading, struct.Struct("<IIIIiIhHQH")),
+    Reading2.kind: (Reading2, struct.Struct("<IIIIiIhHQHQ")),
     Status.kind: (Status, struct.Struct("<IIHIHH")),
     ConfigResult.kind: (ConfigResult, struct.Struct("<HBIIIh")),
     Ack.kind: (Ack, struct.Struct("<II")),
@@ -219,6 +232,8 @@ _LAYOUTS: Final[dict[int, tuple[type[Frame], struct.Struct]]] = {
 _LOG_KIND: Final = Log.kind
 _READING_UNPACK = _LAYOUTS[Reading.kind][1].unpack_from
 _READING_LEN: Final = 2 + _LAYOUTS[Reading.kind][1].size + 2
+_READING2_UNPACK = _LAYOUTS[Reading2.kind][1].unpack_from
+_READING2_LEN: Final = 2 + _LAYOUTS[Reading2.kind][1].size + 2
 
 
 def _payload(frame: Frame) -> bytes:
@@ -259,6 +274,8 @@ def decode_raw(raw: bytes) -> Frame:
     kind = raw[1]
     if kind == Reading.kind and n == _READING_LEN:  # the hot path, kept short
         return Reading(*_READING_UNPACK(raw, 2))
+    if kind == Reading2.kind and n == _READING2_LEN:
+        return Reading2(*_READING2_UNPACK(raw, 2))
     if kind == _LOG_KIND:
         if not 1 <= n - 4 <= 1 + MAX_LOG_TEXT:
             raise LengthError(f"LOG payload of {n - 4} bytes", raw)

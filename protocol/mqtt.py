@@ -65,8 +65,12 @@ class Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     freq: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)]
     """Line frequency, Hz (0 = no signal)."""
     energy_mwh: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-    """Cumulative active energy register, mWh (exact)."""
+    """Cumulative imported active energy register, mWh (exact)."""
     flags: Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)] = 0
+    energy_export_mwh: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    """Cumulative exported active energy register, mWh (exact). 0 from a meter without one (a READING, not a
+    READING2) and in an older gateway's payload, which lacks the field: both mean "import only". An older
+    backend ignores the field (unknown fields are skipped), so a new gateway's payload still decodes there."""
 
 
 class ReadingBatch(msgspec.Struct, frozen=True):
@@ -226,4 +230,5 @@ def reading_from_frame(device: str, boot: int, ts_ms: int, frame: frames.Reading
         freq=frame.freq_mhz / 1000,
         energy_mwh=frame.energy_mwh,
         flags=frame.flags,
+        energy_export_mwh=frame.energy_export_mwh if isinstance(frame, frames.Reading2) else 0,
     )

@@ -48,10 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     meters.add_argument("--unplug-for", type=float, default=5, help="replug after S sim seconds (default 5)")
     meters.add_argument("--corrupt-rate", type=float, default=0.0, help="probability a frame is corrupted")
     meters.add_argument("--drop-rate", type=float, default=0.0, help="probability a frame is lost")
+    meters.add_argument("--solar", type=int, default=0, help="the last N meters have rooftop PV (default 0)")
+    meters.add_argument("--pv-kwp", type=float, default=4.0, help="size of each PV array, kWp (default 4)")
+    meters.add_argument("--import-only", type=int, default=0,
+                        help="the first N meters run firmware 1.0: READING with the import register only")
 
     profile = sub.add_parser("profile", help="print a household's hourly energy for one day")
     profile.add_argument("--seed", default="0")
     profile.add_argument("--voltage", type=int, choices=(127, 220), default=127)
+    profile.add_argument("--pv-kwp", type=float, default=0.0, help="a PV array behind the meter, kWp (default none)")
     profile.add_argument("--date", default=dt.date.today().isoformat(), help="local date, YYYY-MM-DD")
     return parser
 
@@ -59,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 def _run_meters(args: argparse.Namespace) -> int:
     from sim.runner import MeterRunner  # pty machinery only when it is used
 
-    if args.count < 1 or args.period_ms < 1 or args.speed <= 0:
-        print("count, period and speed must be positive", file=sys.stderr)
+    if args.count < 1 or args.period_ms < 1 or args.speed <= 0 or args.pv_kwp <= 0:
+        print("count, period, speed and kWp must be positive", file=sys.stderr)
         return 2
     start_ms = int(dt.datetime.fromisoformat(args.start).timestamp() * 1000) if args.start else None
     stop = threading.Event()
@@ -72,8 +77,10 @@ def _run_meters(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     runner = MeterRunner(speed=args.speed, start_ms=start_ms, link_dir=args.link_dir, seed=args.seed)
     try:
-        for _ in range(args.count):
+        for index in range(args.count):
             meter = runner.add_meter(
+                pv_kwp=args.pv_kwp if index >= args.count - args.solar else 0.0,
+                bidirectional=index >= args.import_only,
                 nominal_v=args.voltage,
                 report_period_ms=args.period_ms,
                 queue_capacity=args.queue,
@@ -133,8 +140,13 @@ def _fault_schedule(runner: MeterRunner, args: argparse.Namespace, stop: threadi
 
 def _profile(args: argparse.Namespace) -> int:
     from sim.loads import Household
+    from sim.solar import solar_household
 
-    house = Household(args.seed, args.voltage)
+    # kWh per hour is the net: negative in the hours a solar household exports
+    if args.pv_kwp > 0:
+        house = solar_household(args.seed, args.voltage, args.pv_kwp)
+    else:
+        house = Household(args.seed, args.voltage)
     day = dt.date.fromisoformat(args.date)
     midnight = house.clock.midnight(day.toordinal())
     total = 0.0

@@ -62,6 +62,8 @@ class Window(NamedTuple):
     """V_CLIP, I_CLIP, NO_SIGNAL."""
     energy_uj: int
     """Imported active energy in the window, microjoules, as the meter counts it (on its own clock)."""
+    export_uj: int = 0
+    """Exported active energy in the window (negative mean power), microjoules."""
 
 
 class FrontEnd:
@@ -121,8 +123,10 @@ class FrontEnd:
         else:
             pf_milli = max(-1000, min(1000, round(p / s * 1000))) if s > 0 else 1000
             freq_mhz = round(sf / powered * 1000)
-        # the firmware integrates the window's mean power over the window's length on its own clock
+        # the firmware integrates the window's mean power over the window's length on its own clock, into the
+        # import register when it is positive and into the export register when it is negative
         energy_uj = round(max(p, 0.0) * meter_span_ms * 1000)
+        export_uj = round(max(-p, 0.0) * meter_span_ms * 1000)
         return Window(
             vrms_mv=min(0xFFFFFFFF, round(vrms * 1000)),
             irms_ma=min(0xFFFFFFFF, round(irms * 1000)),
@@ -132,4 +136,5 @@ class FrontEnd:
             freq_mhz=freq_mhz,
             flags=flags,
             energy_uj=energy_uj,
+            export_uj=export_uj,
         )

@@ -10,6 +10,9 @@ Power is modelled per appliance as active power P (W) and non-active power Q (va
 stands for distortion power). The household adds them up: S = hypot(P, Q), I = S / V, PF = P / S. The supply
 voltage has a daily profile (lower at the evening peak), slow fluctuations and a drop across the service drop's
 resistance when heavy loads run (the lights dim when the shower starts); resistive loads follow V².
+
+A solar household (``sim.solar.solar_household``) also has generators behind the meter: their output is
+subtracted from the loads, so its net power is negative — an export — when the panels out-produce the house.
 """
 
 from __future__ import annotations
@@ -334,13 +337,16 @@ class Household:
         *,
         tz: str = TIMEZONE,
         appliances: tuple[type[Appliance], ...] = (Refrigerator, ElectricShower, AirConditioner, Lighting, Standby),
+        generators: tuple[Appliance, ...] = (),
     ) -> None:
+        """``generators``: sources behind the meter (``sim.solar.PvSystem``), whose power is negative."""
         if nominal_v not in SUPPORTED_VOLTAGES:
             raise ValueError(f"nominal voltage must be one of {SUPPORTED_VOLTAGES}, not {nominal_v}")
         self.seed = seed
         self.nominal_v = float(nominal_v)
         self.clock = LocalClock(tz)
         self.appliances = [cls(seed, self.clock) for cls in appliances]
+        self.generators = list(generators)
         rng = random.Random(f"{seed}/supply")
         self.source_ratio = rng.uniform(1.0, 1.03)  # transformer tap: slightly above nominal at no load
         # service drop + internal wiring: a few volts at full load, more on a weak 127 V line
@@ -357,16 +363,21 @@ class Household:
         """The supply and total load at Unix time ``t`` (seconds)."""
         v_src = self._source_v(t)
         ratio = v_src / self.nominal_v
-        p = q = 0.0
+        p = q = gen = 0.0
         for appliance in self.appliances:
             ap, aq = appliance.power(t, ratio)
             p += ap
             q += aq
-        # one fixed-point step for the line drop: V = Vsrc - R*I, with resistive loads following V²
-        s = math.hypot(p, q)
-        v = v_src - self.line_ohm * s / v_src
+        for generator in self.generators:
+            gp, gq = generator.power(t, ratio)
+            gen += gp  # negative: power flowing out to the grid
+            q += gq
+        # one fixed-point step for the line drop: V = Vsrc - R*I, with resistive loads following V²; while the
+        # house exports, current flows the other way and the voltage at the meter rises instead
+        s = math.hypot(p + gen, q)
+        v = v_src - self.line_ohm * math.copysign(s, p + gen) / v_src
         scale = (v / v_src) ** 2
-        p *= scale
+        p = p * scale + gen  # an inverter injects its power whatever the voltage
         q *= scale
         s = math.hypot(p, q)
         i = s / v
@@ -375,5 +386,5 @@ class Household:
         return Sample(v, i, p, s, pf, freq)
 
     def power(self, t: float) -> float:
-        """Active power at ``t``, W (what the energy register integrates)."""
+        """Active power at ``t``, W, negative while exporting (what the energy registers integrate)."""
         return self.sample(t).p

@@ -8,7 +8,9 @@ sleeps, opens a port or reads a clock, so tests drive it through hours of simula
 It mirrors firmware/lib/meter/meter.c rule for rule: 0x00 + HELLO + STATUS + boot LOG after a reset; READINGs in
 a drop-oldest RAM ring; cumulative ACK for this boot only; go-back-N resend then STATUS after max(2 s, 2 x period)
 without ACK progress; STATUS every 10 s after the last one and whenever an ACK waits for a discarded reading;
-SYNC -> HELLO + STATUS + resend; CONFIG -> CONFIG_RESULT; the energy register saved to "EEPROM" once a minute.
+SYNC -> HELLO + STATUS + resend; CONFIG -> CONFIG_RESULT; the energy registers saved to "EEPROM" once a minute.
+By default it is a bidirectional meter (firmware 1.1): READING2 with signed power and the import and export
+registers; ``bidirectional=False`` plays firmware 1.0, whose READING carries the import register only.
 
 It also records ground truth: every reading it produced, which ones it discarded from a full queue or lost with a
 reset before they were acknowledged, and how far each boot was acknowledged.
@@ -29,7 +31,9 @@ from sim.truth import GroundTruth, ProducedReading
 
 __all__ = ["GroundTruth", "MeterModel", "ProducedReading"]
 
-FW_VERSION: Final = (1, 0, 0)
+FW_VERSION: Final = (1, 1, 0)
+"""firmware/lib/board.h; 1.1 added the export register (READING2)."""
+FW_VERSION_IMPORT_ONLY: Final = (1, 0, 0)
 HW_REV: Final = 1
 STATUS_INTERVAL_MS: Final = 10_000
 RESEND_MIN_MS: Final = 2_000
@@ -62,6 +66,8 @@ class MeterModel:
     :meth:`advance` returns the boot output. ``boot_count`` and ``energy_mwh``: the EEPROM before that power-on (the
     first boot reports ``boot_count + 1``). ``report_period_ms`` may be below the protocol's 250 ms for tests (CONFIG
     still enforces the range). ``integration_step_ms``: how finely the load is sampled inside a window.
+    ``export_mwh``: the EEPROM's export register (bidirectional meters). ``bidirectional=False``: firmware 1.0,
+    which sends READING (import register only, energy flowing out is not counted) and HELLO 1.0.0.
     ``uptime_start_ms``: the uptime counter at reset (the firmware's is 0; a test of the 49.7-day wrap starts near
     2^32). ``drift_ppm``: the crystal's error. Calibration: by default the unit was calibrated on the bench (its
     true gains stored: accurate readings); ``uncalibrated=True`` runs on factory gains (a few per cent off, the
@@ -81,6 +87,8 @@ class MeterModel:
         queue_capacity: int = QUEUE_CAPACITY,
         boot_count: int = 0,
         energy_mwh: int = 0,
+        export_mwh: int = 0,
+        bidirectional: bool = True,
         integration_step_ms: int = 200,
         resend_min_ms: int = RESEND_MIN_MS,
         status_interval_ms: int = STATUS_INTERVAL_MS,
@@ -113,6 +121,8 @@ class MeterModel:
         self._eeprom_period = report_period_ms
         self._eeprom_boot = boot_count
         self._eeprom_mwh = energy_mwh
+        self._eeprom_export_mwh = export_mwh if bidirectional else 0
+        self.bidirectional = bidirectional
         # ground truth
         self.produced: list[ProducedReading] = []
         self.dropped_keys: set[tuple[int, int]] = set()
@@ -154,6 +164,7 @@ class MeterModel:
         self.calibration_stored = self._eeprom_cal is not None
         self.report_period_ms = self._eeprom_period
         self._energy_uj = self._eeprom_mwh * UJ_PER_MWH  # the sub-mWh remainder lived in RAM
+        self._export_uj = self._eeprom_export_mwh * UJ_PER_MWH
         self._t_anchor, self._up_anchor = float(t_ms), float(self.uptime_start_ms)
         self.next_seq = 1
         self.queue: deque[frames.Reading] = deque()
@@ -196,6 +207,7 @@ class MeterModel:
 
     def _save_energy(self) -> None:
         self._eeprom_mwh = self.energy_mwh
+        self._eeprom_export_mwh = self.export_mwh
 
     # ----- time ----------------------------------------------------------------------------------------------
 
@@ -256,8 +268,13 @@ class MeterModel:
 
     @property
     def energy_mwh(self) -> int:
-        """The cumulative energy register, mWh."""
+        """The cumulative imported-energy register, mWh."""
         return self._energy_uj // UJ_PER_MWH
+
+    @property
+    def export_mwh(self) -> int:
+        """The cumulative exported-energy register, mWh (0 for a meter without one)."""
+        return self._export_uj // UJ_PER_MWH
 
     @property
     def uncalibrated(self) -> bool:
@@ -270,6 +287,8 @@ class MeterModel:
             self._true_ms(self._window_start), t_end, up_end - self._window_start, self.calibration
         )
         self._energy_uj += window.energy_uj
+        if self.bidirectional:
+            self._export_uj += window.export_uj
         self._window_start = up_end
         self._window_len = self.report_period_ms
         if partial:
@@ -291,6 +310,8 @@ class MeterModel:
             energy_mwh=self.energy_mwh,
             flags=flags,
         )
+        if self.bidirectional:
+            reading = frames.Reading2(**msgspec.structs.asdict(reading), energy_export_mwh=self.export_mwh)
         self.next_seq = (self.next_seq + 1) & U32
         if self.record_truth:
             self.produced.append(ProducedReading(self.boot_count, reading.seq, round(t_end), reading))
@@ -314,7 +335,7 @@ class MeterModel:
         return out
 
     def _hello(self) -> None:
-        major, minor, patch = FW_VERSION
+        major, minor, patch = FW_VERSION if self.bidirectional else FW_VERSION_IMPORT_ONLY
         self._send(frames.Hello(self.device_id, major, minor, patch, HW_REV, self.boot_count, self.report_period_ms))
 
     def status(self) -> frames.Status:
@@ -364,6 +385,7 @@ class MeterModel:
             acked=dict(self.acked),
             energy_mwh=self.energy_mwh,
             rx_errors=self.rx_errors,
+            export_mwh=self.export_mwh,
         )
 
     # ----- input ---------------------------------------------------------------------------------------------

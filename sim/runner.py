@@ -29,6 +29,7 @@ from typing import Any
 from sim.loads import Household
 from sim.meter import MeterModel
 from sim.port import VirtualMeter
+from sim.solar import solar_household
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,13 @@ class MeterRunner:
         seed: int | str | None = None,
         nominal_v: int = 127,
         report_period_ms: int = 1000,
+        pv_kwp: float = 0.0,
         **model_kwargs: Any,
     ) -> VirtualMeter:
         """Create a meter (powered on now) on a new pty. ``seed`` picks its household (default: derived from the
-        runner's seed and the meter's index). Other keyword arguments go to :class:`sim.meter.MeterModel`."""
+        runner's seed and the meter's index); ``pv_kwp`` > 0 puts a PV array of that size behind the meter
+        (:func:`sim.solar.solar_household`). Other keyword arguments go to :class:`sim.meter.MeterModel`
+        (e.g. ``bidirectional=False`` for a firmware 1.0 meter)."""
         with self.lock:
             index = len(self._meters)
             meter_seed = seed if seed is not None else f"{self.seed}/{index}"
@@ -109,7 +113,7 @@ class MeterRunner:
             model = MeterModel(
                 device,
                 start_ms=self.now_ms(),
-                load=Household(meter_seed, nominal_v),
+                load=solar_household(meter_seed, nominal_v, pv_kwp) if pv_kwp > 0 else Household(meter_seed, nominal_v),
                 report_period_ms=report_period_ms,
                 **model_kwargs,
             )

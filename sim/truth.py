@@ -19,6 +19,7 @@ class ProducedReading(NamedTuple):
     t_ms: int
     """Simulated Unix time (ms) at the end of the measuring window."""
     frame: frames.Reading
+    """A :class:`frames.Reading2` from a bidirectional meter, a plain :class:`frames.Reading` from an old one."""
 
 
 class GroundTruth(NamedTuple):
@@ -39,6 +40,8 @@ class GroundTruth(NamedTuple):
     acked: dict[int, int]
     energy_mwh: int
     rx_errors: int
+    export_mwh: int = 0
+    """The exported-energy register (always 0 for a meter without one, ``bidirectional=False``)."""
 
     def keys(self) -> set[tuple[int, int]]:
         return {(r.boot, r.seq) for r in self.produced}

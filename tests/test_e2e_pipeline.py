@@ -10,7 +10,10 @@ project's own building blocks (``protocol.frames``, ``protocol.mqtt``, ``backend
   batch to InfluxDB and acknowledges the message only after ``/write`` answered 204 (docs/architecture.md,
   reliability model).
 
-The meter's ground truth (``MeterModel.produced``) is what InfluxDB must return.
+The meter's ground truth (``MeterModel.produced``) is what InfluxDB must return. Bidirectional metering: an old
+(import-only, READING) meter and a new solar one (READING2, exporting at noon) flow side by side, and so does an
+old gateway's payload without the export field; InfluxDB holds ``energy_export_mwh`` for the new meter and 0 for
+the old ones.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -31,6 +35,7 @@ from devstack.influxdb import InfluxService
 from devstack.mosquitto import MosquittoService
 from protocol import frames, mqtt
 from sim.meter import MeterModel
+from sim.solar import solar_household
 
 WaitFor = Callable[..., Any]
 
@@ -190,6 +195,7 @@ def _expected_row(site: str, r: mqtt.Reading) -> dict[str, Any]:
         "time": r.ts, "site": site, "gateway": GATEWAY, "device": r.device,
         "vrms": r.vrms, "irms": r.irms, "p": r.p, "s": r.s, "pf": r.pf, "freq": r.freq,
         "energy_mwh": r.energy_mwh, "boot": r.boot, "seq": r.seq, "flags": r.flags,
+        "energy_export_mwh": r.energy_export_mwh,
     }  # fmt: skip
 
 
@@ -259,3 +265,54 @@ def test_broker_restart_with_backend_offline_loses_nothing(
         returned.close()
     assert len(sent) == 180
     assert _stored(influx, unique_id, unique_id) == [_expected_row(unique_id, r) for r in sent]
+
+
+NOON_MS = 1_763_737_200_000  # 2025-11-21 12:00 in São Paulo: a clear-sky PV array out-produces the house
+
+
+def test_old_and_new_meters_side_by_side_store_their_export_registers(
+    roles: tuple[Publisher, BackendRole], influx: InfluxService, unique_id: str, wait_for: WaitFor
+) -> None:
+    """A firmware 1.0 meter (READING: import only) and a solar firmware 1.1 meter (READING2) on one gateway at
+    noon, plus an old gateway's payload without the export field: all stored, export only where it was measured."""
+    publisher, backend = roles
+    old_dev = hashlib.blake2b(f"{unique_id}/old".encode(), digest_size=8).hexdigest()
+    new_dev = hashlib.blake2b(f"{unique_id}/new".encode(), digest_size=8).hexdigest()
+    old = MeterModel(old_dev, start_ms=NOON_MS, seed=f"{unique_id}/old", bidirectional=False)
+    new = MeterModel(new_dev, start_ms=NOON_MS, load=solar_household(f"{unique_id}/new", 220, kwp=8.0))
+    old_readings = _run(old, GatewayRole(), NOON_MS + 10_000)
+    new_readings = _run(new, GatewayRole(), NOON_MS + 10_000)
+    assert all(type(p.frame) is frames.Reading for p in old.produced)
+    assert all(type(p.frame) is frames.Reading2 for p in new.produced)
+    assert all(r.p < 0 for r in new_readings)  # exporting at noon: signed power all the way
+    assert new_readings[-1].energy_export_mwh == new.export_mwh > 0
+    assert all(r.energy_export_mwh == 0 for r in old_readings)
+    readings = old_readings + new_readings
+    publisher.publish(mqtt.ReadingBatch(site=unique_id, gateway=GATEWAY, readings=readings), wait_for)
+
+    # an old gateway's payload: the Reading as it was before the export field existed
+    legacy = mqtt.json_encoder.encode(
+        {"site": unique_id, "gateway": GATEWAY, "v": 1, "readings": [
+            {k: v for k, v in msgspec.structs.asdict(r).items() if k != "energy_export_mwh"}
+            for r in _run(MeterModel(old_dev, start_ms=NOON_MS + 20_000, seed="legacy", boot_count=1,
+                                     bidirectional=False), GatewayRole(), NOON_MS + 23_000)
+        ]}
+    )  # fmt: skip
+    before = publisher.pubacks
+    publisher.client.publish(mqtt.readings_topic(unique_id, GATEWAY), legacy, qos=1)
+    wait_for(lambda: publisher.pubacks > before, what="the broker's PUBACK of the legacy payload")
+
+    wait_for(lambda: backend.acked == 2, what="both batches written and acknowledged")
+    assert backend.errors == []
+    rows = _stored(influx, unique_id, unique_id)
+    def order(row: dict[str, Any]) -> tuple[int, str]:
+        return row["time"], row["device"]
+
+    first = sorted((row for row in rows if row["boot"] == 1), key=order)  # the new gateway's batch
+    assert first == sorted((_expected_row(unique_id, r) for r in readings), key=order)
+    by_device = {dev: [row for row in rows if row["device"] == dev] for dev in (old_dev, new_dev)}
+    assert {row["energy_export_mwh"] for row in by_device[old_dev]} == {0}
+    assert len([row for row in by_device[old_dev] if row["boot"] == 2]) == 3  # the legacy payload, export 0
+    exports = [row["energy_export_mwh"] for row in by_device[new_dev]]
+    assert exports == sorted(exports) and exports[-1] == new.export_mwh
+    assert all(row["p"] < 0 for row in by_device[new_dev])

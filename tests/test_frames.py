@@ -17,8 +17,8 @@ VECTORS = json.loads((Path(__file__).parent / "vectors" / "frames.json").read_te
 VALID = VECTORS["valid"]
 MALFORMED = VECTORS["malformed"]
 STREAMS = VECTORS["streams"]
-KIND_NAMES = {cls.__name__.lower(): cls for cls in (f.Hello, f.Reading, f.Status, f.Log, f.ConfigResult, f.Ack,
-                                                     f.Config, f.Sync)}
+KIND_NAMES = {cls.__name__.lower(): cls for cls in (f.Hello, f.Reading, f.Reading2, f.Status, f.Log, f.ConfigResult,
+                                                     f.Ack, f.Config, f.Sync)}
 
 
 def frame_of(case: dict) -> f.Frame:
@@ -156,6 +156,20 @@ def test_reading_units() -> None:
     )
 
 
+def test_reading2_is_a_reading_with_the_export_register() -> None:
+    """Code that handles readings takes both layouts; only the kind tells them apart on the wire."""
+    old = f.Reading(5, 5000, 127_000, 1_000, 1_270, 1_270, 1000, 60_000, 777, 0)
+    new = f.Reading2(5, 5000, 221_000, 9_000, -19_890, 19_890, -1000, 60_000, 777, 0, 4_242)
+    assert isinstance(new, f.Reading) and not isinstance(old, f.Reading2)
+    assert (new.power_w, new.energy_mwh, new.energy_export_mwh) == (-1989.0, 777, 4_242)
+    assert f.encode_raw(new)[1] == 0x06 and len(f.encode_raw(new)) == 2 + 46 + 2
+    assert f.encode_raw(old)[1] == 0x02 and len(f.encode_raw(old)) == 2 + 38 + 2
+    # the first 38 payload bytes of a READING2 are the READING layout, field for field
+    assert f.encode_raw(new)[2:40] == f.encode_raw(f.Reading(*[getattr(new, n) for n in old.__struct_fields__]))[2:40]
+    out = f.Decoder().feed(f.encode(old) + f.encode(new))
+    assert out == [old, new] and type(out[0]) is f.Reading and type(out[1]) is f.Reading2
+
+
 # --- property tests ------------------------------------------------------------------------------------------
 
 readings = st.builds(
@@ -164,8 +178,15 @@ readings = st.builds(
     st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1), st.integers(-1000, 1000),
     st.integers(0, 2**16 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**16 - 1),
 )
+readings2 = st.builds(
+    f.Reading2,
+    st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+    st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1), st.integers(-1000, 1000),
+    st.integers(0, 2**16 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**16 - 1), st.integers(0, 2**64 - 1),
+)
 any_frame = st.one_of(
     readings,
+    readings2,
     st.builds(f.Hello, st.binary(min_size=8, max_size=8), *[st.integers(0, 255)] * 4, st.integers(0, 2**32 - 1),
               st.integers(0, 2**32 - 1)),
     st.builds(f.Ack, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
@@ -196,8 +217,8 @@ def test_property_random_bytes_only_raise_codec_errors(data: bytes, cuts: list[i
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(readings, min_size=1, max_size=5), st.binary(min_size=1, max_size=80), st.integers(0, 4),
-       st.data())
+@given(st.lists(st.one_of(readings, readings2), min_size=1, max_size=5), st.binary(min_size=1, max_size=80),
+       st.integers(0, 4), st.data())
 def test_property_corruption_never_loses_a_following_valid_frame(
     batch: list[f.Reading], noise: bytes, where: int, data: st.DataObject
 ) -> None:

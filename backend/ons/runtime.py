@@ -15,11 +15,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from backend.errors import ConfigError, InfluxError
+from backend.metrics import Metrics
 from backend.ons.client import OnsClient
 from backend.ons.datasets import DATASETS
 from backend.ons.grid import GridData
 from backend.ons.store import OnsStore
-from backend.metrics import Metrics
 from backend.ons.sync import OnsScheduler
 from backend.settings import Settings
 from backend.store.influx import InfluxClient

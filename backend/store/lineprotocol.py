@@ -3,7 +3,11 @@
 A reading becomes one point keyed by measurement + tags (site, gateway, device) + measured timestamp, so writing
 the same reading twice overwrites it: at-least-once delivery upstream becomes exactly-once in storage.
 
-    readings,site=<site>,gateway=<gw>,device=<dev> vrms=127.1,irms=3.2,...,energy_mwh=123i,boot=7i,seq=42i <ts_ms>
+    readings,site=<site>,gateway=<gw>,device=<dev> vrms=127.1,irms=3.2,...,energy_mwh=123i,boot=7i,seq=42i,...,
+        energy_export_mwh=0i <ts_ms>
+
+``energy_mwh`` is the imported-energy register, ``energy_export_mwh`` the exported one; a meter without an export
+register (an old meter or an old gateway's payload) stores 0 there, i.e. "import only".
 
 Every user- or device-supplied string goes through the escapers below; characters line protocol cannot carry at
 all (newlines, NUL) are rejected rather than silently altered.
@@ -87,7 +91,8 @@ def reading_line(site: str, gateway: str, r: Reading) -> str:
     return (
         f"{READINGS_MEASUREMENT},device={escape_key(r.device)},gateway={escape_key(gateway)},"
         f"site={escape_key(site)} vrms={r.vrms!r},irms={r.irms!r},p={r.p!r},s={r.s!r},pf={r.pf!r},"
-        f"freq={r.freq!r},energy_mwh={r.energy_mwh}i,boot={r.boot}i,seq={r.seq}i,flags={r.flags}i {r.ts}"
+        f"freq={r.freq!r},energy_mwh={r.energy_mwh}i,boot={r.boot}i,seq={r.seq}i,flags={r.flags}i,"
+        f"energy_export_mwh={r.energy_export_mwh}i {r.ts}"
     )
 
 
@@ -105,7 +110,8 @@ def reading_formatter(site: str, gateway: str) -> Callable[[Reading], str]:
         if prefix is None:
             prefix = prefixes[r.device] = f"{READINGS_MEASUREMENT},device={escape_key(r.device)}{tail}"
         return (f"{prefix}{r.vrms!r},irms={r.irms!r},p={r.p!r},s={r.s!r},pf={r.pf!r},freq={r.freq!r},"
-                f"energy_mwh={r.energy_mwh}i,boot={r.boot}i,seq={r.seq}i,flags={r.flags}i {r.ts}")
+                f"energy_mwh={r.energy_mwh}i,boot={r.boot}i,seq={r.seq}i,flags={r.flags}i,"
+                f"energy_export_mwh={r.energy_export_mwh}i {r.ts}")
 
     return fmt
 

@@ -28,12 +28,13 @@ static uint32_t fields_of(const frame_t *f, uint64_t *v, uint8_t *bytes, uint32_
         v[4] = h->boot_count; v[5] = h->report_period_ms;
         return 6;
     }
-    case FRAME_READING: {
+    case FRAME_READING:
+    case FRAME_READING2: {
         const frame_reading_t *r = &f->u.reading;
         v[0] = r->seq; v[1] = r->uptime_ms; v[2] = r->vrms_mv; v[3] = r->irms_ma; v[4] = (uint64_t)(int64_t)r->p_dw;
         v[5] = r->s_dva; v[6] = (uint64_t)(int64_t)r->pf_milli; v[7] = r->freq_mhz; v[8] = r->energy_mwh;
-        v[9] = r->flags;
-        return 10;
+        v[9] = r->flags; v[10] = r->energy_export_mwh;
+        return f->kind == FRAME_READING2 ? 11 : 10;
     }
     case FRAME_STATUS: {
         const frame_status_msg_t *s = &f->u.status;
@@ -77,11 +78,13 @@ static void frame_of(uint8_t kind, const uint64_t *v, const uint8_t *bytes, uint
         f->u.hello.fw_patch = (uint8_t)v[2]; f->u.hello.hw_rev = (uint8_t)v[3];
         f->u.hello.boot_count = (uint32_t)v[4]; f->u.hello.report_period_ms = (uint32_t)v[5];
         break;
-    case FRAME_READING: {
+    case FRAME_READING:
+    case FRAME_READING2: {
         frame_reading_t *r = &f->u.reading;
         r->seq = (uint32_t)v[0]; r->uptime_ms = (uint32_t)v[1]; r->vrms_mv = (uint32_t)v[2];
         r->irms_ma = (uint32_t)v[3]; r->p_dw = (int32_t)v[4]; r->s_dva = (uint32_t)v[5];
         r->pf_milli = (int16_t)v[6]; r->freq_mhz = (uint16_t)v[7]; r->energy_mwh = v[8]; r->flags = (uint16_t)v[9];
+        r->energy_export_mwh = kind == FRAME_READING2 ? v[10] : 0;
         break;
     }
     case FRAME_STATUS: {
@@ -160,15 +163,17 @@ uint32_t cds_stream(const uint8_t *data, uint32_t n, int32_t *events, uint32_t c
 uint32_t cds_pair_rate(void) { return BOARD_PAIR_RATE_HZ; }
 
 /* Runs the metering core over n_windows windows of synthetic samples, the way firmware/src/main.c does:
- * V at t = n / rate, I half a pair later; the phase interpolation follows the measured frequency. */
+ * V at t = n / rate, I half a pair later; the phase interpolation follows the measured frequency.
+ * energy[] gets import mWh, import remainder, export mWh, export remainder. */
 void cds_metering_run(wave_t *w, const calib_t *c, uint32_t n_windows, metering_result_t *out, uint64_t *energy)
 {
     static metering_t m;
     metering_acc_t acc;
-    energy_t e = {0, 0};
+    energy_regs_t e;
     uint64_t n = 0;
     uint16_t rate = BOARD_PAIR_RATE_HZ;
     uint16_t freq = 0;
+    memset(&e, 0, sizeof e);
     metering_init(&m, metering_window_pairs(c->report_period_ms, rate));
     metering_configure(&m, m.window_pairs, metering_back_q8(c->phase_cdeg, 0, rate));
     for (uint32_t win = 0; win < n_windows;) {
@@ -179,23 +184,28 @@ void cds_metering_run(wave_t *w, const calib_t *c, uint32_t n_windows, metering_
         metering_add_pair(&m, v, i);
         if (metering_take(&m, &acc)) {
             metering_compute(&acc, c, rate, &out[win]);
-            energy_add(&e, out[win].p_mw, out[win].pairs, rate);
+            energy_regs_add(&e, out[win].p_mw, out[win].pairs, rate);
             if (out[win].freq_mhz)
                 freq = out[win].freq_mhz;
             metering_configure(&m, m.window_pairs, metering_back_q8(c->phase_cdeg, freq, rate));
             win++;
         }
     }
-    energy[0] = e.mwh;
-    energy[1] = e.rem;
+    energy[0] = e.imp.mwh;
+    energy[1] = e.imp.rem;
+    energy[2] = e.exp.mwh;
+    energy[3] = e.exp.rem;
 }
 
-void cds_energy_add(uint64_t *mwh_rem, int32_t p_mw, uint32_t pairs)
+/* regs[] as in cds_metering_run: import mWh, import remainder, export mWh, export remainder. */
+void cds_energy_add(uint64_t *regs, int32_t p_mw, uint32_t pairs)
 {
-    energy_t e = {mwh_rem[0], mwh_rem[1]};
-    energy_add(&e, p_mw, pairs, BOARD_PAIR_RATE_HZ);
-    mwh_rem[0] = e.mwh;
-    mwh_rem[1] = e.rem;
+    energy_regs_t e = {{regs[0], (uint32_t)regs[1]}, {regs[2], (uint32_t)regs[3]}};
+    energy_regs_add(&e, p_mw, pairs, BOARD_PAIR_RATE_HZ);
+    regs[0] = e.imp.mwh;
+    regs[1] = e.imp.rem;
+    regs[2] = e.exp.mwh;
+    regs[3] = e.exp.rem;
 }
 
 /* ---- meter state machine with the host HAL ---- */
@@ -246,7 +256,8 @@ void cds_meter_rx(const uint8_t *data, uint32_t n, uint32_t now_ms)
 
 void cds_meter_window(const metering_result_t *r, uint32_t now_ms) { meter_window(&g_meter, r, now_ms); }
 void cds_meter_poll(uint32_t now_ms) { meter_poll(&g_meter, now_ms); }
-uint64_t cds_meter_energy(void) { return g_meter.energy.mwh; }
+uint64_t cds_meter_energy(void) { return g_meter.energy.imp.mwh; }
+uint64_t cds_meter_export(void) { return g_meter.energy.exp.mwh; }
 uint32_t cds_meter_boot_count(void) { return g_meter.boot_count; }
 uint32_t cds_meter_calib(calib_t *out) { *out = g_meter.calib; return g_meter.calib_stored; }
 uint8_t cds_meter_reconfigure(void) { uint8_t r = g_meter.reconfigure; g_meter.reconfigure = 0; return r; }

@@ -6,7 +6,7 @@
 #define CDS_BOARD_H
 
 #define FW_MAJOR 1
-#define FW_MINOR 0
+#define FW_MINOR 1
 #define FW_PATCH 0
 #define HW_REV 1
 

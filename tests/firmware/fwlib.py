@@ -102,6 +102,7 @@ def load_cds(path: Path) -> ctypes.CDLL:
     lib.cds_meter_window.argtypes = [ctypes.POINTER(Result), ctypes.c_uint32]
     lib.cds_meter_poll.argtypes = [ctypes.c_uint32]
     lib.cds_meter_energy.restype = ctypes.c_uint64
+    lib.cds_meter_export.restype = ctypes.c_uint64
     lib.cds_meter_boot_count.restype = ctypes.c_uint32
     lib.cds_meter_calib.restype = ctypes.c_uint32
     lib.cds_meter_calib.argtypes = [ctypes.POINTER(Calib)]

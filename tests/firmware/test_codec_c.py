@@ -22,6 +22,7 @@ CLASSES: dict[int, type[Any]] = {
     for cls in (
         frames.Hello,
         frames.Reading,
+        frames.Reading2,
         frames.Status,
         frames.Log,
         frames.ConfigResult,

@@ -1,9 +1,11 @@
 """The meter's protocol state machine and EEPROM storage (firmware/lib/meter, firmware/lib/storage) on the host,
 with the host HAL's emulated EEPROM: boot counter, queue and drops, cumulative ACK, go-back-N resend, SYNC,
-STATUS, CONFIG ranges and storage errors, garbled input, energy persistence and the wear-levelled ring."""
+STATUS, CONFIG ranges and storage errors, garbled input, energy persistence (both registers) and the wear-levelled
+ring, including the upgrade from firmware 1.0's import-only ring."""
 
 from __future__ import annotations
 
+import binascii
 import ctypes
 from typing import Any
 
@@ -231,6 +233,67 @@ def test_energy_saved_once_a_minute_and_restored_after_reset(meter: HostMeter) -
     first = meter.window(1000)[0]
     assert first.flags & frames.FLAG_FIRST_AFTER_BOOT
     assert first.energy_mwh == saved + 555
+
+
+def test_readings_are_reading2_with_import_and_export_registers(meter: HostMeter) -> None:
+    meter.boot()
+    night = meter.window(1000)[0]  # 2 kW from the grid
+    noon = meter.window(2000, p_mw=-3_000_000, pf_milli=-1000)[0]  # 3 kW to the grid
+    assert type(night) is frames.Reading2 and type(noon) is frames.Reading2
+    assert (night.p_dw, night.energy_mwh, night.energy_export_mwh) == (20_000, 555, 0)
+    assert (noon.p_dw, noon.pf_milli, noon.energy_mwh, noon.energy_export_mwh) == (-30_000, -1000, 555, 833)
+    # resent readings carry both registers unchanged, and their seq though it is not stored in the ring
+    resent = of(frames.Reading2, meter.poll(10_000))
+    assert [(r.seq, r.energy_mwh, r.energy_export_mwh) for r in resent] == [(1, 555, 0), (2, 555, 833)]
+
+
+def test_both_registers_saved_and_restored_after_reset(meter: HostMeter, cds: ctypes.CDLL) -> None:
+    meter.boot(0)
+    for k in range(1, 61):
+        r = meter.window(k * 1000, p_mw=-3_000_000 if k % 2 else 2_000_000)[0]
+        meter.poll(k * 1000)
+    saved = (r.energy_mwh, r.energy_export_mwh)
+    assert saved == (16_666, 25_000)  # 30 s at 2 kW, 30 s at 3 kW exported
+    meter.window(61_000)
+    meter.boot(0)
+    first = meter.window(1000, p_mw=-3_000_000)[0]
+    assert (first.energy_mwh, first.energy_export_mwh) == (saved[0], saved[1] + 833)
+    assert (cds.cds_meter_energy(), cds.cds_meter_export()) == (saved[0], saved[1] + 833)
+
+
+def test_export_change_alone_is_saved(meter: HostMeter) -> None:
+    meter.boot(0)
+    meter.window(1000, p_mw=-3_600_000)  # 1 Wh exported, import unchanged
+    meter.poll(60_000)
+    meter.boot(0)
+    assert meter.window(1000, p_mw=0)[0].energy_export_mwh == 1000
+
+
+def _v1_slot(rec_seq: int, boot: int, energy_mwh: int) -> bytes:
+    """A slot as firmware 1.0 wrote it: rec_seq u32 | boot u32 | energy u48 | CRC-16/CCITT-FALSE ^ 0xE4E7."""
+    body = rec_seq.to_bytes(4, "little") + boot.to_bytes(4, "little") + energy_mwh.to_bytes(6, "little")
+    return body + (binascii.crc_hqx(body, 0xFFFF) ^ 0xE4E7).to_bytes(2, "little")
+
+
+def test_upgrade_from_import_only_ring_keeps_register_and_boot_count(meter: HostMeter, cds: ctypes.CDLL) -> None:
+    ee = cds.cds_eeprom()
+    for slot, (seq, boot, mwh) in enumerate([(40, 9, 7_000_000), (41, 10, 7_250_000), (39, 9, 6_900_000)]):
+        for k, b in enumerate(_v1_slot(seq, boot, mwh)):
+            ee[0x20 + slot * 16 + k] = b
+    assert meter.boot(0)[0].boot_count == 11  # the newest 1.0 record: boot 10
+    r = meter.window(1000)[0]
+    assert (r.energy_mwh, r.energy_export_mwh) == (7_250_555, 0)
+    # the first save in the new format went to the slot after the 1.0 record, leaving it intact
+    assert bytes(ee[0x20 + 16 : 0x20 + 32]) == _v1_slot(41, 10, 7_250_000)
+    assert meter.boot(0)[0].boot_count == 12  # now read from the new ring
+    assert meter.window(1000)[0].energy_mwh == 7_250_555  # the 1.0 record was not read again
+
+
+def test_rec_seq_wraps_around_without_losing_the_newest_record(meter: HostMeter, cds: ctypes.CDLL) -> None:
+    # 8-bit record numbers: 300 saves wrap them, the newest record must still win
+    for _ in range(300):
+        meter.boot(0)
+    assert meter.boot(0)[0].boot_count == 301
 
 
 def test_wear_levelling_spreads_saves_over_all_slots(meter: HostMeter, cds: ctypes.CDLL) -> None:

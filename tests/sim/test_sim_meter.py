@@ -56,7 +56,7 @@ def test_boot_sends_resync_byte_hello_status_and_boot_log() -> None:
     out = m.advance(START_MS)
     assert out.startswith(b"\x00")
     hello, status, log = decode(out)
-    assert hello == frames.Hello(bytes.fromhex(DEVICE), 1, 0, 0, 1, 42, 500)
+    assert hello == frames.Hello(bytes.fromhex(DEVICE), 1, 1, 0, 1, 42, 500)  # firmware 1.1: READING2
     assert status == frames.Status(oldest_seq=1, next_seq=1, queued=0, dropped=0, rx_errors=0, sample_rate_hz=3200)
     assert log == frames.Log(1, "boot: power-on reset")
 
@@ -143,7 +143,7 @@ def test_resend_after_two_seconds_without_ack_progress() -> None:
     original = {r.seq: r for r in readings(before)}
     for r in resent:  # same seq, uptime and values; only RESENT added
         if r.seq in original:
-            assert r == frames.Reading(**{**_fields(original[r.seq]), "flags": original[r.seq].flags | 1})
+            assert r == type(r)(**{**_fields(original[r.seq]), "flags": original[r.seq].flags | 1})
 
 
 def _fields(r: frames.Reading) -> dict[str, int]:

@@ -35,6 +35,22 @@ VALID: list[tuple[str, f.Frame]] = [
         ),
     ),
     ("reading_min_power", f.Reading(1, 0, 1, 1, -(2**31), 0, -1000, 1, 0, 0)),
+    (
+        "reading2_importing_night",
+        f.Reading2(1, 1000, 127_000, 7_874, 10_000, 10_000, 1000, 60_000, 123_456, f.FLAG_FIRST_AFTER_BOOT, 0),
+    ),
+    (
+        "reading2_exporting_noon",
+        f.Reading2(42, 43_200_000, 221_300, 18_100, -40_000, 40_055, -999, 60_002, 9_876_543, 0, 12_345_678_901),
+    ),
+    (
+        "reading2_max",
+        f.Reading2(
+            0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2**31 - 1, 0xFFFFFFFF, 1000, 0xFFFF, 2**64 - 1, 0xFFFF,
+            2**64 - 1,
+        ),
+    ),
+    ("reading2_min_power", f.Reading2(1, 0, 1, 1, -(2**31), 0, -1000, 1, 0, f.FLAG_RESENT, 1)),
     ("status", f.Status(5, 9, 4, 0, 0, 7680)),
     ("status_dropped", f.Status(100, 140, 16, 24, 65535, 0)),
     ("log_info", f.Log(1, "boot ok")),
@@ -48,6 +64,9 @@ VALID: list[tuple[str, f.Frame]] = [
     ("config_keep_all", f.Config(11)),
     ("sync", f.Sync()),
 ]
+
+
+BY_NAME = dict(VALID)
 
 
 def _fields(frame: f.Frame) -> dict[str, object]:
@@ -69,8 +88,9 @@ def _wire(raw: bytes) -> bytes:
 
 
 def malformed() -> list[dict[str, object]]:
-    good_reading = f.encode_raw(VALID[2][1])
+    good_reading = f.encode_raw(BY_NAME["reading_127v_resistive"])
     payload = good_reading[2:-2]
+    payload2 = f.encode_raw(BY_NAME["reading2_exporting_noon"])[2:-2]
     cases: list[tuple[str, bytes, str]] = [
         ("bad_crc", _wire(_raw(1, 0x02, payload, crc_delta=1)), "crc"),
         (
@@ -87,6 +107,10 @@ def malformed() -> list[dict[str, object]]:
         ("unknown_kind_0x00", _wire(_raw(1, 0x00, b"\x01\x02")), "kind"),
         ("reading_one_byte_short", _wire(_raw(1, 0x02, payload[:-1])), "length"),
         ("reading_one_byte_long", _wire(_raw(1, 0x02, payload + b"\x00")), "length"),
+        # The two READING layouts are told apart by kind, never by length: each kind has exactly one length.
+        ("reading_with_reading2_payload", _wire(_raw(1, 0x02, payload2)), "length"),
+        ("reading2_with_reading_payload", _wire(_raw(1, 0x06, payload)), "length"),
+        ("reading2_one_byte_short", _wire(_raw(1, 0x06, payload2[:-1])), "length"),
         ("ack_empty", _wire(_raw(1, 0x10, b"")), "length"),
         ("sync_with_payload", _wire(_raw(1, 0x12, b"\x01")), "length"),
         ("log_no_level", _wire(_raw(1, 0x04, b"")), "length"),
@@ -100,10 +124,11 @@ def malformed() -> list[dict[str, object]]:
 
 def streams() -> list[dict[str, object]]:
     """Byte streams mixing good and bad frames: every good frame must come out, every bad one as its error."""
-    hello = f.encode(VALID[0][1])
-    reading = f.encode(VALID[2][1])
-    ack = f.encode(VALID[15][1])
-    raw = bytearray(f.encode_raw(VALID[2][1]))
+    hello = f.encode(BY_NAME["hello"])
+    reading = f.encode(BY_NAME["reading_127v_resistive"])
+    reading2 = f.encode(BY_NAME["reading2_exporting_noon"])
+    ack = f.encode(BY_NAME["ack"])
+    raw = bytearray(f.encode_raw(BY_NAME["reading_127v_resistive"]))
     raw[5] ^= 0x40
     corrupt = _wire(bytes(raw))
     return [
@@ -116,6 +141,11 @@ def streams() -> list[dict[str, object]]:
             "id": "oversize_then_frame",
             "wire": (b"\x05" * 100 + b"\x00" + reading).hex(),
             "expect": ["oversize", "reading"],
+        },
+        {
+            "id": "old_and_new_readings_interleaved",
+            "wire": (reading + reading2 + corrupt + reading2 + reading).hex(),
+            "expect": ["reading", "reading2", "crc", "reading2", "reading"],
         },
     ]
 

@@ -114,12 +114,18 @@ size_t frame_encode_raw(const frame_t *f, uint8_t raw[FRAME_MAX])
         n = FRAME_LEN_HELLO;
         break;
     }
-    case FRAME_READING: {
+    case FRAME_READING:
+    case FRAME_READING2: {
+        /* READING2 is the READING layout with the export register appended */
         const frame_reading_t *r = &f->u.reading;
         put32(p, r->seq); put32(p + 4, r->uptime_ms); put32(p + 8, r->vrms_mv); put32(p + 12, r->irms_ma);
         put32(p + 16, (uint32_t)r->p_dw); put32(p + 20, r->s_dva); put16(p + 24, (uint16_t)r->pf_milli);
         put16(p + 26, r->freq_mhz); put64(p + 28, r->energy_mwh); put16(p + 36, r->flags);
         n = FRAME_LEN_READING;
+        if (f->kind == FRAME_READING2) {
+            put64(p + 38, r->energy_export_mwh);
+            n = FRAME_LEN_READING2;
+        }
         break;
     }
     case FRAME_STATUS: {
@@ -183,6 +189,7 @@ static uint8_t payload_len(uint8_t kind)
     switch (kind) {
     case FRAME_HELLO: return FRAME_LEN_HELLO;
     case FRAME_READING: return FRAME_LEN_READING;
+    case FRAME_READING2: return FRAME_LEN_READING2;
     case FRAME_STATUS: return FRAME_LEN_STATUS;
     case FRAME_CONFIG_RESULT: return FRAME_LEN_CONFIG_RESULT;
     case FRAME_ACK: return FRAME_LEN_ACK;
@@ -230,11 +237,14 @@ frame_status_t frame_decode_raw(const uint8_t *raw, size_t len, frame_t *out)
         h->report_period_ms = get32(p + 16);
         break;
     }
-    case FRAME_READING: {
+    case FRAME_READING:
+    case FRAME_READING2: {
         frame_reading_t *r = &out->u.reading;
         r->seq = get32(p); r->uptime_ms = get32(p + 4); r->vrms_mv = get32(p + 8); r->irms_ma = get32(p + 12);
         r->p_dw = (int32_t)get32(p + 16); r->s_dva = get32(p + 20); r->pf_milli = (int16_t)get16(p + 24);
         r->freq_mhz = get16(p + 26); r->energy_mwh = get64(p + 28); r->flags = get16(p + 36);
+        /* a meter without an export register exports nothing */
+        r->energy_export_mwh = raw[1] == FRAME_READING2 ? get64(p + 38) : 0;
         break;
     }
     case FRAME_STATUS: {

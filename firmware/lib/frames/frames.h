@@ -32,6 +32,7 @@ enum frame_kind {
     FRAME_STATUS = 0x03,
     FRAME_LOG = 0x04,
     FRAME_CONFIG_RESULT = 0x05,
+    FRAME_READING2 = 0x06,
     FRAME_ACK = 0x10,
     FRAME_CONFIG = 0x11,
     FRAME_SYNC = 0x12,
@@ -40,6 +41,7 @@ enum frame_kind {
 /* Payload sizes per kind (LOG: 1 + 0..48). */
 #define FRAME_LEN_HELLO 20u
 #define FRAME_LEN_READING 38u
+#define FRAME_LEN_READING2 46u /* READING + energy_export_mwh u64 */
 #define FRAME_LEN_STATUS 18u
 #define FRAME_LEN_CONFIG_RESULT 17u
 #define FRAME_LEN_ACK 8u
@@ -90,8 +92,9 @@ typedef struct {
     uint32_t s_dva;
     int16_t pf_milli;
     uint16_t freq_mhz;
-    uint64_t energy_mwh;
+    uint64_t energy_mwh;        /* imported-energy register */
     uint16_t flags;
+    uint64_t energy_export_mwh; /* exported-energy register: READING2 only (a READING does not carry it) */
 } frame_reading_t;
 
 typedef struct {
@@ -131,6 +134,7 @@ typedef struct {
     int16_t phase_cdeg;
 } frame_config_t;
 
+/* READING and READING2 share frame_reading_t; the kind says which layout is on the wire. */
 typedef struct {
     uint8_t kind;
     union {

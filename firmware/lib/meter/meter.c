@@ -27,11 +27,33 @@ static void send_hello(meter_t *m)
     send(m, &f);
 }
 
+/* seq of the oldest held reading (next_seq when none is held) */
+static uint32_t oldest_seq(const meter_t *m) { return m->next_seq - m->q_count; }
+
+/* The k-th oldest held reading as a READING2 frame. */
+static void held_frame(const meter_t *m, uint8_t k, frame_t *f)
+{
+    const meter_held_t *h = &m->queue[(uint8_t)((m->q_head + k) % METER_QUEUE)];
+    frame_reading_t *r = &f->u.reading;
+    f->kind = FRAME_READING2;
+    r->seq = oldest_seq(m) + k;
+    r->uptime_ms = h->uptime_ms;
+    r->vrms_mv = h->vrms_mv;
+    r->irms_ma = h->irms_ma;
+    r->p_dw = h->p_dw;
+    r->s_dva = h->s_dva;
+    r->pf_milli = h->pf_milli;
+    r->freq_mhz = h->freq_mhz;
+    r->energy_mwh = h->import_mwh;
+    r->energy_export_mwh = h->export_mwh;
+    r->flags = h->flags;
+}
+
 static void send_status(meter_t *m, uint32_t now_ms)
 {
     frame_t f;
     f.kind = FRAME_STATUS;
-    f.u.status.oldest_seq = m->q_count ? m->queue[m->q_head].seq : m->next_seq;
+    f.u.status.oldest_seq = oldest_seq(m);
     f.u.status.next_seq = m->next_seq;
     f.u.status.queued = m->q_count;
     f.u.status.dropped = m->dropped;
@@ -57,9 +79,8 @@ void meter_log(meter_t *m, uint8_t level, const char *text)
 static void resend_all(meter_t *m, uint32_t now_ms, uint8_t status_after)
 {
     frame_t f;
-    f.kind = FRAME_READING;
     for (uint8_t k = 0; k < m->q_count; k++) {
-        f.u.reading = m->queue[(uint8_t)((m->q_head + k) % METER_QUEUE)];
+        held_frame(m, k, &f);
         f.u.reading.flags |= READING_RESENT;
         send(m, &f);
     }
@@ -88,8 +109,9 @@ void meter_boot(meter_t *m, const meter_identity_t *id, meter_tx_fn tx, void *ct
     m->calib_stored = storage_load_calib(&m->calib, &id->factory);
     storage_ring_load(&m->ring);
     m->boot_count = m->ring.boot_count + 1u;
-    m->energy.mwh = m->ring.energy_mwh;
-    saved = storage_ring_save(&m->ring, m->boot_count, m->energy.mwh);
+    m->energy.imp.mwh = m->ring.import_mwh;
+    m->energy.exp.mwh = m->ring.export_mwh;
+    saved = storage_ring_save(&m->ring, m->boot_count, m->energy.imp.mwh, m->energy.exp.mwh);
     m->next_seq = 1;
     m->first_pending = 1;
     m->reconfigure = 1;
@@ -110,19 +132,20 @@ void meter_boot(meter_t *m, const meter_identity_t *id, meter_tx_fn tx, void *ct
 void meter_save_energy(meter_t *m, uint32_t now_ms)
 {
     m->last_save_ms = now_ms;
-    if (m->ring.valid && m->ring.energy_mwh == m->energy.mwh && m->ring.boot_count == m->boot_count)
+    if (m->ring.valid && m->ring.import_mwh == m->energy.imp.mwh && m->ring.export_mwh == m->energy.exp.mwh &&
+        m->ring.boot_count == (m->boot_count & STORAGE_BOOT_MASK))
         return;
-    if (!storage_ring_save(&m->ring, m->boot_count, m->energy.mwh))
+    if (!storage_ring_save(&m->ring, m->boot_count, m->energy.imp.mwh, m->energy.exp.mwh))
         meter_log(m, 3, CDS_STR("EEPROM write failed: energy not persisted"));
 }
 
 void meter_window(meter_t *m, const metering_result_t *r, uint32_t now_ms)
 {
     frame_t f;
-    frame_reading_t *q;
+    meter_held_t *q;
     uint16_t flags = meter_flags_base(m);
 
-    energy_add(&m->energy, r->p_mw, r->pairs, m->id.pair_rate_hz);
+    energy_regs_add(&m->energy, r->p_mw, r->pairs, m->id.pair_rate_hz);
     if (r->clip & METERING_CLIP_V) flags |= READING_V_CLIP;
     if (r->clip & METERING_CLIP_I) flags |= READING_I_CLIP;
     if (m->first_pending) {
@@ -139,14 +162,15 @@ void meter_window(meter_t *m, const metering_result_t *r, uint32_t now_ms)
         m->last_progress_ms = now_ms; /* the resend timer runs from the oldest unacknowledged reading */
     q = &m->queue[(uint8_t)((m->q_head + m->q_count) % METER_QUEUE)];
     m->q_count++;
+    m->next_seq++;
 
-    q->seq = m->next_seq++;
     q->uptime_ms = now_ms;
     q->vrms_mv = r->vrms_mv;
     q->irms_ma = r->irms_ma;
     q->p_dw = r->p_mw >= 0 ? (r->p_mw + 50) / 100 : -((-r->p_mw + 50) / 100);
     q->s_dva = (r->s_mva + 50u) / 100u;
-    q->energy_mwh = m->energy.mwh;
+    q->import_mwh = m->energy.imp.mwh;
+    q->export_mwh = m->energy.exp.mwh;
     if (r->vrms_mv < METER_NO_SIGNAL_MV) {
         flags |= READING_NO_SIGNAL;
         q->pf_milli = 0;
@@ -157,8 +181,7 @@ void meter_window(meter_t *m, const metering_result_t *r, uint32_t now_ms)
     }
     q->flags = flags;
 
-    f.kind = FRAME_READING;
-    f.u.reading = *q;
+    held_frame(m, (uint8_t)(m->q_count - 1u), &f);
     send(m, &f);
 }
 
@@ -209,14 +232,14 @@ static void on_ack(meter_t *m, const frame_ack_t *a, uint32_t now_ms)
     uint32_t oldest;
     if (a->boot_count != m->boot_count)
         return;
-    while (m->q_count && (int32_t)(a->seq - m->queue[m->q_head].seq) >= 0) {
+    while (m->q_count && (int32_t)(a->seq - oldest_seq(m)) >= 0) {
         m->q_head = (uint8_t)((m->q_head + 1u) % METER_QUEUE);
         m->q_count--;
         progressed = 1;
     }
     if (progressed)
         m->last_progress_ms = now_ms;
-    oldest = m->q_count ? m->queue[m->q_head].seq : m->next_seq;
+    oldest = oldest_seq(m);
     /* The gateway waits for a.seq + 1; if that reading was dropped from the ring, say so. */
     if ((int32_t)(oldest - (a->seq + 1u)) > 0)
         send_status(m, now_ms);

@@ -4,13 +4,13 @@
  * frames through a callback. Persistence goes through storage.h (and so through the HAL's EEPROM functions).
  *
  * - HELLO (after reset: preceded by a 0x00 for receiver resync) with the boot counter, then STATUS.
- * - READING seq 1, 2, ... per boot, kept in a RAM ring of METER_QUEUE until acknowledged; a full ring drops the
- *   oldest and counts it in `dropped`.
+ * - READING2 (signed power, import and export registers) seq 1, 2, ... per boot, kept in a RAM ring of
+ *   METER_QUEUE until acknowledged; a full ring drops the oldest and counts it in `dropped`.
  * - Cumulative ACK for this boot only; go-back-N resend (RESENT flag) followed by STATUS after
  *   max(2 s, 2 x report period) with no ACK progress; SYNC -> HELLO + STATUS + resend of everything held.
  * - STATUS every 10 s and when an ACK shows the gateway waits for a reading that is no longer held.
  * - CONFIG -> CONFIG_RESULT (0 applied+stored, 1 rejected, 2 applied but not stored).
- * - Energy register saved to the wear-levelled ring at most once per minute, only when it changed.
+ * - Both energy registers saved to the wear-levelled ring at most once per minute, only when one changed.
  */
 #ifndef CDS_METER_H
 #define CDS_METER_H
@@ -46,13 +46,29 @@ typedef struct {
     uint16_t pair_rate_hz;
 } meter_identity_t;
 
+/* A reading held until acknowledged. Its seq is not stored: held readings are consecutive by construction (a
+ * full ring drops the oldest), so the k-th oldest has next_seq - q_count + k. That saves 64 B of the 2 KB RAM,
+ * which the export register in every held reading needs. */
+typedef struct {
+    uint32_t uptime_ms;
+    uint32_t vrms_mv;
+    uint32_t irms_ma;
+    int32_t p_dw;
+    uint32_t s_dva;
+    int16_t pf_milli;
+    uint16_t freq_mhz;
+    uint64_t import_mwh;
+    uint64_t export_mwh;
+    uint16_t flags;
+} meter_held_t;
+
 typedef struct {
     meter_identity_t id;
     calib_t calib;
     uint8_t calib_stored;       /* the calibration in force came from EEPROM or a CONFIG */
     uint32_t boot_count;
 
-    frame_reading_t queue[METER_QUEUE];
+    meter_held_t queue[METER_QUEUE];
     uint8_t q_head;             /* index of the oldest */
     uint8_t q_count;
     uint32_t next_seq;
@@ -66,7 +82,7 @@ typedef struct {
     uint8_t first_pending;      /* next reading is the first of this boot */
     uint8_t reconfigure;        /* calibration changed: the target must reconfigure its metering */
 
-    energy_t energy;
+    energy_regs_t energy;
     storage_ring_t ring;
 
     frame_decoder_t dec;
@@ -78,13 +94,13 @@ typedef struct {
  * a CDS_STR() constant). */
 void meter_boot(meter_t *m, const meter_identity_t *id, meter_tx_fn tx, void *ctx, uint32_t now_ms, const char *note);
 void meter_rx(meter_t *m, uint8_t byte, uint32_t now_ms);
-/* A finished measuring window: integrate energy, queue and send a READING. */
+/* A finished measuring window: integrate energy into the register of its direction, queue and send a READING2. */
 void meter_window(meter_t *m, const metering_result_t *r, uint32_t now_ms);
 /* Timers: resend, periodic STATUS, energy save. Call often (every main loop pass). */
 void meter_poll(meter_t *m, uint32_t now_ms);
 /* text: a CDS_STR() constant (in flash on the AVR) */
 void meter_log(meter_t *m, uint8_t level, const char *text);
-/* Save the energy register now if it changed (e.g. on brown-out warning). */
+/* Save the energy registers now if one changed (e.g. on brown-out warning). */
 void meter_save_energy(meter_t *m, uint32_t now_ms);
 uint16_t meter_flags_base(const meter_t *m);
 

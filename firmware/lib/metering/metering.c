@@ -2,6 +2,7 @@
 #include "metering.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define OFF_SHIFT 13 /* high-pass time constant: 2^13 pairs, 2.56 s at 3200 pairs/s */
@@ -163,13 +164,20 @@ void metering_compute(const metering_acc_t *a, const calib_t *c, uint16_t pair_r
 
 void energy_add(energy_t *e, int32_t p_mw, uint32_t pairs, uint16_t pair_rate_hz)
 {
-    /* Imported energy only; 1 mWh = 3600 s x 1000 mW = (3600 x rate) mW x pairs. */
+    /* 1 mWh = 3600 s x 1000 mW = (3600 x rate) mW x pairs. */
     uint32_t unit = (uint32_t)3600u * pair_rate_hz;
-    uint64_t q;
+    uint64_t sum, q;
     if (p_mw <= 0)
         return;
-    e->rem += (uint64_t)(uint32_t)p_mw * pairs;
-    q = e->rem / unit;
+    sum = e->rem + (uint64_t)(uint32_t)p_mw * pairs;
+    q = sum / unit;
     e->mwh += q;
-    e->rem -= q * unit;
+    e->rem = (uint32_t)(sum - q * unit);
+}
+
+void energy_regs_add(energy_regs_t *e, int32_t p_mw, uint32_t pairs, uint16_t pair_rate_hz)
+{
+    energy_add(&e->imp, p_mw, pairs, pair_rate_hz);
+    /* -INT32_MIN does not exist; a window at that power is clipped anyway */
+    energy_add(&e->exp, p_mw == INT32_MIN ? INT32_MAX : -p_mw, pairs, pair_rate_hz);
 }

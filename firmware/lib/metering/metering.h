@@ -93,12 +93,25 @@ uint16_t metering_back_q8(int16_t phase_cdeg, uint16_t freq_mhz, uint16_t pair_r
 uint32_t metering_window_pairs(uint32_t report_period_ms, uint16_t pair_rate_hz);
 void metering_compute(const metering_acc_t *a, const calib_t *c, uint16_t pair_rate_hz, metering_result_t *r);
 
-/* Cumulative imported energy with its sub-mWh remainder, so that nothing is lost to rounding. */
+/* One cumulative energy register with its sub-mWh remainder, so that nothing is lost to rounding. */
 typedef struct {
     uint64_t mwh;
-    uint64_t rem;      /* mW x pairs not yet worth one mWh */
+    uint32_t rem;      /* mW x pairs not yet worth one mWh: always below 3600 x pair rate */
 } energy_t;
 
+/* A bidirectional meter's two registers. A window's active energy (its mean power, so netted within the window
+ * as any meter does) adds to `imp` when it flows from the grid (P > 0) and its magnitude to `exp` when it flows to
+ * the grid (P < 0, an inverter exporting). The two are never netted against each other: the SCEE bill needs
+ * consumption and injection separately, and a net register could not be split again. Both only grow, so
+ * consumers compute each from its own deltas, exactly as for a one-register meter. */
+typedef struct {
+    energy_t imp;
+    energy_t exp;
+} energy_regs_t;
+
+/* Adds p_mw x pairs to one register if p_mw > 0 (nothing otherwise). */
 void energy_add(energy_t *e, int32_t p_mw, uint32_t pairs, uint16_t pair_rate_hz);
+/* Adds one window's signed active energy to the register of its direction. */
+void energy_regs_add(energy_regs_t *e, int32_t p_mw, uint32_t pairs, uint16_t pair_rate_hz);
 
 #endif
