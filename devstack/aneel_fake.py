@@ -11,7 +11,9 @@ for 404 (unknown resource), 409 (unknown field, bad JSON), 400 JSON *string* for
 ``datastore_search_sql``, which ANEEL no longer offers). Faults are injected per request: HTTP 500, an HTML
 maintenance page, a slow response, a dropped connection.
 
-It is seeded from :mod:`devstack.aneel_rows` (real rows, quirk rows and an optional bulk distributor).
+It is seeded from :mod:`devstack.aneel_rows` (real rows, quirk rows and an optional bulk distributor) and also
+serves the Componentes Tarifárias package (``componentes-tarifarias``, one resource per year) the GD II bill
+takes its TUSD Fio B from.
 
 Standalone: ``python -m devstack.aneel_fake --port 8765``; faults via ``POST /_fake/faults`` with
 ``{"kind": "500" | "html" | "slow" | "drop", "count": 1, "delay": 2.0}``.
@@ -39,8 +41,13 @@ from devstack.aneel_rows import (
     BANDEIRA_ACIONAMENTO_RESOURCE,
     BANDEIRA_ADICIONAL_RESOURCE,
     BANDEIRAS_PACKAGE,
+    COMPONENT_FIELDS,
+    COMPONENTS,
+    COMPONENTS_PACKAGE,
+    COMPONENTS_RESOURCES,
     QUIRK_TARIFFS,
     REAL_TARIFFS,
+    SCEE_TARIFFS,
     TARIFF_FIELDS,
     TARIFFS_PACKAGE,
     TARIFFS_RESOURCE,
@@ -85,8 +92,12 @@ class FakeCkan:
                                    BANDEIRAS_PACKAGE, ACIONAMENTO_FIELDS))
         self.add_resource(Resource(BANDEIRA_ADICIONAL_RESOURCE, "bandeira-tarifaria-adicional",
                                    BANDEIRAS_PACKAGE, ADICIONAL_FIELDS))
+        for year, rid in COMPONENTS_RESOURCES.items():
+            self.add_resource(Resource(rid, f"componentes-tarifarias-{year}", COMPONENTS_PACKAGE, COMPONENT_FIELDS))
         if seed:
-            self.add_records(TARIFFS_RESOURCE, REAL_TARIFFS + QUIRK_TARIFFS + bulk_tariffs(bulk))
+            self.add_records(TARIFFS_RESOURCE, REAL_TARIFFS + SCEE_TARIFFS + QUIRK_TARIFFS + bulk_tariffs(bulk))
+            for year, rows in COMPONENTS.items():
+                self.add_records(COMPONENTS_RESOURCES[year], rows)
             self.add_records(BANDEIRA_ACIONAMENTO_RESOURCE, ACIONAMENTO)
             self.add_records(BANDEIRA_ADICIONAL_RESOURCE, ADICIONAL)
 

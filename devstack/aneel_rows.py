@@ -10,6 +10,9 @@ tariffs.
   ``Não se aplica``, a trailing space or an empty ``DscREH``).
 - :data:`QUIRK_TARIFFS`: generated rows that reproduce ANEEL's quirks (overlapping vigências, 1-January split, an
   expired tariff with no successor, a rename under one CNPJ).
+- :data:`SCEE_TARIFFS`: ``DscDetalhe = "SCEE"`` rows (the price of compensated energy) for the Light rows above.
+- :data:`COMPONENTS`: Componentes Tarifárias rows per yearly resource (``TUSD_FioB`` for GD II, other components
+  a client must filter out, a value in scientific notation, a CNPJ that lost its leading zero).
 - :func:`bulk_tariffs`: a bulk distributor to exercise paging; :func:`tariff_row` builds one row for a test.
 """
 
@@ -24,6 +27,17 @@ TARIFFS_RESOURCE: Final = "fcf2906c-7c32-4b9b-a637-054e7a5234f4"
 BANDEIRA_ACIONAMENTO_RESOURCE: Final = "0591b8f6-fe54-437b-b72b-1aa2efd46e42"
 BANDEIRA_ADICIONAL_RESOURCE: Final = "5879ca80-b3bd-45b1-a135-d9b77c1d5b36"
 TARIFFS_PACKAGE: Final = "5a583f3e-1646-4f67-bf0f-69db4203e89e"
+COMPONENTS_PACKAGE: Final = "componentes-tarifarias"
+COMPONENTS_RESOURCES: Final = {2024: "70ac08d1-53fc-4ceb-9c22-3a3a2c70e9fa",
+                               2025: "a4060165-3a0c-404f-926c-83901088b67c",
+                               2026: "e8717aa8-2521-453f-bf16-fbb9a16eea39"}
+"""Yearly resources ``componentes-tarifarias-{YYYY}`` (research note §5)."""
+COMPONENT_FIELDS: Final = (
+    "DscResolucaoHomologatoria", "SigNomeAgente", "NumCPFCNPJ", "DatInicioVigencia", "DatFimVigencia",
+    "DscBaseTarifaria", "DscSubGrupoTarifario", "DscModalidadeTarifaria", "DscClasseConsumidor",
+    "DscSubClasseConsumidor", "DscDetalheConsumidor", "DscPostoTarifario", "DscUnidade", "SigNomeAgenteAcessante",
+    "DscComponenteTarifario", "VlrComponenteTarifario",
+)
 BANDEIRAS_PACKAGE: Final = "7f43a020-6dc5-44b8-80b4-d97eaa94436c"
 TARIFF_FIELDS: Final = (
     "DatGeracaoConjuntoDados", "DscREH", "SigAgente", "NumCNPJDistribuidora", "DatInicioVigencia",
@@ -96,6 +110,61 @@ QUIRK_TARIFFS: Final[list[dict[str, str]]] = [
     tariff_row("RESOLUÇÃO HOMOLOGATÓRIA Nº 9.005, DE 14 DE ABRIL DE 2026", "RGE", "02016440000162",
                "2026-04-19", "2027-04-18", "B1", "Convencional", NA, "470,00", "285,00"),
 ]
+
+
+# SCEE rows for Light (shape real, values generated): TUSD as the plain rows, a lower TE, as in CEMIG-D's real
+# SCEE row above (593,08 / 30,44).
+SCEE_TARIFFS: Final[list[dict[str, str]]] = [
+    tariff_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Convencional", NA, "578,56", "32,00",
+               detail="SCEE"),
+    tariff_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Branca", "Ponta", "1172,93", "41,38",
+               detail="SCEE"),
+    tariff_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Branca", "Intermediário", "829,51",
+               "29,33", detail="SCEE"),
+    tariff_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Branca", "Fora ponta", "486,10", "29,33",
+               detail="SCEE"),
+]
+
+
+def component_row(reh: str, sig: str, cnpj: str, start: str, end: str, sub: str, mod: str, posto: str,
+                  component: str, value: str, *, base: str = APL, klass: str = "Residencial",
+                  subclass: str = "Residencial", detail: str = "SCEE", unit: str = "R$/MWh",
+                  acc: str = NA) -> dict[str, str]:
+    """One Componentes Tarifárias row with ANEEL's 16 columns, values as ANEEL writes them."""
+    return dict(zip(COMPONENT_FIELDS, (reh, sig, cnpj, start, end, base, sub, mod, klass, subclass, detail, posto,
+                                       unit, acc, component, value), strict=True))
+
+
+# Componentes Tarifárias per yearly resource. Shapes real; the Fio B 441,478264 is a value a public client's
+# fixture shows next to TUSD 683,43 / TE 322,63 (distributor not identified), used here for CEMIG-D; the other
+# values are generated. Light's 2026 resource lists its CNPJ without the leading zero it does not have, CEMIG's
+# lost it (06981180000116 -> 6981180000116), as an integer column in ANEEL's Parquet does.
+COMPONENTS: Final[dict[int, list[dict[str, str]]]] = {
+    2025: [
+        component_row(REH_CEMIG_2025, "CEMIG-D", "06981180000116", "2025-05-28", "2026-05-27", "B1",
+                      "Convencional", NA, "TUSD_FioB", "402,115000"),
+    ],
+    2026: [
+        component_row(REH_CEMIG_2026, "CEMIG-D", "6981180000116", "2026-05-28", "2027-05-27", "B1",
+                      "Convencional", NA, "TUSD_FioB", "441,478264"),
+        component_row(REH_CEMIG_2026, "CEMIG-D", "6981180000116", "2026-05-28", "2027-05-27", "B1",
+                      "Convencional", NA, "TUSD_FioB", "431,000000", detail=NA),
+        component_row(REH_CEMIG_2026, "CEMIG-D", "6981180000116", "2026-05-28", "2027-05-27", "B1",
+                      "Convencional", NA, "TUSD", "593,080000"),
+        component_row(REH_CEMIG_2026, "CEMIG-D", "6981180000116", "2026-05-28", "2027-05-27", "B1",
+                      "Convencional", NA, "TUSD_PT", "8,9999999999999995E-9"),
+        component_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Branca", "Ponta", "TUSD_FioB",
+                      "780,000000"),
+        component_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Branca", "Intermediário",
+                      "TUSD_FioB", "520,000000"),
+        component_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Branca", "Fora ponta",
+                      "TUSD_FioB", "260,000000"),
+        component_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Convencional", NA, "TUSD_FioB",
+                      "310,000000"),
+        component_row(REH_LIGHT_2026, *LIGHT, "2026-03-15", "2027-03-14", "B1", "Convencional", NA, "TE_ENERGIA",
+                      "190,120000"),
+    ],
+}
 
 
 def bulk_tariffs(n: int) -> list[dict[str, str]]:

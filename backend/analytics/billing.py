@@ -16,13 +16,13 @@ the bill with a calculator. kWh are rounded to the Wh before pricing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
 import msgspec
 
 from backend.aneel.sites import AVAILABILITY_KWH, SiteConfig
-from backend.aneel.tariffs import BandeiraBook, TariffBook, TariffChoice
+from backend.aneel.tariffs import BandeiraBook, TariffBook, TariffChoice, TariffNotFound
 
 CENT = Decimal("0.01")
 WH = Decimal("0.001")
@@ -76,12 +76,62 @@ class Bill(msgspec.Struct, frozen=True):
     warnings: list[str]
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def _fmt(d: Decimal) -> str:
     return f"{d:f}".replace(".", ",")
+
+
+def tariff_runs(
+    tariffs: TariffBook,
+    cnpj: str,
+    days: Sequence[dt.date],
+    site: SiteConfig,
+    modality: str,
+    postos: Sequence[str],
+    *,
+    detail: str | None = None,
+    rehs: list[str],
+    warnings: list[str],
+) -> dict[str, list[tuple[TariffChoice, int]]]:
+    """The rows in force over ``days`` per posto, folded into runs of days using the same row.
+
+    A tariff readjustment inside the cycle splits it: each run of days is priced with its own row, the energy
+    pro-rated by days as distributors do (they cannot know when in the cycle it was used). Every REH used is
+    appended to ``rehs`` and every quirk (expired row, overlapping vigências) to ``warnings``, once.
+    """
+    per_day: list[dict[str, TariffChoice]] = [
+        tariffs.energy_tariffs(cnpj, d, subgroup=site.subgroup, modality=modality, subclass=site.subclass,
+                               klass=site.klass, detail=site.detail if detail is None else detail)
+        for d in days
+    ]
+    out: dict[str, list[tuple[TariffChoice, int]]] = {}
+    for posto in postos:
+        runs: list[tuple[TariffChoice, int]] = []
+        for choices in per_day:
+            choice = choices.get(posto)
+            if choice is None:
+                raise TariffNotFound(f"sem tarifa do posto {posto} para {modality}")
+            if runs and runs[-1][0].record == choice.record:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((choice, 1))
+        for choice, _ in runs:
+            rec = choice.record
+            if rec.reh not in rehs:
+                rehs.append(rec.reh)
+            if choice.expired:
+                msg = f"tarifa vencida em {rec.end.isoformat()} sem sucessora publicada ({rec.reh}): valor provisório"
+                if msg not in warnings:
+                    warnings.append(msg)
+            if choice.candidates > 1:
+                msg = f"vigências sobrepostas: usada a de início mais recente ({rec.start.isoformat()}, {rec.reh})"
+                if msg not in warnings:
+                    warnings.append(msg)
+        out[posto] = runs
+    return out
 
 
 def estimate_bill(
@@ -104,7 +154,7 @@ def estimate_bill(
         raise ValueError("fim antes do início")
     mod = modality or site.modality
     cnpj = tariffs.resolve_cnpj(site.distributor)
-    days = _days(start, end)
+    days = days_between(start, end)
     n = len(days)
     warnings: list[str] = []
 
@@ -119,38 +169,12 @@ def estimate_bill(
             kwh[posto] = Decimal(str(kwh_by_posto.get(posto, 0))).quantize(WH, rounding=ROUND_HALF_UP)
     kwh_total = sum(kwh.values(), Decimal(0))
 
-    # Tariff rows in force per day and posto, folded into runs of days using the same row.
-    per_day: list[dict[str, TariffChoice]] = [
-        tariffs.energy_tariffs(cnpj, d, subgroup=site.subgroup, modality=mod, subclass=site.subclass,
-                               klass=site.klass, detail=site.detail)
-        for d in days
-    ]
     lines: list[BillLine] = []
     rehs: list[str] = []
+    runs_by_posto = tariff_runs(tariffs, cnpj, days, site, mod, list(kwh), rehs=rehs, warnings=warnings)
     for posto, energy in kwh.items():
-        runs: list[tuple[TariffChoice, int]] = []
-        for choices in per_day:
-            choice = choices.get(posto)
-            if choice is None:
-                raise ValueError(f"sem tarifa do posto {posto} para {mod}")
-            if runs and runs[-1][0].record == choice.record:
-                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-            else:
-                runs.append((choice, 1))
-        # A tariff readjustment inside the cycle splits it: each run of days is priced with its own row, the
-        # energy pro-rated by days as distributors do (they cannot know when in the cycle it was used).
-        for choice, ndays in runs:
+        for choice, ndays in runs_by_posto[posto]:
             rec = choice.record
-            if rec.reh not in rehs:
-                rehs.append(rec.reh)
-            if choice.expired:
-                msg = f"tarifa vencida em {rec.end.isoformat()} sem sucessora publicada ({rec.reh}): valor provisório"
-                if msg not in warnings:
-                    warnings.append(msg)
-            if choice.candidates > 1:
-                msg = f"vigências sobrepostas: usada a de início mais recente ({rec.start.isoformat()}, {rec.reh})"
-                if msg not in warnings:
-                    warnings.append(msg)
             label = "" if posto == "Não se aplica" else f" {posto}"
             for kind, price in (("tusd", rec.tusd), ("te", rec.te_rs_mwh)):
                 amount = money(energy * price / 1000 * ndays / n)

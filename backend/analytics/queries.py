@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from backend.store.energy_series import LOOK_MS
 from backend.store.influx import InfluxClient
-from backend.store.layout import ENERGY_D, ENERGY_GAP, ENERGY_Q, RP_1H, RP_1M, SITE_ENERGY, table
+from backend.store.layout import ENERGY_D, ENERGY_GAP, ENERGY_Q, RP_1H, RP_1M, RP_RAW, SITE_ENERGY, table
 from backend.store.registers import (
     WINDOW_MS,
     Bucket,
@@ -48,6 +48,23 @@ def _scope_where(start_ms: int, end_ms: int, site: str | None, devices: Sequence
             ors.append(f"device = $d{i}")
         where.append("(" + " OR ".join(ors) + ")")
     return " AND ".join(where), params
+
+
+async def fetch_export_samples(
+    influx: InfluxClient, db: str, start_ms: int, end_ms: int, *, site: str | None = None,
+    devices: Sequence[str] = (),
+) -> dict[str, list[Sample]]:
+    """Samples of the EXPORTED-energy register (``energy_export_mwh``) per device from the raw readings, with the
+    same padding as :func:`fetch_samples`, for the same reset/spike/gap rules. A reading without the field (an
+    old meter, or one from before bidirectional metering) gives no sample, so its export reads as zero."""
+    where, params = _scope_where(start_ms - 15 * MINUTE_MS, end_ms, site, devices)
+    q = f"SELECT energy_export_mwh, boot FROM {table(db, RP_RAW)} WHERE {where} GROUP BY device"
+    out: dict[str, list[Sample]] = {}
+    for s in await influx.query(q, db=db, params=params):
+        samples = [Sample(int(t), int(e), int(b) if b is not None else -1) for t, e, b in s.values if e is not None]
+        if samples:
+            out[s.tags.get("device", "")] = samples
+    return out
 
 
 async def fetch_samples(

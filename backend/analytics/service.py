@@ -19,11 +19,20 @@ import msgspec
 
 from backend.analytics.alerts import AlertEngine
 from backend.analytics.billing import Bill, estimate_bill, quick_cost, unit_prices
+from backend.analytics.credits import CreditLot, add_months, ledger
 from backend.analytics.forecast import Forecast, forecast_daily
-from backend.analytics.queries import PEAK_MAX_SPAN_MS, fetch_peak, fetch_samples, series_consumption
+from backend.analytics.ledger import LedgerMonth, LedgerStore
+from backend.analytics.queries import (
+    PEAK_MAX_SPAN_MS,
+    fetch_export_samples,
+    fetch_peak,
+    fetch_samples,
+    series_consumption,
+)
 from backend.analytics.reports import Report, ReportKind, build_report
+from backend.analytics.scee import SceeBill, scee_bill
 from backend.aneel.postos import POSTOS, PostoWindows, split_by_posto
-from backend.aneel.sites import SiteConfig
+from backend.aneel.sites import AVAILABILITY_KWH, SiteConfig
 from backend.aneel.store import AneelData, AneelStore
 from backend.aneel.sync import AneelScheduler
 from backend.aneel.tariffs import TariffError
@@ -80,10 +89,14 @@ class TarifaBrancaOut(msgspec.Struct):
     convencional: Bill
     branca: Bill
     saving_rs: Decimal
-    """Convencional − Branca: positive means Tarifa Branca would be cheaper."""
+    """Convencional − Branca: positive means Tarifa Branca would be cheaper (for a GD site: of the SCEE bills)."""
     recommendation: str
     hours: list[dict[str, Any]]
     """Per local hour: kWh per posto and the cost difference it causes (Branca − Convencional), biggest first."""
+    scee_convencional: SceeBill | None = None
+    """GD sites: the SCEE bill (compensation, credits) under each modality; ``convencional``/``branca`` above
+    then price the consumption as if nothing were compensated."""
+    scee_branca: SceeBill | None = None
 
 
 class ForecastOut(msgspec.Struct):
@@ -216,6 +229,78 @@ class AnalyticsService:
         except KeyError as exc:
             raise BadRequestError(str(exc.args[0])) from exc
 
+    # --- SCEE (distributed generation) -----------------------------------------------------------------------
+
+    def ledger_store(self) -> LedgerStore:
+        return LedgerStore(self.influx, self.settings.influx_db)
+
+    async def _energy_by_posto(self, scope: Scope, site: SiteConfig, start_ms: int,
+                               end_ms: int) -> tuple[dict[str, float], dict[str, float], list[str]]:
+        """Consumption (import register) and injection (export register) per posto of a GD site's cycle.
+
+        Both registers are read from the raw readings with the same reset/spike/gap rules, so the two sides of the
+        netting come from the same samples (the rollups and energy series carry only the import register)."""
+        windows = self._windows(site)
+        db, max_w = self.settings.influx_db, self.settings.analytics_max_power_w
+        imported = await fetch_samples(self.influx, db, start_ms, end_ms, "raw", site=scope.site_id,
+                                       devices=scope.devices)
+        exported = await fetch_export_samples(self.influx, db, start_ms, end_ms, site=scope.site_id,
+                                              devices=scope.devices)
+        hourly, export = (consumption(s.values(), start_ms, end_ms, "hour", gap_ms=gap_for("raw"), max_power_w=max_w,
+                                      min_dt_ms=min_dt_for("raw"), with_peak=False) for s in (imported, exported))
+        cons = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), windows)
+        inj = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in export.buckets), windows)
+        notes = []
+        if hourly.gaps or export.gaps:
+            notes.append("lacunas de dados no ciclo: energia distribuída pelo intervalo")
+        return cons.kwh, inj.kwh, notes
+
+    async def custo_scee(self, scope: Scope, start: dt.date, end: dt.date, start_ms: int, end_ms: int,
+                         modality: str | None = None) -> SceeBill:
+        """The SCEE bill of a GD site's cycle, with the credits carried in from the stored ledger."""
+        site = self.site_of(scope)
+        await self._books()
+        cons, inj, notes = await self._energy_by_posto(scope, site, start_ms, end_ms)
+        opening = await self.ledger_store().balance_before(site.id, end.replace(day=1))
+        if opening is None:
+            notes.append("sem histórico de créditos armazenado: saldo anterior considerado zero "
+                         "(reconstrua em /api/v1/analytics/creditos?reconstruir=true)")
+        try:
+            bill = scee_bill(site, start, end, cons, inj, opening or [], self.data.tariffs, self.data.flags,
+                             self.data.fio_b, modality=modality)
+        except TariffError as exc:
+            raise NotFoundError(str(exc)) from exc
+        return msgspec.structs.replace(bill, warnings=bill.warnings + notes) if notes else bill
+
+    async def creditos(self, scope: Scope, first: dt.date, last: dt.date, *, rebuild: bool = False
+                       ) -> list[LedgerMonth]:
+        """The credits ledger of a GD site from month ``first`` to ``last``; ``rebuild`` recomputes those cycles
+        from the measured consumption and injection, starting from the balance stored before ``first``, and
+        overwrites them (idempotent: the same data give the same points)."""
+        site = self.site_of(scope)
+        if site.gd is None:
+            raise BadRequestError(f"O site '{site.id}' não tem geração distribuída configurada ([site.gd]).")
+        store = self.ledger_store()
+        first, last = first.replace(day=1), last.replace(day=1)
+        if rebuild:
+            months: list[tuple[dt.date, dict[str, Decimal], dict[str, Decimal]]] = []
+            m = first
+            while m <= last:
+                c0, c1 = site.cycle_for(m.replace(day=max(site.billing_day, 1)))
+                _, _, a, b = local_range(c0.isoformat(), c1.isoformat())
+                cons, inj, _ = await self._energy_by_posto(scope, site, a, b)
+                if site.modality != "Branca":  # Convencional nets the whole month, whatever the hour
+                    cons, inj = {"Não se aplica": sum(cons.values())}, {"Não se aplica": sum(inj.values())}
+                months.append((m, {k: Decimal(str(round(v, 3))) for k, v in cons.items()},
+                               {k: Decimal(str(round(v, 3))) for k, v in inj.items()}))
+                m = add_months(m, 1)
+            opening: list[CreditLot] = await store.balance_before(site.id, first) or []
+            await store.ensure_schema()
+            await store.write(site.id, ledger(months, regime=site.gd.regime,
+                                              availability_kwh=AVAILABILITY_KWH.get(site.phases, 0),
+                                              opening=opening))
+        return await store.months(site.id, first, last)
+
     async def tarifa_branca(self, scope: Scope, start: dt.date, end: dt.date, start_ms: int,
                             end_ms: int) -> TarifaBrancaOut:
         site = self.site_of(scope)
@@ -240,10 +325,16 @@ class AnalyticsService:
                           "diferenca_rs": diff.quantize(Decimal("0.01"))})
         hours.sort(key=lambda h: -abs(float(h["diferenca_rs"])))
         saving = conv.total - branca.total
+        scee_c = scee_b = None
+        if site.gd is not None:  # what the unit really pays: the SCEE bills under each modality
+            scee_c = await self.custo_scee(scope, start, end, start_ms, end_ms, modality="Convencional")
+            scee_b = await self.custo_scee(scope, start, end, start_ms, end_ms, modality="Branca")
+            saving = scee_c.total - scee_b.total
         rec = ("A Tarifa Branca seria mais barata neste período." if saving > 0 else
                "A Tarifa Convencional continua mais vantajosa neste período.")
         return TarifaBrancaOut(site=site.id, start=start, end=end, kwh={k: round(v, 3) for k, v in split.kwh.items()},
-                               convencional=conv, branca=branca, saving_rs=saving, recommendation=rec, hours=hours)
+                               convencional=conv, branca=branca, saving_rs=saving, recommendation=rec, hours=hours,
+                               scee_convencional=scee_c, scee_branca=scee_b)
 
     # --- forecast and reports -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
@@ -27,13 +28,16 @@ from tenacity import (
 from backend.aneel.records import (
     BANDEIRA_ACIONAMENTO_RESOURCE,
     BANDEIRA_ADICIONAL_RESOURCE,
+    COMPONENTS_PACKAGE,
     TARIFFS_RESOURCE,
     AneelFormatError,
     BandeiraAdder,
     BandeiraMonth,
+    ComponentRecord,
     TariffRecord,
     parse_bandeira_adder,
     parse_bandeira_month,
+    parse_component,
     parse_tariff,
 )
 
@@ -246,6 +250,21 @@ class AneelClient:
 
     async def bandeira_adders(self) -> list[BandeiraAdder]:
         return self._parse_all(await self.records(BANDEIRA_ADICIONAL_RESOURCE), parse_bandeira_adder)
+
+    async def component_resources(self) -> dict[int, str]:
+        """Year -> resource id of the Componentes Tarifárias resources in the DataStore (``package_show``): ANEEL
+        adds one resource per year, so they are discovered rather than hard-coded."""
+        result = await self.call("package_show", {"id": COMPONENTS_PACKAGE})
+        out: dict[int, str] = {}
+        for res in result.get("resources", []) if isinstance(result, dict) else []:
+            m = re.fullmatch(r"componentes-tarifarias-(\d{4})(?:\.csv)?", str(res.get("name", "")))
+            if m and res.get("datastore_active") and res.get("id"):
+                out[int(m[1])] = str(res["id"])
+        return out
+
+    async def components(self, resource_id: str, filters: Mapping[str, Any]) -> list[ComponentRecord]:
+        """Componentes Tarifárias rows of one yearly resource matching ``filters``."""
+        return self._parse_all(await self.records(resource_id, filters=filters), parse_component)
 
     async def cnpj_of(self, sigla: str) -> str:
         """Resolve a distributor's sigla to its CNPJ (the identity that survives renames)."""

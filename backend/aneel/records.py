@@ -19,6 +19,10 @@ import msgspec
 TARIFFS_RESOURCE: Final = "fcf2906c-7c32-4b9b-a637-054e7a5234f4"
 BANDEIRA_ACIONAMENTO_RESOURCE: Final = "0591b8f6-fe54-437b-b72b-1aa2efd46e42"
 BANDEIRA_ADICIONAL_RESOURCE: Final = "5879ca80-b3bd-45b1-a135-d9b77c1d5b36"
+COMPONENTS_PACKAGE: Final = "componentes-tarifarias"
+"""Componentes Tarifárias: one DataStore resource per year, named ``componentes-tarifarias-{YYYY}``."""
+FIO_B: Final = "TUSD_FioB"
+"""``DscComponenteTarifario`` of the distribution-wires share that GD II pays on compensated energy."""
 
 NOT_APPLICABLE: Final = "Não se aplica"
 APPLICATION_BASE: Final = "Tarifa de Aplicação"
@@ -149,6 +153,75 @@ class BandeiraAdder(msgspec.Struct, frozen=True, kw_only=True):
     flag: str
     adder_rs_mwh: Decimal
     generated: dt.date | None = None
+
+
+class ComponentRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of "Componentes Tarifárias": a component (``TUSD_FioB``, ``TE_ENERGIA``…) of a tariff, R$/MWh."""
+
+    reh: str
+    distributor: str
+    cnpj: str
+    start: dt.date
+    end: dt.date
+    base: str
+    subgroup: str
+    modality: str
+    klass: str
+    subclass: str
+    detail: str
+    posto: str
+    unit: str
+    component: str
+    value: Decimal
+    accessing_agent: str = NOT_APPLICABLE
+
+    def natural_key(self) -> tuple[str, ...]:
+        return (self.cnpj, self.component, self.base, self.subgroup, self.modality, self.klass, self.subclass,
+                self.detail, self.posto, self.unit, self.accessing_agent, self.start.isoformat(),
+                self.end.isoformat())
+
+    def covers(self, day: dt.date) -> bool:
+        return self.start <= day <= self.end
+
+
+_SCIENTIFIC_RE: Final = re.compile(r"^-?\d*,?\d+E-?\d+$", re.IGNORECASE)
+
+
+def parse_component_value(text: str, *, field: str = "VlrComponenteTarifario") -> Decimal:
+    """Like :func:`parse_decimal`, plus the scientific notation the components file sometimes carries
+    (``"8,9999999999999995E-9"``), rounded to the file's 9 decimals."""
+    s = text.strip()
+    if _SCIENTIFIC_RE.match(s):
+        return Decimal(s.replace(",", ".")).quantize(Decimal("1e-9"))
+    return parse_decimal(s, field=field)
+
+
+def parse_component(row: Mapping[str, Any]) -> ComponentRecord:
+    """A ``datastore_search`` row of a ``componentes-tarifarias-YYYY`` resource -> :class:`ComponentRecord`.
+
+    ``NumCPFCNPJ`` may have lost its leading zeros (an integer in ANEEL's Parquet), so it is padded back."""
+    start = parse_date(_text(row, "DatInicioVigencia"), field="DatInicioVigencia")
+    end = parse_date(_text(row, "DatFimVigencia"), field="DatFimVigencia")
+    if end < start:
+        raise AneelFormatError(f"vigência invertida {start}..{end}", field="DatFimVigencia", value=str(end))
+    return ComponentRecord(
+        reh=" ".join(_text(row, "DscResolucaoHomologatoria", required=False).split()),
+        distributor=_text(row, "SigNomeAgente"),
+        cnpj=re.sub(r"\D", "", _text(row, "NumCPFCNPJ")).zfill(14),
+        start=start,
+        end=end,
+        base=_text(row, "DscBaseTarifaria"),
+        subgroup=_text(row, "DscSubGrupoTarifario"),
+        modality=_text(row, "DscModalidadeTarifaria"),
+        klass=_text(row, "DscClasseConsumidor"),
+        subclass=_text(row, "DscSubClasseConsumidor"),
+        detail=_text(row, "DscDetalheConsumidor"),
+        posto=_text(row, "DscPostoTarifario"),
+        unit=_text(row, "DscUnidade"),
+        component=_text(row, "DscComponenteTarifario"),
+        value=parse_component_value(_text(row, "VlrComponenteTarifario")),
+        accessing_agent=_text(row, "SigNomeAgenteAcessante", required=False) or NOT_APPLICABLE,
+    )
 
 
 def parse_tariff(row: Mapping[str, Any]) -> TariffRecord:

@@ -20,12 +20,35 @@ from backend.aneel.records import NOT_APPLICABLE
 
 Subgroup = Literal["B1", "B2", "B3"]
 Modality = Literal["Convencional", "Branca"]
+Regime = Literal["GD I", "GD II"]
+GD_I_DEADLINE: Final = dt.date(2023, 1, 7)
+"""Lei 14.300 art. 26: access requested up to 12 months after publication (2022-01-07) keeps the GD I rules."""
 AVAILABILITY_KWH: Final = {1: 30, 2: 50, 3: 100}
 """Custo de disponibilidade: minimum billed kWh for mono/bi/three-phase connections."""
 
 
 class SiteConfigError(ValueError):
     """The sites file is missing, unreadable or inconsistent."""
+
+
+class GdConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Micro/minigeração distribuída under the SCEE (Lei 14.300/2022): the ``[site.gd]`` table.
+
+    The regime decides what compensated energy pays (GD I: nothing until 2045; GD II: the calendar year's share
+    of TUSD Fio B); ICMS on compensated energy depends on the state's adhesion to Convênio ICMS 16/2015 and its
+    own limits (MT taxes the TUSD, PR limits the exemption in time), so it is configured, not guessed.
+    """
+
+    regime: Regime
+    access_date: dt.date | None = None
+    """Date the access (connection) was requested; when given it must agree with the regime (GD I up to
+    2023-01-07)."""
+    state: str = ""
+    """UF of the installation (``"MG"``): documents which state's ICMS rule ``icms_exempt_compensated`` follows."""
+    icms_exempt_compensated: bool = True
+    """Convênio ICMS 16/2015: ICMS exempt on compensated energy (never on the custo de disponibilidade)."""
+    fio_b_rs_mwh: Decimal | None = None
+    """TUSD Fio B (R$/MWh) used when ANEEL's Componentes Tarifárias have no row for the distributor."""
 
 
 class SiteConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +76,8 @@ class SiteConfig(msgspec.Struct, frozen=True, kw_only=True):
     """127 or 220 V for the PRODIST voltage alert; 0 = inferred per device from its readings."""
     subsystem: Literal["", "SE", "S", "NE", "N"] = ""
     """The SIN subsystem the site draws from (``/analytics/renovavel``); empty = derived from the distributor."""
+    gd: GdConfig | None = None
+    """Set for a site with distributed generation billed under the SCEE (``custo`` then prints the SCEE bill)."""
 
     def windows(self, cnpj: str = "") -> PostoWindows:
         if self.ponta is not None:
@@ -110,8 +135,20 @@ def parse_sites(text: str) -> dict[str, SiteConfig]:
             raise SiteConfigError(f"{s.id}: billing_day deve estar entre 0 e 28")
         if s.phases not in (0, 1, 2, 3):
             raise SiteConfigError(f"{s.id}: phases deve ser 0, 1, 2 ou 3")
+        if s.gd is not None:
+            _check_gd(s.id, s.gd)
         out[s.id] = s
     return out
+
+
+def _check_gd(site: str, gd: GdConfig) -> None:
+    if gd.access_date is not None and gd.regime == "GD I" and gd.access_date > GD_I_DEADLINE:
+        raise SiteConfigError(f"{site}: acesso solicitado em {gd.access_date.isoformat()} é GD II (GD I só até "
+                              f"{GD_I_DEADLINE.isoformat()}, Lei 14.300 art. 26)")
+    if gd.fio_b_rs_mwh is not None and gd.fio_b_rs_mwh < 0:
+        raise SiteConfigError(f"{site}: gd.fio_b_rs_mwh negativo")
+    if gd.state and (len(gd.state) != 2 or not gd.state.isalpha() or not gd.state.isupper()):
+        raise SiteConfigError(f"{site}: gd.state deve ser a sigla da UF, como \"MG\"")
 
 
 def load_sites(path: Path | None) -> dict[str, SiteConfig]:

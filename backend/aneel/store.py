@@ -8,6 +8,8 @@ Layout (retention policy ``aneel``, kept forever):
   a re-pull overwrites instead of duplicating, and two replicas pulling at once write identical points.
 * ``aneel_bandeira`` — one point per month (flag, adder); ``aneel_bandeira_adicional`` — per flag and
   resolution start.
+* ``aneel_componente`` — one point per Componentes Tarifárias row kept (``TUSD_FioB``), keyed like a tariff row
+  plus the component name.
 * ``aneel_sync`` — one point per pull attempt (ok, counts, error, replica) — the data's age comes from here.
 
 Readers use :class:`AneelData`: it loads the books from InfluxDB and keeps the last good copy in memory, so
@@ -26,11 +28,21 @@ from typing import Any
 
 import msgspec
 
-from backend.aneel.records import BandeiraAdder, BandeiraMonth, TariffRecord
+from backend.aneel.components import FioBBook
+from backend.aneel.records import BandeiraAdder, BandeiraMonth, ComponentRecord, TariffRecord
 from backend.aneel.tariffs import BandeiraBook, TariffBook
 from backend.errors import InfluxError
 from backend.store.influx import InfluxClient, quote_ident
-from backend.store.layout import ANEEL_ADDER, ANEEL_FLAG, ANEEL_SYNC, ANEEL_TARIFF, RP_ANEEL, ensure_policy, table
+from backend.store.layout import (
+    ANEEL_ADDER,
+    ANEEL_COMPONENT,
+    ANEEL_FLAG,
+    ANEEL_SYNC,
+    ANEEL_TARIFF,
+    RP_ANEEL,
+    ensure_policy,
+    table,
+)
 from backend.store.lineprotocol import point
 
 log = logging.getLogger(__name__)
@@ -58,6 +70,24 @@ def tariff_line(r: TariffRecord) -> str:
     return point(ANEEL_TARIFF, {k: _tag(v) for k, v in tags.items()}, fields, day_ms(r.start))
 
 
+def component_line(r: ComponentRecord) -> str:
+    tags = {"cnpj": r.cnpj, "componente": r.component, "base": r.base, "subgrupo": r.subgroup,
+            "modalidade": r.modality, "classe": r.klass, "subclasse": r.subclass, "detalhe": r.detail,
+            "posto": r.posto, "unidade": r.unit, "acessante": r.accessing_agent, "fim": r.end.isoformat()}
+    fields = {"valor": str(r.value), "reh": r.reh, "sigla": r.distributor}
+    return point(ANEEL_COMPONENT, {k: _tag(v) for k, v in tags.items()}, fields, day_ms(r.start))
+
+
+def _component_from_row(row: dict[str, Any]) -> ComponentRecord:
+    return ComponentRecord(
+        reh=row.get("reh") or "", distributor=row["sigla"], cnpj=row["cnpj"], start=_day(int(row["time"])),
+        end=dt.date.fromisoformat(row["fim"]), base=row["base"], subgroup=row["subgrupo"],
+        modality=row["modalidade"], klass=row["classe"], subclass=row["subclasse"], detail=row["detalhe"],
+        posto=row["posto"], unit=row["unidade"], component=row["componente"], value=Decimal(row["valor"]),
+        accessing_agent=row["acessante"],
+    )
+
+
 def _tariff_from_row(row: dict[str, Any]) -> TariffRecord:
     gen = row.get("gerado") or ""
     return TariffRecord(
@@ -82,6 +112,10 @@ class SyncReport(msgspec.Struct):
     unchanged: int = 0
     flags_added: list[str] = msgspec.field(default_factory=list)
     flags_changed: list[str] = msgspec.field(default_factory=list)
+    components: int = 0
+    """TUSD Fio B rows pulled from Componentes Tarifárias (for GD II sites)."""
+    components_error: str = ""
+    """A failed components pull: the tariffs are still stored; GD II bills use the stored or configured Fio B."""
     skipped_records: int = 0
     error: str = ""
 
@@ -118,6 +152,10 @@ class AneelStore:
     async def tariffs(self) -> list[TariffRecord]:
         rows = await self.influx.rows(f"SELECT * FROM {self._t(ANEEL_TARIFF)}", db=self.db)
         return [_tariff_from_row(r) for r in rows]
+
+    async def components(self) -> list[ComponentRecord]:
+        rows = await self.influx.rows(f"SELECT * FROM {self._t(ANEEL_COMPONENT)}", db=self.db)
+        return [_component_from_row(r) for r in rows]
 
     async def months(self) -> list[BandeiraMonth]:
         rows = await self.influx.rows(f"SELECT * FROM {self._t(ANEEL_FLAG)}", db=self.db)
@@ -160,6 +198,7 @@ class AneelData:
         self.refresh_s = refresh_s
         self.tariffs = TariffBook([])
         self.flags = BandeiraBook([])
+        self.fio_b = FioBBook([])
         self.loaded_at = 0.0
         self.load_error = ""
         self._lock = asyncio.Lock()
@@ -173,11 +212,13 @@ class AneelData:
                 tariffs = await self.store.tariffs()
                 months = await self.store.months()
                 adders = await self.store.adders()
+                components = await self.store.components()
             except InfluxError as exc:
                 self.load_error = str(exc)
                 log.warning("aneel data reload failed; serving the last good copy", extra={"error": str(exc)})
                 return
             self.tariffs = TariffBook(tariffs)
             self.flags = BandeiraBook(months, adders)
+            self.fio_b = FioBBook(components)
             self.loaded_at = time.monotonic()
             self.load_error = ""

@@ -19,9 +19,9 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 from backend.aneel.client import AneelClient, AneelError
-from backend.aneel.records import BandeiraAdder, BandeiraMonth, TariffRecord
+from backend.aneel.records import APPLICATION_BASE, FIO_B, BandeiraAdder, BandeiraMonth, ComponentRecord, TariffRecord
 from backend.aneel.sites import SiteConfig
-from backend.aneel.store import AneelData, AneelStore, SyncReport, day_ms, tariff_line
+from backend.aneel.store import AneelData, AneelStore, SyncReport, component_line, day_ms, tariff_line
 from backend.errors import InfluxError
 from backend.metrics import Metrics
 from backend.settings import Settings
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SUBGROUPS: Final = ["B1", "B2", "B3"]
 """Low-voltage subgroups (residential, rural, others): the ones CDS bills."""
+COMPONENT_YEARS: Final = 2
+"""Componentes Tarifárias resources pulled: the newest years published (a cycle may span a readjustment)."""
 
 
 def _key_text(r: TariffRecord) -> str:
@@ -45,8 +47,7 @@ async def pull(client: AneelClient, sites: Iterable[SiteConfig]) -> tuple[list[T
     """Fetch what the configured sites need: B tariffs of their distributors (by CNPJ) and both flag tables."""
     cnpjs: list[str] = []
     for s in sites:
-        digits = re.sub(r"\D", "", s.distributor)
-        cnpj = digits.zfill(14) if len(digits) >= 11 else await client.cnpj_of(s.distributor)
+        cnpj = await _cnpj(client, s.distributor)
         if cnpj not in cnpjs:
             cnpjs.append(cnpj)
     tariffs: list[TariffRecord] = []
@@ -56,6 +57,31 @@ async def pull(client: AneelClient, sites: Iterable[SiteConfig]) -> tuple[list[T
     months = await client.bandeira_months()
     adders = await client.bandeira_adders()
     return tariffs, months, adders, cnpjs
+
+
+async def _cnpj(client: AneelClient, distributor: str) -> str:
+    digits = re.sub(r"\D", "", distributor)
+    return digits.zfill(14) if len(digits) >= 11 else await client.cnpj_of(distributor)
+
+
+async def pull_fio_b(client: AneelClient, sites: Iterable[SiteConfig]) -> list[ComponentRecord]:
+    """TUSD Fio B rows of the GD sites' distributors from the newest Componentes Tarifárias resources.
+
+    ``NumCPFCNPJ`` is matched with and without its leading zeros (ANEEL's Parquet lost them; which form the
+    DataStore holds is not documented)."""
+    cnpjs: list[str] = []
+    for s in sites:
+        if s.gd is not None and (cnpj := await _cnpj(client, s.distributor)) not in cnpjs:
+            cnpjs.append(cnpj)
+    if not cnpjs:
+        return []
+    resources = await client.component_resources()
+    out: list[ComponentRecord] = []
+    for year in sorted(resources)[-COMPONENT_YEARS:]:
+        out += await client.components(resources[year], {
+            "NumCPFCNPJ": [f for c in cnpjs for f in (c, c.lstrip("0"))], "DscComponenteTarifario": FIO_B,
+            "DscBaseTarifaria": APPLICATION_BASE, "DscSubGrupoTarifario": SUBGROUPS})
+    return out
 
 
 async def sync(client: AneelClient, store: AneelStore, sites: Iterable[SiteConfig], *, replica: str = "") -> SyncReport:
@@ -75,10 +101,17 @@ async def sync(client: AneelClient, store: AneelStore, sites: Iterable[SiteConfi
         except InfluxError:
             log.warning("could not record failed aneel sync")
         return report
+    components: list[ComponentRecord] = []
+    components_error = ""
+    try:  # a GD II bill can fall back on the stored or configured Fio B: this part failing fails nothing else
+        components = await pull_fio_b(client, sites)
+    except AneelError as exc:
+        components_error = str(exc)
     try:
         old_t = {r.natural_key(): r for r in await store.tariffs()}
         old_m = {m.month: m for m in await store.months()}
         report = SyncReport(ok=True, started_at=started_at, duration_s=0.0, distributors=cnpjs, tariffs=len(tariffs),
+                            components=len(components), components_error=components_error,
                             skipped_records=client.skipped_records - skipped_before)
         for r in tariffs:
             prev = old_t.get(r.natural_key())
@@ -96,7 +129,7 @@ async def sync(client: AneelClient, store: AneelStore, sites: Iterable[SiteConfi
                 report.flags_added.append(f"{m.month:%m/%Y} {m.flag}")
             elif (pm.flag, pm.adder_rs_mwh) != (m.flag, m.adder_rs_mwh):
                 report.flags_changed.append(f"{m.month:%m/%Y} {pm.flag}->{m.flag}")
-        lines = [tariff_line(r) for r in tariffs]
+        lines = [tariff_line(r) for r in tariffs] + [component_line(c) for c in components]
         lines += [point(ANEEL_FLAG, {}, {"flag": m.flag, "adder": str(m.adder_rs_mwh),
                                    "gerado": m.generated.isoformat() if m.generated else ""}, day_ms(m.month))
                   for m in months]

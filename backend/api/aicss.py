@@ -15,11 +15,13 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import TooManyRequestsException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, JSONBody
 
 from backend.api.access import device_site, hidden_device, require_operator, require_site, sees_device
 from backend.api.auth import caller_of, requires_role
 from backend.api.devices import check_device
+from backend.api.openapi import ErrorOut, errors, raw_body
 from backend.api.state import Services, book_of, device_book
 from backend.errors import (
     ApiError,
@@ -84,7 +86,7 @@ class StatusOut(msgspec.Struct):
 class ConfigIn(msgspec.Struct, frozen=True):
     """A CONFIG for one meter; omitted fields keep the meter's current value."""
 
-    device: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
+    device: Annotated[str, msgspec.Meta(pattern=ids.DEVICE_ID_PATTERN)]
     report_period_ms: Annotated[int, msgspec.Meta(ge=250, le=3_600_000)] | None = None
     v_gain: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     i_gain: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
@@ -108,13 +110,16 @@ class AicssController(Controller):
     path = "/api/v1/aicss"
     tags = ["aicss"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @post("/dados", guards=[requires_role("operator")], status_code=200)
+    @post("/dados", guards=[requires_role("operator")], status_code=200, opt=raw_body(mqtt.ReadingBatch),
+          responses={**errors(404, 429), 422: ResponseSpec(
+              DadosOut | ErrorOut, generate_examples=False,
+              description="Nenhuma medição do lote foi gravada: as recusas, uma a uma (DadosOut), ou o motivo.")})
     async def dados(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[DadosOut]:
-        """Readings posted by a meter over HTTP: the same ReadingBatch, checks and idempotency as MQTT.
+        """Medições enviadas por HTTP, para medidores sem gateway: o mesmo ReadingBatch do MQTT.
 
-        Returns:
-            200 with the counts when at least one reading was stored (refused ones listed); 400/413/422 when
-            the batch is unusable; the same batch posted twice is stored once.
+        As mesmas verificações e a mesma idempotência do MQTT: o mesmo lote enviado duas vezes é gravado uma vez.
+        200 com as contagens quando ao menos uma medição foi gravada (as recusadas listadas); 400 ou 413 quando o
+        lote é inutilizável; 422 quando nenhuma medição foi aceita.
         """
         s = services.settings
         body = await request.body()
@@ -156,6 +161,7 @@ class AicssController(Controller):
                 services.metrics.rejected.labels("influx_rejected").inc()
                 raise BadRequestError(f"{REASON_PT['influx_rejected']} ({exc.body[:300]})", status_code=422) from exc
             services.metrics.readings_written.labels("http").inc(len(parsed.lines))
+            services.metrics.count_site_readings(parsed.site, len(parsed.lines))
             services.registry.note_readings({d: hi for d, (_, hi) in parsed.spans.items()})
         out = DadosOut(accepted=parsed.accepted, rejected=[
             RejectedOut(r.reading.device, r.reading.boot, r.reading.seq, r.reason, r.error) for r in parsed.rejected])
@@ -164,7 +170,7 @@ class AicssController(Controller):
     @get("/status")
     async def status(self, request: Request[Any, Any, Any], services: NamedDependency[Services],
                      influx: NamedDependency[InfluxClient], device: FromQuery[str | None] = None) -> StatusOut:
-        """Meters' status (one with ``?device=``) and the ingest's state on this replica."""
+        """Estado dos medidores do usuário (de um só, com ``device``) e da ingestão nesta réplica."""
         if device is not None:
             check_device(device)
         caller = await caller_of(request)
@@ -180,13 +186,13 @@ class AicssController(Controller):
                          unacked_messages=ingest.unacked if ingest else None,
                          readings_ingested=ingest.written_readings if ingest else None, items=items)
 
-    @put("/config", guards=[requires_role("operator")])
+    @put("/config", guards=[requires_role("operator")], responses=errors(404, 409))
     async def config(self, request: Request[Any, Any, Any], data: JSONBody[ConfigIn],
                      services: NamedDependency[Services]) -> ConfigOut:
-        """Send a CONFIG downlink to a meter and wait (bounded) for its answer.
+        """Envia uma configuração (CONFIG) a um medidor pelo seu gateway e espera, por um tempo limitado, a resposta.
 
-        Returns:
-            The meter's result (``applied``, ``rejected``...) or ``pending`` when none arrived in time.
+        O resultado do medidor (``applied``, ``rejected``...) ou ``pending`` quando ele não respondeu a tempo; 404
+        para um medidor desconhecido ou não provisionado, 409 quando ``site``/``gateway`` não são os do medidor.
         """
         check_device(data.device)
         fields = (data.report_period_ms, data.v_gain, data.i_gain, data.phase_cdeg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -17,10 +17,13 @@ from litestar.params import FromQuery
 
 from backend.analytics.alerts import AlertList
 from backend.analytics.billing import explain
+from backend.analytics.ledger import LedgerMonth
 from backend.analytics.renewable import RenewableOut, site_renewable, site_subsystem_of
-from backend.analytics.reports import to_csv
+from backend.analytics.reports import Report, to_csv
+from backend.analytics.scee import explain_scee
 from backend.analytics.service import AnalyticsService, ForecastOut, TarifaBrancaOut, local_range
 from backend.api.access import visible_analytics
+from backend.api.openapi import also_as, choice, errors, local_day
 from backend.api.state import services_of
 from backend.errors import BadRequestError, InfluxError, NotFoundError, UnavailableError
 from backend.ons.datasets import SUBSYSTEM_NAMES
@@ -44,6 +47,12 @@ class SiteOut(msgspec.Struct):
     """``site`` (the sites file's ``subsystem``) or ``distribuidora`` (derived from the distributor)."""
 
 
+REPORT_KINDS: Final = ("diario", "semanal", "mensal")
+REPORT_FORMATS: Final = ("json", "csv")
+_START = local_day("Primeiro dia do período (AAAA-MM-DD, horário de Brasília).")
+_END = local_day("Último dia do período, inclusive (AAAA-MM-DD); padrão: hoje.")
+
+
 class AnalyticsController(Controller):
     path = "/api/v1/analytics"
     tags = ["análises"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
@@ -64,19 +73,22 @@ class AnalyticsController(Controller):
                                origem_subsistema=origin if code else None))
         return out
 
-    @get("/consumo")
+    @get("/consumo", responses=errors(422))
     async def consumo(
         self,
         request: Request[Any, Any, Any],
         site: FromQuery[str | None] = None,
         device: FromQuery[str | None] = None,
         grupo: FromQuery[str | None] = None,
-        inicio: FromQuery[str | None] = None,
-        fim: FromQuery[str | None] = None,
-        granularidade: FromQuery[str] = "hour",
+        inicio: Annotated[str | None, _START] = None,
+        fim: Annotated[str | None, _END] = None,
+        granularidade: Annotated[str, choice(GRANULARITIES, "Intervalo de cada valor (15min até 40 dias).")] = "hour",
     ) -> Consumption:
-        """kWh por hora/dia/semana/mês (horário de Brasília), a partir dos registradores de energia; demanda
-        máxima em janelas de 15 min."""
+        """Consumo em kWh por 15 min, hora, dia, semana ou mês (horário de Brasília), com a demanda máxima.
+
+        Calculado a partir dos registradores de energia; a demanda máxima em janelas de 15 min. Padrão: os últimos
+        7 dias.
+        """
         if granularidade not in GRANULARITIES:
             raise BadRequestError(f"'granularidade' deve ser uma de {', '.join(GRANULARITIES)}.")
         svc = await visible_analytics(request)
@@ -85,14 +97,15 @@ class AnalyticsController(Controller):
             raise BadRequestError("Granularidade de 15 min limitada a 40 dias.")
         return await svc.consumo(svc.scope(site, device, grupo), a, b, granularidade)  # type: ignore[arg-type]
 
-    @get("/custo")
+    @get("/custo", responses=errors(422))
     async def custo(
         self,
         request: Request[Any, Any, Any],
         site: FromQuery[str],
-        inicio: FromQuery[str | None] = None,
-        fim: FromQuery[str | None] = None,
-        referencia: FromQuery[str | None] = None,
+        inicio: Annotated[str | None, _START] = None,
+        fim: Annotated[str | None, _END] = None,
+        referencia: Annotated[str | None, local_day(
+            "Sem 'inicio' e 'fim': um dia do ciclo de faturamento desejado (AAAA-MM-DD); padrão: hoje.")] = None,
     ) -> dict[str, Any]:
         """Conta estimada do ciclo de faturamento (ou do período dado), linha a linha, com a REH usada."""
         svc = await visible_analytics(request)
@@ -106,21 +119,44 @@ class AnalyticsController(Controller):
             s0, e0 = cfg.cycle_for(ref)
             inicio, fim = s0.isoformat(), e0.isoformat()
         start, end, a, b = local_range(inicio, fim)
+        if cfg.gd is not None:  # micro/minigeração: the SCEE bill, with the credit balance carried on
+            scee = await svc.custo_scee(scope, start, end, a, b)
+            return {"conta": scee, "explicacao": explain_scee(scee), "sistema": "SCEE",
+                    "saldo_creditos_kwh": scee.credits.balance_total, "status_aneel": await _status(svc)}
         bill = await svc.custo(scope, start, end, a, b)
         return {"conta": bill, "explicacao": explain(bill), "status_aneel": await _status(svc)}
 
-    @get("/tarifa-branca")
+    @get("/tarifa-branca", responses=errors(422))
     async def tarifa_branca(
         self,
         request: Request[Any, Any, Any],
         site: FromQuery[str],
-        inicio: FromQuery[str | None] = None,
-        fim: FromQuery[str | None] = None,
+        inicio: Annotated[str | None, _START] = None,
+        fim: Annotated[str | None, _END] = None,
     ) -> TarifaBrancaOut:
-        """A mesma energia faturada na Convencional e na Branca (ponta/intermediário/fora ponta em dias úteis)."""
+        """A mesma energia faturada na Convencional e na Branca (ponta/intermediário/fora ponta em dias úteis).
+
+        Padrão: os últimos 30 dias.
+        """
         svc = await visible_analytics(request)
         start, end, a, b = local_range(inicio, fim, default_days=30)
         return await svc.tarifa_branca(svc.scope(site, None, None), start, end, a, b)
+
+    @get("/creditos", responses=errors(422))
+    async def creditos(
+        self,
+        request: Request[Any, Any, Any],
+        site: FromQuery[str],
+        inicio: Annotated[str | None, _START] = None,
+        fim: Annotated[str | None, _END] = None,
+        reconstruir: Annotated[bool, FromQuery, msgspec.Meta(
+            description="Recalcula os ciclos do período a partir da energia medida (idempotente).")] = False,
+    ) -> list[LedgerMonth]:
+        """Créditos de energia do SCEE por ciclo: injetado, compensado, gerado, usado, expirado e saldo por mês
+        de origem (validade de 60 meses). Padrão: os últimos 12 meses."""
+        svc = await visible_analytics(request)
+        start, end, _, _ = local_range(inicio, fim, default_days=365)
+        return await svc.creditos(svc.scope(site, None, None), start, end, rebuild=reconstruir)
 
     @get("/previsao")
     async def previsao(
@@ -134,22 +170,25 @@ class AnalyticsController(Controller):
         svc = await visible_analytics(request)
         return await svc.previsao(svc.scope(site, device, None))
 
-    @get("/relatorios")
+    @get("/relatorios", responses=errors(422), opt=also_as("text/csv"))
     async def relatorios(
         self,
         request: Request[Any, Any, Any],
         site: FromQuery[str | None] = None,
         device: FromQuery[str | None] = None,
         grupo: FromQuery[str | None] = None,
-        tipo: FromQuery[str] = "diario",
-        inicio: FromQuery[str | None] = None,
-        fim: FromQuery[str | None] = None,
-        formato: FromQuery[str] = "json",
-    ) -> Response[Any]:
-        """Resumo diário, semanal ou mensal em JSON ou CSV (números no formato brasileiro)."""
-        if tipo not in ("diario", "semanal", "mensal"):
+        tipo: Annotated[str, choice(REPORT_KINDS, "Um resumo por dia, semana ou mês.")] = "diario",
+        inicio: Annotated[str | None, _START] = None,
+        fim: Annotated[str | None, _END] = None,
+        formato: Annotated[str, choice(REPORT_FORMATS, "json, ou csv (text/csv, para planilhas).")] = "json",
+    ) -> Response[Report | str]:
+        """Resumo diário, semanal ou mensal em JSON ou CSV (números no formato brasileiro).
+
+        Padrão: os últimos 30 dias.
+        """
+        if tipo not in REPORT_KINDS:
             raise BadRequestError("'tipo' deve ser diario, semanal ou mensal.")
-        if formato not in ("json", "csv"):
+        if formato not in REPORT_FORMATS:
             raise BadRequestError("'formato' deve ser json ou csv.")
         svc = await visible_analytics(request)
         _, _, a, b = local_range(inicio, fim, default_days=30)
@@ -160,16 +199,19 @@ class AnalyticsController(Controller):
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         return Response(rep)
 
-    @get("/renovavel")
+    @get("/renovavel", responses=errors(409, 422))
     async def renovavel(
         self,
         request: Request[Any, Any, Any],
         site: FromQuery[str],
-        inicio: FromQuery[str | None] = None,
-        fim: FromQuery[str | None] = None,
+        inicio: Annotated[str | None, _START] = None,
+        fim: Annotated[str | None, _END] = None,
     ) -> RenewableOut:
-        """Parcela do consumo do site que coincidiu com geração renovável (hidráulica, eólica, solar) no seu
-        subsistema, hora a hora, segundo o balanço do ONS; com o método e seus limites."""
+        """Parcela do consumo do site que coincidiu com geração renovável no seu subsistema, hora a hora.
+
+        Hidráulica, eólica e solar, segundo o balanço do ONS; com o método e seus limites. Padrão: os últimos 30
+        dias; 409 quando o subsistema do site é desconhecido (defina-o no arquivo de sites).
+        """
         svc = await visible_analytics(request)
         ons = services_of(request).ons
         if ons is None:

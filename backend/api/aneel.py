@@ -15,6 +15,7 @@ from backend.aneel.store import SyncReport, SyncStatus
 from backend.aneel.tariffs import TariffError, merge_periods
 from backend.api.access import audited
 from backend.api.auth import requires_role
+from backend.api.openapi import errors, local_day
 from backend.api.state import analytics_service
 from backend.errors import BadRequestError, InfluxError, NotFoundError, UnavailableError
 
@@ -86,12 +87,17 @@ class AneelController(Controller):
     path = "/api/v1/aneel"
     tags = ["ANEEL"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @get("/tarifas")
-    async def tarifas(self, request: Request[Any, Any, Any], distribuidora: FromQuery[str],
+    @get("/tarifas", responses=errors(404))
+    async def tarifas(self, request: Request[Any, Any, Any],
+                      distribuidora: Annotated[str, QueryParameter(description="Sigla ou CNPJ da distribuidora.")],
                       subgrupo: FromQuery[str] = "B1", modalidade: FromQuery[str | None] = None,
                       subclasse: FromQuery[str] = "Residencial",
-                      data_ref: Annotated[str | None, QueryParameter(name="data")] = None) -> TariffsOut:
-        """Tarifas homologadas (TUSD e TE) de uma distribuidora (sigla ou CNPJ), com a vigente na data."""
+                      data_ref: Annotated[str | None, local_day("Dia de referência (AAAA-MM-DD); padrão: hoje.",
+                                                                name="data")] = None) -> TariffsOut:
+        """Tarifas homologadas (TUSD e TE) de uma distribuidora (sigla ou CNPJ), com a vigente na data.
+
+        404 para uma distribuidora que a ANEEL não lista; 503 antes da primeira sincronização com a ANEEL.
+        """
         svc = analytics_service(request)
         age = await _age(request)
         try:
@@ -128,7 +134,9 @@ class AneelController(Controller):
                           periodos=periods, idade_dos_dados=age)
 
     @get("/bandeiras")
-    async def bandeiras(self, request: Request[Any, Any, Any], desde: FromQuery[str | None] = None) -> FlagsOut:
+    async def bandeiras(self, request: Request[Any, Any, Any],
+                        desde: Annotated[str | None, local_day("Primeiro mês listado (AAAA-MM-DD).")] = None
+                        ) -> FlagsOut:
         """Bandeira acionada por mês (R$/MWh) e os adicionais por resolução."""
         svc = analytics_service(request)
         age = await _age(request)

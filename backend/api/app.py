@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -36,12 +37,14 @@ from backend.api.analytics import AnalyticsController
 from backend.api.aneel import AneelController
 from backend.api.auth import Authenticator, authenticated, issue_token
 from backend.api.consultas import consulta_influxql
-from backend.api.dashboard import dashboard_router
+from backend.api.dashboard import SWAGGER_UI_URL, dashboard_router, plotly_router, swagger_ui_router
 from backend.api.devices import DevicesController
 from backend.api.fleet import FleetAdminController
 from backend.api.health import health, metrics, ready
 from backend.api.knowledge import conhecimento
 from backend.api.ons import OnsController
+from backend.api.openapi import ErrorOut, ValidationIssue, document
+from backend.api.painel import PainelController
 from backend.api.questions import QuestionsController
 from backend.api.readings import ReadingsController
 from backend.api.state import Services, influx_of, services_of, settings_of
@@ -77,7 +80,10 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     QuestionsController,
     AdminController,
     FleetAdminController,
+    PainelController,
     dashboard_router,
+    plotly_router,
+    swagger_ui_router,
 ]
 
 
@@ -133,26 +139,25 @@ async def _ensure_schema_retrying(influx: InfluxClient, settings: Settings, acco
             await accounts.ensure_schema()
 
 
-def _answer(request: Request[Any, Any, Any], status: int, detail: str, *, extra: object = None,
-            headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
-    """The one error shape of the API (``status_code``, pt-BR ``detail``), counted by status."""
+def _answer(request: Request[Any, Any, Any], status: int, detail: str, *,
+            extra: list[ValidationIssue] | None = None, headers: dict[str, str] | None = None) -> Response[ErrorOut]:
+    """The one error shape of the API (``status_code``, pt-BR ``detail``; documented by backend/api/openapi.py),
+    counted by status."""
     services_of(request).metrics.http_errors.labels(str(status)).inc()
-    body: dict[str, Any] = {"status_code": status, "detail": detail}
-    if extra:
-        body["extra"] = extra
-    return Response(body, status_code=status, headers=headers)
+    return Response(ErrorOut(status_code=status, detail=detail, extra=extra or None), status_code=status,
+                    headers=headers)
 
 
-def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
+def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorOut]:
     return _answer(request, exc.status_code, exc.detail)
 
 
-def _influx_unavailable(request: Request[Any, Any, Any], exc: InfluxUnavailableError) -> Response[dict[str, Any]]:
+def _influx_unavailable(request: Request[Any, Any, Any], exc: InfluxUnavailableError) -> Response[ErrorOut]:
     log.error("influx unavailable in request", extra={"path": request.url.path, "error": str(exc)[:500]})
     return _answer(request, 503, "Banco de dados de medições indisponível; tente novamente.")
 
 
-def _backend_error(request: Request[Any, Any, Any], exc: BackendError) -> Response[dict[str, Any]]:
+def _backend_error(request: Request[Any, Any, Any], exc: BackendError) -> Response[ErrorOut]:
     if isinstance(exc, InfluxRejectedError):
         # Every value from a request is checked before it reaches InfluxDB, so a refused query or write is a bug
         # of ours: retrying will not help, and it must be seen with its traceback.
@@ -161,7 +166,7 @@ def _backend_error(request: Request[Any, Any, Any], exc: BackendError) -> Respon
     return _answer(request, 503, "Serviço temporariamente indisponível.")
 
 
-def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
     """The last line: nothing internal reaches the caller, everything reaches the log and the metrics."""
     log.error("unhandled error in request", exc_info=exc, extra={"path": request.url.path,
                                                                    "method": request.method})
@@ -179,14 +184,22 @@ _DEFAULT_DETAIL_PT = {
 }
 
 
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
     detail = _DEFAULT_DETAIL_PT.get(exc.detail, exc.detail)
-    extra = getattr(exc, "extra", None)
+    extra = _issues(exc.extra)
     if exc.status_code == 400 and extra:
         detail = "Requisição inválida: verifique os parâmetros."
     if exc.status_code >= 500:
         log.error("http error in request", exc_info=exc, extra={"path": request.url.path})
     return _answer(request, exc.status_code, detail, extra=extra, headers=exc.headers)
+
+
+def _issues(extra: object) -> list[ValidationIssue] | None:
+    """What Litestar's validation refused, field by field; any other ``extra`` is internal and stays out."""
+    try:
+        return msgspec.convert(extra, list[ValidationIssue]) if isinstance(extra, list) else None
+    except msgspec.ValidationError:
+        return None
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -202,9 +215,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     openapi = OpenAPIConfig(
         title="CDS — API do backend",
         version="1.0.0",
-        description="Medições, dispositivos e configuração dos medidores AICSS. Autenticação: Bearer JWT.",
+        description="Medições, dispositivos e configuração dos medidores AICSS. Autenticação: Bearer JWT "
+                    "(POST /api/v1/auth/token). Erros: JSON {status_code, detail} com a mensagem em pt-BR.",
         path="/docs",
-        render_plugins=[SwaggerRenderPlugin()],
+        use_handler_docstrings=True,
+        # Swagger UI's assets from the swagger-ui-bundle package, served by us: /docs renders offline.
+        render_plugins=[SwaggerRenderPlugin(
+            js_url=f"{SWAGGER_UI_URL}/swagger-ui-bundle.js", css_url=f"{SWAGGER_UI_URL}/swagger-ui.css",
+            standalone_preset_js_url=f"{SWAGGER_UI_URL}/swagger-ui-standalone-preset.js",
+            favicon=f"<link rel='icon' type='image/png' href='{SWAGGER_UI_URL}/favicon-32x32.png'>")],
         components=Components(security_schemes={
             "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}),
         security=[{"BearerToken": []}],
@@ -224,4 +243,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.services = services
     app.state.authenticator = services.authenticator
+    document(app)
     return app

@@ -41,6 +41,7 @@ from backend.accounts.access import ROLE_RANK, Caller, Role
 from backend.accounts.audit import AuditLog
 from backend.accounts.passwords import hash_password, verify_password
 from backend.accounts.store import Account, AccountStore
+from backend.api.openapi import errors
 from backend.api.throttle import LoginThrottle
 from backend.errors import ConfigError, UnavailableError
 from backend.settings import Settings
@@ -219,16 +220,13 @@ def requires_role(role: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], B
 # --- route ----------------------------------------------------------------------------------------------------
 
 
-@post("/api/v1/auth/token", opt={"public": True}, tags=["auth"], status_code=200)
+@post("/api/v1/auth/token", opt={"public": True}, tags=["auth"], status_code=200, responses=errors(401, 429, 503))
 async def issue_token(request: Request[Any, Any, Any], data: JSONBody[TokenRequest]) -> TokenResponse:
-    """Exchange a user's name and password for a bearer token.
+    """Troca o nome e a senha de um usuário por um token Bearer (JWT).
 
-    Args:
-        data: ``{"username": ..., "password": ...}``.
-
-    Returns:
-        ``{"access_token", "token_type": "bearer", "expires_in", "role", "sites"}``; 401 when the credentials are
-        wrong or the user is disabled (the same answer: a guesser learns nothing).
+    401 quando a senha está errada, o usuário não existe ou está desativado (a mesma resposta: quem tenta
+    adivinhar não aprende nada); 429 com Retry-After depois de tentativas erradas demais (por usuário e por
+    endereço); 503 quando o cadastro de usuários não pode ser lido.
     """
     authenticator: Authenticator = request.app.state.authenticator
     throttle = authenticator.throttle

@@ -17,6 +17,7 @@ from litestar.params import JSONBody
 
 from backend.api.access import audited
 from backend.api.auth import requires_role
+from backend.api.openapi import errors
 from backend.errors import BadRequestError
 from backend.settings import Settings
 from backend.store.readonly import ConsoleResult, run_console
@@ -31,11 +32,14 @@ class InfluxQLIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Database (default: the backend's, ``BACKEND_INFLUX_DB``); the console's user may read no other."""
 
 
-@post("/api/v1/consultas/influxql", guards=[requires_role("admin")], tags=["consultas"], status_code=200)
+@post("/api/v1/consultas/influxql", guards=[requires_role("admin")], tags=["consultas"], status_code=200,
+      responses=errors(504))
 async def consulta_influxql(request: Request[Any, Any, Any], settings: NamedDependency[Settings],
                             data: JSONBody[InfluxQLIn]) -> ConsoleResult:
-    """Executa uma única consulta InfluxQL SELECT ou SHOW, somente leitura, com limite de linhas, de período
-    (dados brutos) e de tempo. Flux não é aceito (o InfluxDB 1.x não o oferece)."""
+    """Executa uma consulta InfluxQL (um único SELECT ou SHOW), somente leitura.
+
+    Com limite de linhas, de período (dados brutos) e de tempo (504 além dele); 403 quando o InfluxDB recusa a
+    consulta ao usuário somente leitura. Flux não é aceito (o InfluxDB 1.x não o oferece)."""
     async with audited(request, "consulta_influxql", target=data.consulta[:200]):
         if data.db is not None and not _DB_RE.fullmatch(data.db):
             raise BadRequestError("'db' deve ter de 1 a 64 letras, dígitos, '_' ou '-'.")

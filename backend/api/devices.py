@@ -48,7 +48,7 @@ class DevicesController(Controller):
     @get("/sites")
     async def sites(self, request: Request[Any, Any, Any], influx: NamedDependency[InfluxClient],
                     settings: NamedDependency[Settings], services: NamedDependency[Services]) -> list[SiteOut]:
-        """Sites with their number of gateways and meters, and how many are online."""
+        """Sites do usuário, com o número de gateways e medidores e quantos estão online."""
         caller = await caller_of(request)
         devices = [d for d in await device_statuses(influx, settings, services.registry, book_of(services))
                    if sees_device(caller, services, d.device, d.site)]
@@ -63,7 +63,8 @@ class DevicesController(Controller):
     async def gateways(self, request: Request[Any, Any, Any], influx: NamedDependency[InfluxClient],
                        settings: NamedDependency[Settings], services: NamedDependency[Services],
                        site: FromQuery[str | None] = None) -> list[GatewayOut]:
-        """Gateways (from their retained status), optionally of one site."""
+        """Gateways, de todos os sites do usuário ou de um: online, versão, fila e idade da medição mais antiga na
+        fila (do status retido de cada gateway)."""
         check_ident(site, "instalação (site)")
         caller = await caller_of(request)
         if site is not None:
@@ -76,7 +77,9 @@ class DevicesController(Controller):
     async def devices(self, request: Request[Any, Any, Any], influx: NamedDependency[InfluxClient],
                       settings: NamedDependency[Settings], services: NamedDependency[Services],
                       site: FromQuery[str | None] = None, gateway: FromQuery[str | None] = None) -> list[DeviceOut]:
-        """Meters with status, optionally filtered by site and gateway."""
+        """Medidores do usuário com seu estado, opcionalmente de um site e de um gateway.
+
+        Online, visto por último, firmware, revisão do hardware, boots, período de envio e enlace."""
         check_ident(site, "instalação (site)")
         check_ident(gateway, "gateway")
         caller = await caller_of(request)
@@ -90,8 +93,8 @@ class DevicesController(Controller):
     async def device(self, request: Request[Any, Any, Any], device: FromPath[str],
                      influx: NamedDependency[InfluxClient], settings: NamedDependency[Settings],
                      services: NamedDependency[Services]) -> DeviceOut:
-        """One meter's status; 404 when the backend has never heard of it (or it is of a site the caller may not
-        see)."""
+        """Estado de um medidor; 404 quando o backend nunca ouviu falar dele (ou ele é de um site que o usuário não
+        vê)."""
         check_device(device)
         found = await device_statuses(influx, settings, services.registry, book_of(services), device)
         if not found or not sees_device(await caller_of(request), services, device, found[0].site):

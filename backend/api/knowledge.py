@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Annotated
 
 import msgspec
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.openapi.spec import OpenAPIType
+from litestar.params import QueryParameter
 
 from backend.errors import BadRequestError
-from backend.knowledge import MAX_LIMIT, Passage, base_for, validate_query
+from backend.knowledge import MAX_LIMIT, MAX_QUERY_CHARS, Passage, base_for, validate_query
 from backend.settings import Settings
 
 
@@ -29,8 +31,16 @@ class KnowledgeOut(msgspec.Struct):
 # In a worker thread: the first search of a process (and the first after a source changed) builds the index,
 # ~0.2 s that must not stall the event loop the MQTT ingest shares.
 @get("/api/v1/conhecimento", tags=["conhecimento"], sync_to_thread=True)
-def conhecimento(settings: NamedDependency[Settings], q: FromQuery[str | None] = None,
-                 limite: FromQuery[str] = "5") -> KnowledgeOut:
+def conhecimento(
+    settings: NamedDependency[Settings],
+    q: Annotated[str | None, QueryParameter(
+        description=f"O que procurar, em português (1 a {MAX_QUERY_CHARS} caracteres).",
+        schema_extra={"min_length": 1, "max_length": MAX_QUERY_CHARS})] = None,
+    # A string checked here, not an int: a bad value gets the pt-BR message below instead of Litestar's.
+    limite: Annotated[str, QueryParameter(
+        description=f"Quantos trechos, de 1 a {MAX_LIMIT}.",
+        schema_extra={"type": OpenAPIType.INTEGER, "minimum": 1, "maximum": MAX_LIMIT, "default": 5})] = "5",
+) -> KnowledgeOut:
     """Busca na base de conhecimento: trechos ordenados por relevância (bm25), cada um com título, trecho,
     fonte (a norma ou o documento citado) e pontuação."""
     query = validate_query(q)

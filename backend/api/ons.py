@@ -8,14 +8,14 @@ around the newest data held (ONS publishes with a lag of a day or two), call the
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import FromQuery
 
 from backend.api.access import audited
 from backend.api.auth import requires_role
+from backend.api.openapi import choice, local_day
 from backend.api.state import services_of
 from backend.errors import BadRequestError, UnavailableError
 from backend.ons.balance import GRANULARITIES, BalanceBucket, Granularity, totals
@@ -26,6 +26,8 @@ from backend.ons.sync import SyncReport
 from protocol.timebase import TZ
 
 DEFAULT_DAYS: Final[dict[str, int]] = {"hora": 7, "dia": 31, "mes": 365, "cmo": 7}
+_START = local_day("Primeiro dia (AAAA-MM-DD, horário de Brasília, anos 2000 a 2100).")
+_END = local_day("Último dia, inclusive (AAAA-MM-DD); padrão: o dia do dado mais recente.")
 
 
 class BalanceOut(msgspec.Struct):
@@ -102,11 +104,17 @@ class OnsController(Controller):
     tags = ["ONS"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/balanco")
-    async def balanco(self, request: Request[Any, Any, Any], subsistema: FromQuery[str] = SIN,
-                      inicio: FromQuery[str | None] = None, fim: FromQuery[str | None] = None,
-                      granularidade: FromQuery[str] = "hora") -> BalanceOut:
+    async def balanco(self, request: Request[Any, Any, Any],
+                      subsistema: Annotated[str, choice((*SUBSYSTEMS, SIN), "Subsistema, ou o SIN inteiro.")] = SIN,
+                      inicio: Annotated[str | None, _START] = None, fim: Annotated[str | None, _END] = None,
+                      granularidade: Annotated[str, choice(GRANULARITIES, "Hora, dia ou mês.")] = "hora",
+                      ) -> BalanceOut:
         """Balanço de energia de um subsistema (SE, S, NE, N) ou do SIN (a soma dos quatro): geração por fonte,
-        carga e intercâmbio em MWh por hora, dia ou mês (horário de Brasília), com a participação renovável."""
+        carga e intercâmbio em MWh por hora, dia ou mês (horário de Brasília), com a participação renovável.
+
+        Padrão: os últimos 7 dias (por hora) dos dados publicados; no máximo 93 dias por hora, 800 por dia, 3 700
+        por mês.
+        """
         if granularidade not in GRANULARITIES:
             raise BadRequestError(f"'granularidade' deve ser uma de {', '.join(GRANULARITIES)}.")
         gran: Granularity = granularidade
@@ -128,9 +136,13 @@ class OnsController(Controller):
                 from exc
 
     @get("/cmo")
-    async def cmo(self, request: Request[Any, Any, Any], subsistema: FromQuery[str | None] = None,
-                  inicio: FromQuery[str | None] = None, fim: FromQuery[str | None] = None) -> CmoOut:
-        """Custo marginal de operação semi-horário (R$/MWh) por subsistema; sem 'subsistema', os quatro."""
+    async def cmo(self, request: Request[Any, Any, Any],
+                  subsistema: Annotated[str | None, choice(SUBSYSTEMS, "Subsistema; padrão: os quatro.")] = None,
+                  inicio: Annotated[str | None, _START] = None, fim: Annotated[str | None, _END] = None) -> CmoOut:
+        """Custo marginal de operação semi-horário (R$/MWh) por subsistema; sem 'subsistema', os quatro.
+
+        Padrão: os últimos 7 dias dos dados publicados; no máximo 93 dias. Não há CMO do SIN.
+        """
         if subsistema and subsistema.strip().upper() == SIN:
             raise BadRequestError("O CMO é publicado por subsistema (SE, S, NE, N), não para o SIN.")
         codes = [_subsystem(subsistema, allow_sin=False)] if subsistema else list(SUBSYSTEMS)

@@ -17,6 +17,7 @@ from litestar import Controller, Request, post
 from litestar.params import JSONBody
 
 from backend.api.access import visible_analytics
+from backend.api.openapi import errors
 from backend.api.state import services_of
 from backend.questions.grid import GridAnswers
 from backend.questions.interpretation import Intencao
@@ -36,11 +37,13 @@ class QuestionsController(Controller):
     path = "/api/v1/perguntas"
     tags = ["perguntas"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @post("/", status_code=200)
+    @post("/", status_code=200, responses=errors(404))
     async def perguntar(self, request: Request[Any, Any, Any], data: JSONBody[PerguntaIn]) -> Resposta:
-        """Responde perguntas em português sobre consumo, conta, previsão, Tarifa Branca, bandeira, demanda,
-        alertas e medidores, sobre a rede elétrica nacional (geração, carga, CMO e participação renovável, dados
-        do ONS) e sobre os termos da conta de luz ("o que é …"), com a interpretação e a consulta usadas."""
+        """Responde uma pergunta em português sobre os dados do usuário, a rede elétrica ou a conta de luz.
+
+        Consumo, conta, previsão, Tarifa Branca, bandeira, demanda, alertas e medidores; a rede elétrica nacional
+        (geração, carga, CMO e participação renovável, dados do ONS); os termos da conta de luz ("o que é …").
+        A resposta traz a interpretação e a consulta usadas; 404 para um ``site`` que o usuário não vê."""
         handlers: dict[Intencao, Handler] = {**HANDLERS, "conhecimento": conhecimento}
         ons = services_of(request).ons
         if ons is not None:

@@ -4,12 +4,12 @@ may not see is a 404 (backend/api/access.py)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, QueryParameter
 
 from backend.api.access import device_site, hidden_device
 from backend.api.auth import caller_of
@@ -63,19 +63,16 @@ class ReadingsController(Controller):
         influx: NamedDependency[InfluxClient],
         settings: NamedDependency[Settings],
         services: NamedDependency[Services],
-        start: FromQuery[datetime | None] = None,
-        end: FromQuery[datetime | None] = None,
-        resolution: FromQuery[Resolution] = "auto",
+        start: Annotated[datetime | None, QueryParameter(
+            description="Início, ISO 8601 (sem fuso = UTC); padrão: uma hora antes de 'end'.")] = None,
+        end: Annotated[datetime | None, QueryParameter(description="Fim (exclusivo), ISO 8601; padrão: agora.")] = None,
+        resolution: Annotated[Resolution, QueryParameter(
+            description="raw, 1m, 1h ou auto (bruto até 6 h, 1m até 7 dias, 1h além).")] = "auto",
     ) -> ReadingsOut:
-        """Readings of ``device`` in [start, end).
+        """Medições de um medidor no período [start, end), brutas ou dos rollups de 1 minuto ou 1 hora.
 
-        Args:
-            start: ISO 8601 (default: one hour before ``end``); naive times are UTC.
-            end: ISO 8601 (default: now).
-            resolution: ``raw``, ``1m``, ``1h`` or ``auto`` (raw up to 6 h, 1m up to 7 days, else 1h).
-
-        Returns:
-            The points in time order; 400 (pt-BR) for a bad id, an empty or huge period, or too many points.
+        Os pontos vêm em ordem de tempo. 400 para um período vazio ou longo demais e para mais pontos que o limite
+        (use uma resolução maior); 422 para uma data fora do intervalo que o CDS guarda.
         """
         check_device(device)
         caller = await caller_of(request)

@@ -130,14 +130,12 @@ class DeviceBook:
         self.new_devices: Budget[tuple[str, str]] = Budget(per_hour / 3600, per_hour)
         self._task: asyncio.Task[None] | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self.loaded = False
 
     # --- loading ---------------------------------------------------------------------------------------------
 
     async def load(self) -> None:
         """Replace the copy with what InfluxDB holds (raises InfluxError when it cannot be read)."""
         self.book.replace(*await fetch(self.influx, self.db))
-        self.loaded = True
 
     async def start(self) -> None:
         with contextlib.suppress(InfluxError):  # the refresh loop tries again

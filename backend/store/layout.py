@@ -13,7 +13,8 @@ RP         measurement                     content
 ``r1m``    ``energy_gap``                  data gaps per device (at the gap's end)
 ``r1h``    ``site_energy``                 hourly energy per site
 ``r1h``    ``energy_d``                    energy per device and local day (store/energy_series.py)
-``aneel``  ``aneel_*``                     tariffs, bandeiras and sync log pulled from ANEEL (aneel/store.py)
+``aneel``  ``aneel_*``                     tariffs, Fio B components, bandeiras and sync log (aneel/store.py)
+``ledger`` ``scee_creditos``               SCEE credits per site and cycle, kept forever (analytics/ledger.py)
 ``ons``    ``ons_*``                       grid balance, load curve, CMO, file states, sync log (ons/store.py)
 =========  ==============================  =================================================================
 
@@ -64,6 +65,10 @@ ANEEL_TARIFF: Final = "aneel_tarifa"
 ANEEL_FLAG: Final = "aneel_bandeira"
 ANEEL_ADDER: Final = "aneel_bandeira_adicional"
 ANEEL_SYNC: Final = "aneel_sync"
+ANEEL_COMPONENT: Final = "aneel_componente"
+SCEE_LEDGER: Final = "scee_creditos"
+RP_LEDGER: Final = "ledger"
+"""Kept forever: SCEE credits live 60 months, longer than any raw or 1-minute data they were computed from."""
 ONS_BALANCE: Final = "ons_balanco"
 ONS_BALANCE_DAY: Final = "ons_balanco_dia"
 ONS_LOAD: Final = "ons_carga"

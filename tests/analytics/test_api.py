@@ -192,4 +192,6 @@ async def test_dashboard_is_served_without_a_token(api: tuple[AsyncTestClient[An
     r = await client.get("/painel/")
     assert r.status_code == 200 and "Consumo de energia" in r.text and 'lang="pt-BR"' in r.text
     js = await client.get("/painel/app.js")
-    assert js.status_code == 200 and "/api/v1/analytics/relatorios" in js.text
+    assert js.status_code == 200 and '"analytics/relatorios"' in js.text
+    plotly = await client.get("/vendor/plotly/plotly.min.js")  # from the installed package, no CDN
+    assert plotly.status_code == 200 and len(plotly.content) > 1_000_000

@@ -58,12 +58,14 @@ async def test_sync_stores_tariffs_and_flags_and_repull_is_idempotent(fake: Fake
         first = await sync(c, store, SITES)
         assert first.ok, first.error
         assert first.distributors == ["06981180000116", "60444437000146"]
-        # CEMIG-D B1 rows with base "Tarifa de Aplicação": 3.589 (3 subclasses/details) + 3.459 twice; Light 4.
-        assert first.tariffs == 9 and len(first.added) == 9 and first.unchanged == 0
+        # CEMIG-D B1 rows with base "Tarifa de Aplicação": 3.589 (3 subclasses/details) + 3.459 twice; Light 4
+        # plus its 4 SCEE rows (DscDetalhe "SCEE" is kept: the GD bill prices compensated energy with it).
+        assert first.tariffs == 13 and len(first.added) == 13 and first.unchanged == 0
+        assert first.components == 0  # no GD site: Componentes Tarifárias are not pulled
         assert len(first.flags_added) == 24
         second = await sync(c, store, SITES)
-    assert second.ok and second.added == [] and second.changed == [] and second.unchanged == 9
-    assert len(await store.tariffs()) == 9
+    assert second.ok and second.added == [] and second.changed == [] and second.unchanged == 13
+    assert len(await store.tariffs()) == 13
     assert len(await store.months()) == 24
     data = AneelData(store)
     await data.load()
@@ -71,6 +73,47 @@ async def test_sync_stores_tariffs_and_flags_and_repull_is_idempotent(fake: Fake
                                          modality="Convencional")
     assert choice["Não se aplica"].record.energy_rs_kwh == Decimal("0.90329")
     assert data.flags.flag_for(dt.date(2026, 5, 1)).adder_rs_mwh == Decimal("18.85")
+
+
+GD_SITES = list(parse_sites("""
+[[site]]
+id = "bh-solar"
+distributor = "CEMIG-D"
+[site.gd]
+regime = "GD II"
+state = "MG"
+""").values())
+
+
+@pytest.mark.asyncio
+async def test_sync_pulls_fio_b_for_gd_sites_from_the_newest_component_resources(
+    fake: FakeCkan, store: AneelStore
+) -> None:
+    """package_show finds componentes-tarifarias-2024..2026; the newest two are searched for TUSD_FioB of CEMIG-D
+    (whose CNPJ lost its leading zero in the 2026 resource); other components (TUSD, TUSD_PT) stay out."""
+    async with client_for(fake) as c:
+        first = await sync(c, store, GD_SITES)
+        assert first.ok and first.components_error == ""
+        assert first.components == 3  # 2025: SCEE; 2026: SCEE and "Não se aplica"
+        calls = fake.action_calls()
+        assert [p["resource_id"] for p in calls[-2:]] == ["a4060165-3a0c-404f-926c-83901088b67c",
+                                                          "e8717aa8-2521-453f-bf16-fbb9a16eea39"]
+        assert (await sync(c, store, GD_SITES)).components == 3
+    assert len(await store.components()) == 3  # the re-pull overwrote the same points
+    data = AneelData(store)
+    await data.load()
+    fb = data.fio_b.fio_b("06981180000116", dt.date(2026, 7, 1), subgroup="B1", modality="Convencional",
+                          posto="Não se aplica")
+    assert (fb.rs_mwh, fb.source) == (Decimal("441.478264"), "ANEEL")
+
+
+@pytest.mark.asyncio
+async def test_a_failed_components_pull_keeps_the_tariffs(fake: FakeCkan, store: AneelStore) -> None:
+    fake.resources.pop("e8717aa8-2521-453f-bf16-fbb9a16eea39")  # listed by nobody: package_show finds 2024/2025
+    fake.resources["a4060165-3a0c-404f-926c-83901088b67c"].fields = ("Outro",)  # 409 on the filters
+    async with client_for(fake) as c:
+        report = await sync(c, store, GD_SITES)
+    assert report.ok and report.tariffs > 0 and "409" in report.components_error
 
 
 @pytest.mark.asyncio
@@ -89,7 +132,8 @@ async def test_sync_reports_a_changed_tariff_and_a_new_month(fake: FakeCkan, sto
     assert report.ok
     assert len(report.changed) == 1 and "TUSD 578.56->580.00" in report.changed[0]
     assert report.flags_added == ["10/2026 Verde"]
-    light = [r for r in await store.tariffs() if r.distributor == "LIGHT SESA" and r.modality == "Convencional"]
+    light = [r for r in await store.tariffs() if r.distributor == "LIGHT SESA" and r.modality == "Convencional"
+             and r.detail == "Não se aplica"]
     assert [r.tusd for r in light] == [Decimal("580.00")]
 
 
@@ -106,7 +150,7 @@ async def test_aneel_down_keeps_last_good_data_and_reports_age(fake: FakeCkan, s
     assert status.last_error and status.age_s is not None and status.age_s >= 0
     assert status.last_ok_at is not None and status.last_attempt_at is not None
     await data.load(force=True)
-    assert len(data.tariffs.records) == 9  # still served
+    assert len(data.tariffs.records) == 13  # still served
 
 
 @pytest.mark.asyncio
@@ -118,7 +162,7 @@ async def test_influx_down_serves_the_in_memory_copy(fake: FakeCkan, store: Anee
     influx.stop()
     try:
         await data.load(force=True)
-        assert data.load_error and len(data.tariffs.records) == 9
+        assert data.load_error and len(data.tariffs.records) == 13
     finally:
         influx.start(timeout=60)
 
@@ -129,7 +173,7 @@ async def test_two_replicas_syncing_at_once_write_the_same_data(fake: FakeCkan, 
         ra, rb = await asyncio.gather(sync(a, store, SITES, replica="r1"), sync(b, store, SITES, replica="r2"))
     assert ra.ok and rb.ok
     stored = await store.tariffs()
-    assert len(stored) == 9 and len({r.natural_key() for r in stored}) == 9
+    assert len(stored) == 13 and len({r.natural_key() for r in stored}) == 13
     assert len(await store.months()) == 24
 
 
@@ -153,4 +197,4 @@ async def test_scheduler_waits_an_interval_after_success_and_retry_delay_after_f
         fake.inject("500", count=10)
         assert not (await sched.run_once()).ok
         assert 800 < await sched._due_in() <= 900
-        assert len(sched.data.tariffs.records) == 9  # the last good data is still loaded
+        assert len(sched.data.tariffs.records) == 13  # the last good data is still loaded
