@@ -1,8 +1,12 @@
-"""The local status page: ``/`` (HTML in pt-BR, refreshes itself), ``/status.json`` and ``/metrics``.
+"""The local status page: ``/`` (HTML in pt-BR, refreshes itself), ``/detalhes``, ``/status.json`` and ``/metrics``.
 
 A stdlib ``HTTPServer`` in a daemon thread: small (no web framework in the gateway's RSS), read-only (GET and
-HEAD only), optionally behind HTTP basic authentication. All three views render the same snapshot dictionary,
+HEAD only), optionally behind HTTP basic authentication. All four views render the same snapshot dictionary,
 built by :meth:`gateway.app.Gateway.snapshot`.
+
+The HTML is read on a phone next to the meters: a card per meter, numbers written the Brazilian way (decimal
+comma), no JavaScript and nothing loaded from elsewhere (the Pi may have no Internet), nothing wider than 360 px.
+Serial port paths and the raw counters are on ``/detalhes``, for whoever installs or repairs the gateway.
 
 Bounded, because the page shares a Raspberry Pi with the readings: a fixed pool of worker threads serves it, a
 few connections may wait for a worker, any more are closed at once, and a request that is not complete within
@@ -127,102 +131,174 @@ def _fmt_time(ms: int) -> str:
     return time.strftime("%d/%m/%Y %H:%M:%S", time.localtime(ms / 1000))
 
 
+def num(value: float, decimals: int = 0) -> str:
+    """``value`` written the Brazilian way: 1.234,5 (thousands dot, decimal comma).
+
+    By hand rather than with babel: the page runs on the Raspberry Pi, whose install (the ``gateway`` extra) stays
+    without locale data; the two swaps below are all pt-BR needs for plain numbers."""
+    text = f"{round(value, decimals) or 0.0:,.{decimals}f}"  # "or 0.0": -0.4 W is "0", not "-0"
+    return text.replace(",", "\0").replace(".", ",").replace("\0", ".")
+
+
 def _age(seconds: float) -> str:
     if seconds < 120:
-        return f"{seconds:.0f} s"
+        return f"{num(seconds)} s"
     if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
+        return f"{num(seconds / 60)} min"
     if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} dias"
+        return f"{num(seconds / 3600, 1)} h"
+    return f"{num(seconds / 86400, 1)} dias"
+
+
+def _mb(n: int) -> str:
+    return f"{num(n / 1e6, 1)} MB"
 
 
 def _delivery(q: Snapshot) -> str:
     if q["delivery"] == "receipts":
         return (f"sim: cada leitura fica guardada até o recibo do servidor (reenviada após "
-                f"{q['receipt_timeout_s']:g} s sem recibo)")
+                f"{num(q['receipt_timeout_s'])} s sem recibo)")
     if q["receipt_timeout_s"]:
         return ("não: o servidor ainda não enviou nenhum recibo (versão antiga?); usando a janela de reenvio "
                 "após queda do broker")
     return "desativada (queue.receipt_timeout_s = 0); usando a janela de reenvio após queda do broker"
 
 
-def render_html(s: Snapshot, refresh_s: int) -> str:
-    """The pt-BR page. Every value is escaped."""
+# Phone first: one column of cards that wrap into a grid on wider screens; long words (error texts, counter names)
+# break instead of widening the page, so nothing scrolls sideways at 360 px.
+_STYLE = """body{font-family:system-ui,sans-serif;margin:0 auto;padding:.75rem;max-width:72rem;line-height:1.35;
+overflow-wrap:break-word}h1{font-size:1.3rem;margin:.2rem 0}h2{font-size:1.1rem;margin:1.2rem 0 .5rem}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,19rem),1fr));gap:.75rem}
+.cards>*{min-width:0}.card{border:1px solid #ccc;border-radius:.5rem;padding:.6rem .8rem;background:#fafafa}
+.card h3{font-size:1rem;margin:0 0 .4rem;font-family:monospace;overflow-wrap:anywhere}
+.big{font-size:1.6rem;font-weight:bold;margin:.1rem 0 0}
+.ok{color:#16660f}.bad{color:#a11}dl{display:grid;grid-template-columns:minmax(45%,1fr) auto;gap:.15rem .75rem;margin:0}
+dt{color:#555}dd{margin:0;text-align:right;overflow-wrap:anywhere;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.25rem .4rem;text-align:left}
+th{background:#eee}td{overflow-wrap:anywhere}td.n{text-align:right;font-variant-numeric:tabular-nums}.note{color:#555;font-size:.9rem}"""
+
+
+def _dl(pairs: list[tuple[str, str]]) -> str:
+    """A definition list of already escaped values, labels escaped here."""
+    return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in pairs) + "</dl>"
+
+
+def _meter_card(m: Snapshot) -> str:
     e = html.escape
-    q, b = s["queue"], s["broker"]
-    rows = []
-    for m in s["meters"]:
-        r = m["last_reading"] or {}
-        ms = m["meter_status"] or {}
-        rows.append(
-            "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in (
-                m["device"], m["port"], LINK_PT.get(m["link"], m["link"]), m["firmware"], m["boot"],
-                _fmt_time(r.get("ts", 0)), r.get("p", "—"), r.get("vrms", "—"), r.get("irms", "—"),
-                r.get("pf", "—"), r.get("freq", "—"),
-                f"{r['energy_kwh']:.3f}" if r else "—", f"{r['export_kwh']:.3f}" if r else "—",
-                m["readings"], m["duplicates"],
-                ms.get("queued", "—"), ms.get("dropped", "—"), ms.get("rx_errors", "—"),
-            )) + "</tr>"
-        )  # fmt: skip
-    links = "".join(
-        f"<tr><td>{e(lk['port'])}</td><td>{e(LINK_PT.get(lk['state'], lk['state']))}</td>"
-        f"<td>{e(lk['device'] or '—')}</td><td>{e(_fmt_time(int(lk['since'] * 1000)))}</td>"
-        f"<td>{e(lk['last_error'] or '—')}</td></tr>"
-        for lk in s["links"]
-    )
-    errors = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in sorted(s["errors"].items())) or (
-        "<tr><td colspan=2>nenhum</td></tr>"
-    )
-    counters = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in sorted(s["counters"].items()))
+    r = m["last_reading"] or {}
+    ms = m["meter_status"] or {}
+    link = m["link"] or ""
+    up = link == "up"
+    state = f'<span class="{"ok" if up else "bad"}">{e(LINK_PT.get(link, link))}</span>'
+
+    def reading(key: str, decimals: int) -> str:
+        return num(r[key], decimals) if key in r else "—"
+
+    power = f"{num(r['p'])} W" if r else "—"
+    # signed power: negative while a solar household injects into the grid
+    flow = ("injetando na rede" if r["p"] < 0 else "consumindo da rede") if r else "sem leitura"
+    return (f'<article class="card"><h3>{e(m["device"])}</h3><p class="big">{power}</p><p class="note">{flow}</p>'
+            + _dl([
+        ("Conexão", state),
+        ("Última leitura", e(_fmt_time(r.get("ts", 0)))),
+        ("Potência ativa (W)", reading("p", 0)),
+        ("Tensão (V)", reading("vrms", 1)),
+        ("Corrente (A)", reading("irms", 2)),
+        ("Fator de potência", reading("pf", 2)),
+        ("Frequência (Hz)", reading("freq", 2)),
+        ("Energia consumida da rede (kWh)", reading("energy_kwh", 3)),
+        ("Energia injetada na rede (kWh)", reading("export_kwh", 3)),
+        ("Firmware", e(str(m["firmware"] or "—"))),
+        ("Reinícios (boot)", num(m["boot"]) if m["boot"] is not None else "—"),
+        ("Leituras recebidas", num(m["readings"])),
+        ("Duplicadas", num(m["duplicates"])),
+        ("Fila no medidor", num(ms["queued"]) if "queued" in ms else "—"),
+        ("Descartadas no medidor", num(ms["dropped"]) if "dropped" in ms else "—"),
+        ("Erros de recepção no medidor", num(ms["rx_errors"]) if "rx_errors" in ms else "—"),
+    ]) + "</article>")  # fmt: skip
+
+
+def _page(s: Snapshot, title: str, body: str, refresh_s: int) -> str:
+    e = html.escape
     return f"""<!doctype html>
 <html lang="pt-BR"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{refresh_s}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>CDS — gateway {e(s["gateway"])}</title>
-<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;margin-bottom:1em}}
-td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:left}}th{{background:#eee}}</style></head><body>
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<title>CDS — gateway {e(s["gateway"])}{e(title)}</title><style>{_STYLE}</style></head><body>
 <h1>Gateway {e(s["gateway"])} — instalação {e(s["site"])}</h1>
-<p>Versão {e(s["version"])} · em funcionamento há {_age(s["uptime_s"])} · atualizado em {_fmt_time(s["now_ms"])}
-(a página recarrega a cada {refresh_s} s; <a href="status.json">JSON</a> · <a href="metrics">métricas</a>)</p>
-<h2>Medidores</h2>
-<table><tr><th>Medidor</th><th>Porta</th><th>Conexão</th><th>Firmware</th><th>Boot</th><th>Última leitura</th>
-<th>Potência ativa (W)</th><th>Tensão (V)</th><th>Corrente (A)</th><th>Fator de potência</th><th>Frequência (Hz)</th>
-<th>Energia consumida da rede (kWh)</th><th>Energia injetada na rede (kWh)</th><th>Leituras</th>
-<th>Duplicadas</th><th>Fila no medidor</th>
-<th>Descartadas no medidor</th><th>Erros de recepção no medidor</th></tr>
-{"".join(rows) or "<tr><td colspan=17>nenhum medidor visto</td></tr>"}</table>
-<h2>Portas seriais</h2>
-<table><tr><th>Porta</th><th>Estado</th><th>Medidor</th><th>Desde</th><th>Último erro</th></tr>{links}</table>
-<h2>Fila local</h2>
-<table><tr><th>Leituras na fila</th><td>{q["rows"]} de {q["max_rows"]}</td></tr>
-<tr><th>Tamanho</th><td>{q["bytes"] / 1e6:.1f} MB de {q["max_bytes"] / 1e6:.0f} MB</td></tr>
-<tr><th>Leitura mais antiga não enviada</th><td>{_age(q["oldest_age_s"]) if q["rows"] else "—"}</td></tr>
-<tr><th>Política de fila cheia</th><td>{e(POLICY_PT.get(q["policy"], q["policy"]))}</td></tr>
-<tr><th>Descartadas por fila cheia</th><td>{q["dropped_full"]}</td></tr>
-<tr><th>Expiradas sem envio</th><td>{q["expired"]}</td></tr>
-<tr><th>Perdidas no medidor</th><td>{q["dropped_at_meter"]}</td></tr>
-<tr><th>Não recebidas (confirmadas por outro)</th><td>{q["skipped_unknown"]}</td></tr>
-<tr><th>Confirmação de entrega pelo servidor</th><td>{_delivery(q)}</td></tr>
-<tr><th>Enviadas, aguardando o recibo do servidor</th>
-<td>{q["unconfirmed_rows"]} ({q["unconfirmed_bytes"] / 1e6:.1f} MB)</td></tr>
-<tr><th>Último recibo do servidor</th><td>{_fmt_time(q["last_receipt_ms"])}</td></tr>
-<tr><th>Removidas sem recibo por falta de espaço</th><td>{q["unconfirmed_trimmed"]}</td></tr>
-<tr><th>Recusadas pelo servidor (dead letter)</th><td>{q["dead_lettered"]}</td></tr>
-<tr><th>Guardadas para reenvio após queda do broker (últimos {q["replay_window_s"]:g} s)</th>
-<td>{q["replay_rows"]} ({q["replay_bytes"] / 1e6:.1f} MB)</td></tr>
-<tr><th>Removidas da reserva de reenvio por falta de espaço</th><td>{q["replay_trimmed"]}</td></tr></table>
-<h2>Servidor MQTT (broker)</h2>
-<table><tr><th>Estado</th><td>{e(BROKER_PT.get(b["state"], b["state"]))}
-desde {_fmt_time(int(b["since"] * 1000))}</td></tr>
-<tr><th>Endereço</th><td>{e(b["host"])}:{b["port"]}</td></tr>
-<tr><th>Mensagens aguardando confirmação</th><td>{b["inflight"]}</td></tr>
-<tr><th>Último erro</th><td>{e(b["last_error"] or "—")}</td></tr>
-<tr><th>Taxa de entrada</th><td>{s["rates"]["in_per_s"]:.2f} leituras/s</td></tr>
-<tr><th>Taxa de envio</th><td>{s["rates"]["out_per_s"]:.2f} leituras/s</td></tr></table>
-<h2>Erros por tipo</h2><table><tr><th>Tipo</th><th>Quantidade</th></tr>{errors}</table>
-<h2>Contadores</h2><table><tr><th>Nome</th><th>Valor</th></tr>{counters}</table>
-</body></html>
+<p class="note">Versão {e(s["version"])} · em funcionamento há {_age(s["uptime_s"])} · atualizado em
+{_fmt_time(s["now_ms"])} (a página recarrega a cada {refresh_s} s)</p>
+{body}</body></html>
 """
+
+
+def render_html(s: Snapshot, refresh_s: int) -> str:
+    """The pt-BR main page: a card per meter, the queue and the broker link. Every value is escaped.
+
+    No filesystem path appears here (serial ports are device paths of the Raspberry Pi, of no use to someone
+    checking the meters on a phone): :func:`render_details` shows them."""
+    e = html.escape
+    q, b = s["queue"], s["broker"]
+    meters = "".join(_meter_card(m) for m in s["meters"]) or '<p class="note">Nenhum medidor visto.</p>'
+    connected = b["state"] == "connected"
+    queue = _dl([
+        ("Leituras na fila", f'{num(q["rows"])} de {num(q["max_rows"])}'),
+        ("Tamanho", f'{_mb(q["bytes"])} de {num(q["max_bytes"] / 1e6)} MB'),
+        ("Leitura mais antiga não enviada", _age(q["oldest_age_s"]) if q["rows"] else "—"),
+        ("Política de fila cheia", e(POLICY_PT.get(q["policy"], q["policy"]))),
+        ("Descartadas por fila cheia", num(q["dropped_full"])),
+        ("Expiradas sem envio", num(q["expired"])),
+        ("Perdidas no medidor", num(q["dropped_at_meter"])),
+        ("Não recebidas (confirmadas por outro)", num(q["skipped_unknown"])),
+        ("Enviadas, aguardando o recibo do servidor", f'{num(q["unconfirmed_rows"])} ({_mb(q["unconfirmed_bytes"])})'),
+        ("Último recibo do servidor", _fmt_time(q["last_receipt_ms"])),
+        ("Removidas sem recibo por falta de espaço", num(q["unconfirmed_trimmed"])),
+        ("Recusadas pelo servidor (dead letter)", num(q["dead_lettered"])),
+        (f'Guardadas para reenvio após queda do broker (últimos {num(q["replay_window_s"])} s)',
+         f'{num(q["replay_rows"])} ({_mb(q["replay_bytes"])})'),
+        ("Removidas da reserva de reenvio por falta de espaço", num(q["replay_trimmed"])),
+    ])  # fmt: skip
+    broker = _dl([
+        ("Estado", f'<span class="{"ok" if connected else "bad"}">{e(BROKER_PT.get(b["state"], b["state"]))}</span>'
+                   f' desde {_fmt_time(int(b["since"] * 1000))}'),
+        ("Endereço", f'{e(b["host"])}:{b["port"]}'),
+        ("Mensagens aguardando confirmação", num(b["inflight"])),
+        ("Último erro", e(b["last_error"] or "—")),
+        ("Taxa de entrada", f'{num(s["rates"]["in_per_s"], 2)} leituras/s'),
+        ("Taxa de envio", f'{num(s["rates"]["out_per_s"], 2)} leituras/s'),
+    ])  # fmt: skip
+    errors = "".join(f'<tr><td>{e(k)}</td><td class="n">{num(v)}</td></tr>' for k, v in sorted(s["errors"].items()))
+    body = f"""<p class="note"><a href="detalhes">Detalhes (portas seriais e contadores)</a> ·
+<a href="status.json">JSON</a> · <a href="metrics">métricas</a></p>
+<h2>Medidores</h2><div class="cards">{meters}</div>
+<div class="cards">
+<section><h2>Fila local</h2><div class="card">{queue}
+<p class="note">Confirmação de entrega pelo servidor: {e(_delivery(q))}</p></div></section>
+<section><h2>Servidor MQTT (broker)</h2><div class="card">{broker}</div></section>
+<section><h2>Erros por tipo</h2><table><tr><th>Tipo</th><th>Quantidade</th></tr>
+{errors or "<tr><td colspan=2>nenhum</td></tr>"}</table></section>
+</div>"""
+    return _page(s, "", body, refresh_s)
+
+
+def render_details(s: Snapshot, refresh_s: int) -> str:
+    """The pt-BR detail page, for whoever installs or repairs the gateway: serial ports with their paths, which
+    meter answers on each, and every counter."""
+    e = html.escape
+    ports = "".join(
+        f'<article class="card"><h3>{e(lk["port"])}</h3>' + _dl([
+            ("Estado", e(LINK_PT.get(lk["state"], lk["state"]))),
+            ("Medidor", e(lk["device"] or "—")),
+            ("Desde", _fmt_time(int(lk["since"] * 1000))),
+            ("Aberturas", num(lk["opens"])),
+        ]) + (f'<p class="note">Último erro: {e(lk["last_error"])}</p>' if lk["last_error"] else "") + "</article>"
+        for lk in s["links"]
+    ) or '<p class="note">Nenhuma porta.</p>'  # fmt: skip
+    counters = "".join(f'<tr><td>{e(k)}</td><td class="n">{num(v)}</td></tr>'
+                       for k, v in sorted(s["counters"].items()))
+    body = f"""<p class="note"><a href="./">Voltar aos medidores</a></p>
+<h2>Portas seriais</h2><div class="cards">{ports}</div>
+<h2>Contadores</h2><table><tr><th>Nome</th><th>Valor</th></tr>{counters}</table>"""
+    return _page(s, " — detalhes", body, refresh_s)
 
 
 class _BoundedServer(HTTPServer):
@@ -304,8 +380,9 @@ class StatusServer:
                     return
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
-                    body = render_html(snapshot(), refresh_s).encode()
-                    self._send(200, body, "text/html; charset=utf-8")
+                    self._send(200, render_html(snapshot(), refresh_s).encode(), "text/html; charset=utf-8")
+                elif path == "/detalhes":
+                    self._send(200, render_details(snapshot(), refresh_s).encode(), "text/html; charset=utf-8")
                 elif path == "/status.json":
                     self._send(200, json.dumps(snapshot()).encode(), "application/json")
                 elif path == "/metrics":

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 Action = Literal["login", "criar_usuario", "desativar_usuario", "ativar_usuario", "redefinir_senha",
                  "conceder_site", "revogar_site", "consulta_influxql", "sincronizar_aneel", "sincronizar_ons",
                  "provisionar_medidor", "desativar_medidor", "ativar_medidor", "registrar_gateway",
-                 "desativar_gateway", "registrar_site", "desativar_site"]
+                 "desativar_gateway", "registrar_site", "desativar_site", "nomear_medidor"]
 Outcome = Literal["ok", "falha", "negado"]
 """``ok``; ``falha`` (wrong password, invalid request, the action failed); ``negado`` (a disabled user)."""
 MAX_TEXT: Final = 200

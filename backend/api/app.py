@@ -42,6 +42,7 @@ from backend.api.devices import DevicesController
 from backend.api.fleet import FleetAdminController
 from backend.api.health import health, metrics, ready
 from backend.api.knowledge import conhecimento
+from backend.api.names import NamesController
 from backend.api.ons import OnsController
 from backend.api.openapi import ErrorOut, ValidationIssue, document
 from backend.api.painel import PainelController
@@ -81,6 +82,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AdminController,
     FleetAdminController,
     PainelController,
+    NamesController,
     dashboard_router,
     plotly_router,
     swagger_ui_router,

@@ -42,6 +42,7 @@ from backend.aneel.sites import SiteConfig
 from backend.aneel.tariffs import TariffError
 from backend.api.access import sees_device, visible_analytics
 from backend.api.auth import caller_of
+from backend.api.names import meter_names
 from backend.api.openapi import local_day
 from backend.api.state import Services, book_of
 from backend.errors import BadRequestError, NotFoundError, UnavailableError
@@ -49,7 +50,8 @@ from backend.ingest.fleet import DeviceOut, device_statuses, gateway_statuses
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import RP_RAW, table
-from protocol.timebase import DAY_MS, HOUR_MS, TZ
+from backend.store.registers import consumption, gap_for, min_dt_for, window_samples
+from protocol.timebase import DAY_MS, HOUR_MS, MINUTE_MS, TZ
 
 LIVE_MAX_AGE_MS: Final = 60_000
 """A reading older than this is not "power now" (the demo meters report every second, real ones every few)."""
@@ -62,22 +64,31 @@ MAE_TO_SD: Final = math.sqrt(math.pi / 2)
 class MeterNow(msgspec.Struct):
     device: str
     nome: str
-    """The group the meter is alone in (``cozinha``), else its short id: the sites file has no names of meters."""
+    """The name an operator gave it (``Geladeira``), else the group it is alone in (``cozinha``), else its short
+    id."""
+    nome_dado: str | None
+    """The name an operator gave it, None when none (for the form that edits it)."""
     gateway: str
     online: bool
     visto_em_ms: int | None
     potencia_w: float | None
-    """Active power of the newest reading, None when none came in the last minute."""
+    """Signed active power of the newest reading (negative: injecting into the grid), None when none came in the
+    last minute."""
     medido_em_ms: int | None
+    com_injecao: bool = False
+    """The newest reading carries a non-zero exported-energy register: a meter of a site that generates."""
 
 
 class SiteNow(msgspec.Struct):
     site: str
     nome: str
     potencia_w: float | None
-    """Sum over the site's meters with a recent reading; None when none has one."""
+    """Sum over the site's meters with a recent reading; None when none has one. Negative: the site injects
+    into the grid more than it takes."""
     medidores_sem_leitura: int
     medidores: list[MeterNow]
+    com_geracao: bool = False
+    """One of its meters has ever exported energy (its register is above zero): show import vs export."""
 
 
 class GatewayNow(msgspec.Struct):
@@ -135,6 +146,8 @@ class SummaryOut(msgspec.Struct):
     ciclo: Stretch
     projecao: Projection | None
     nota_projecao: str
+    injecao_hoje_kwh: float | None = None
+    """Energy injected into the grid today (exported register); None for a site none of whose meters exports."""
 
 
 class HourPosto(msgspec.Struct):
@@ -143,7 +156,9 @@ class HourPosto(msgspec.Struct):
     """The posto of most of the hour's 15-minute slices (a tie goes to the dearer posto)."""
 
 
-def _friendly(cfg: SiteConfig | None, device: str) -> str:
+def _friendly(cfg: SiteConfig | None, device: str, given: str | None) -> str:
+    if given:
+        return given
     if cfg is not None:
         alone = [g for g, members in cfg.groups.items() if members == [device]]
         if alone:
@@ -171,10 +186,13 @@ class PainelController(Controller):
         gateways = [g for g in gateway_statuses(services.registry, devices)
                     if caller.can_see(g.site) and (site is None or g.site == site)]
         now_ms = int(time.time() * 1000)
-        rows = await influx.rows(f"SELECT last(p) AS p FROM {table(settings.influx_db, RP_RAW)} "
+        rows = await influx.rows(f"SELECT last(p) AS p, last(energy_export_mwh) AS e "
+                                 f"FROM {table(settings.influx_db, RP_RAW)} "
                                  f"WHERE time > now() - {LIVE_MAX_AGE_MS}ms GROUP BY device",
                                  db=settings.influx_db)
         live = {r["device"]: (float(r["p"]), int(r["time"])) for r in rows if r.get("p") is not None}
+        exporting = {r["device"] for r in rows if r.get("e")}
+        names = await meter_names(request).names()
         by_site: dict[str, list[MeterNow]] = {}
         known = {d.device for d in devices}
         for conf in svc.sites.values():  # a configured meter never heard of is shown, offline
@@ -184,16 +202,19 @@ class PainelController(Controller):
         for d in sorted(devices, key=lambda d: d.device):
             cfg = svc.sites.get(d.site)
             p, at = live.get(d.device, (None, None))
+            given = names.get((d.site, d.device))
             by_site.setdefault(d.site, []).append(MeterNow(
-                device=d.device, nome=_friendly(cfg, d.device), gateway=d.gateway, online=d.online,
-                visto_em_ms=d.last_seen_ms, potencia_w=round(p, 1) if p is not None else None, medido_em_ms=at))
+                device=d.device, nome=_friendly(cfg, d.device, given), nome_dado=given, gateway=d.gateway,
+                online=d.online, visto_em_ms=d.last_seen_ms, potencia_w=round(p, 1) if p is not None else None,
+                medido_em_ms=at, com_injecao=d.device in exporting))
         sites = []
         for sid, meters in sorted(by_site.items()):
             powers = [m.potencia_w for m in meters if m.potencia_w is not None]
             cfg = svc.sites.get(sid)
             sites.append(SiteNow(site=sid, nome=(cfg.name if cfg and cfg.name else sid),
                                  potencia_w=round(sum(powers), 1) if powers else None,
-                                 medidores_sem_leitura=len(meters) - len(powers), medidores=meters))
+                                 medidores_sem_leitura=len(meters) - len(powers), medidores=meters,
+                                 com_geracao=any(m.com_injecao for m in meters)))
         return NowOut(agora_ms=now_ms, sites=sites,
                       gateways=[GatewayNow(site=g.site, gateway=g.gateway, online=g.online,
                                            visto_em_ms=g.status_ts or None, fila=g.queued) for g in gateways],
@@ -285,9 +306,10 @@ class PainelController(Controller):
             note = "Tarifas da ANEEL ainda não sincronizadas: sem projeção em R$."
         else:
             projection = await _project(svc, cfg, history, today, today_kwh, c0, c1, cycle_hourly.buckets, windows)
+        injected = await _injection(svc, scope.site_id, scope.devices, midnight_ms, h1)
         return SummaryOut(site=cfg.id, hoje=hoje, ciclo_inicio=c0.isoformat(), ciclo_fim=c1.isoformat(),
                           ciclo_dias=(c1 - c0).days + 1, ciclo_dias_decorridos=whole + 1, ciclo=ciclo,
-                          projecao=projection, nota_projecao=note)
+                          projecao=projection, nota_projecao=note, injecao_hoje_kwh=injected)
 
 
 async def _prices(svc: AnalyticsService, cfg: SiteConfig, day: dt.date) -> dict[str, Decimal] | None:
@@ -296,6 +318,36 @@ async def _prices(svc: AnalyticsService, cfg: SiteConfig, day: dt.date) -> dict[
         if svc.data.tariffs.records:
             return unit_prices(cfg, day, svc.data.tariffs, svc.data.flags)
     return None
+
+
+async def _injection(svc: AnalyticsService, site: str | None, devices: Any, start_ms: int,
+                     end_ms: int) -> float | None:
+    """kWh exported in [start_ms, end_ms) from the raw exported-energy register, with the register rules of the
+    consumption (resets, spikes, gaps); None when no meter of the scope exports.
+
+    The rollups do not carry that register, and a day of one-second readings is 86 400 rows: InfluxDB folds them
+    into 15-minute windows first (first, last, max and the boot range, as the rollups hold them for the import
+    register), so the answer moves 96 rows per meter whatever the report period."""
+    db = svc.settings.influx_db
+    params: dict[str, str | int] = {}
+    where = [f"time >= {int(start_ms)}ms", f"time < {int(end_ms)}ms"]
+    if site:
+        where.append("site = $site")
+        params["site"] = site
+    if devices:
+        params.update({f"d{i}": d for i, d in enumerate(devices)})
+        where.append("(" + " OR ".join(f"device = $d{i}" for i in range(len(devices))) + ")")
+    series = await svc.influx.query(
+        f"SELECT first(energy_export_mwh), last(energy_export_mwh), min(boot), max(boot), max(energy_export_mwh) "
+        f"FROM {table(db, RP_RAW)} WHERE {' AND '.join(where)} GROUP BY time(15m), device fill(none)",
+        db=db, params=params)
+    samples = [[x for t, first, last, b0, b1, emax in s.values
+                for x in window_samples(t, first, last, b0, b1, emax, 15 * MINUTE_MS)] for s in series]
+    if not any(x.energy_mwh for per_device in samples for x in per_device):
+        return None
+    day = consumption(samples, start_ms, end_ms, "day", gap_ms=gap_for("r1m"), min_dt_ms=min_dt_for("raw"),
+                      max_power_w=svc.settings.analytics_max_power_w, with_peak=False)
+    return round(day.kwh_total, 3)
 
 
 def _overlap(offset_ms: int, length_ms: int, until_ms: int) -> float:

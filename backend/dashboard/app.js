@@ -16,6 +16,7 @@ const dateTime = new Intl.DateTimeFormat("pt-BR", { dateStyle: "short", timeStyl
 const MAX_DAYS = 400, MAX_DAYS_15MIN = 40, MAX_DAYS_POSTOS = 93, FIRST_DAY = "2000-01-01";
 const GRAN_NAMES = { "15min": "15 minutos", hour: "hora", day: "dia", week: "semana", month: "mês" };
 let SITES = {};  // id -> the site as /analytics/sites gives it (with its SIN subsystem)
+let NAMES = {};  // meter -> the name an operator gave it, from /painel/agora (kept current by glance.js)
 let shown = null;  // what the consumption chart shows: {params, consumo}, for the CSV
 let generation = 0;  // bumped on every refresh: answers of an older one are dropped
 
@@ -32,11 +33,11 @@ async function api(path, params = {}, body = undefined) {
   return answer;
 }
 
-async function fetchApi(path, params = {}, body = undefined) {
+async function fetchApi(path, params = {}, body = undefined, method = "POST") {
   const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v != null));
   const init = { headers: { Authorization: `Bearer ${token()}` } };
   if (body !== undefined) {
-    init.method = "POST";
+    init.method = method;
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -71,7 +72,7 @@ $("login-form").addEventListener("submit", async (ev) => {
   if (!r.ok) { $("login-error").textContent = "Usuário ou senha inválidos."; return; }
   const t = await r.json();
   sessionStorage.setItem(TOKEN_KEY, t.access_token);
-  sessionStorage.setItem(USER_KEY, JSON.stringify({ name: form.get("username"), role: t.role }));
+  sessionStorage.setItem(USER_KEY, JSON.stringify({ name: form.get("username"), role: t.role, sites: t.sites || {} }));
   ev.target.reset();
   start();
 });
@@ -112,7 +113,9 @@ function scopeName(p) {
   return p.grupo ? `grupo ${p.grupo}` : (SITES[p.site] ? SITES[p.site].nome : p.site);
 }
 
+// The name an operator gave the meter, else the group it is alone in, else its short id.
 function meterName(siteId, device) {
+  if (NAMES[device]) return NAMES[device];
   const site = SITES[siteId];
   const alone = site ? Object.entries(site.grupos).find(([, members]) => members.length === 1 && members[0] === device) : null;
   return alone ? `${alone[0]} (…${device.slice(-4)})` : `…${device.slice(-4)}`;
@@ -133,15 +136,61 @@ function invalid(p) {
   return "";
 }
 
+// Whether the user may rename the site's meters: the API decides (403 otherwise); this only hides the form.
+function canOperate(siteId) {
+  const u = JSON.parse(sessionStorage.getItem(USER_KEY) || "null");
+  if (!u) return false;
+  return ["operator", "admin"].includes(u.role) || (u.sites || {})[siteId] === "operator";
+}
+
+// New names from /painel/agora: the selectors, the breakdown and the rename form follow them.
+function setNames(meters) {
+  const fresh = Object.fromEntries(meters.filter((m) => m.nome_dado).map((m) => [m.device, m.nome_dado]));
+  if (JSON.stringify(fresh) === JSON.stringify(NAMES)) return;
+  NAMES = fresh;
+  fillScopes();
+  const p = params();
+  if (p.site && !invalid(p)) loadDivisao(p, generation);
+}
+
+function fillNameForm() {
+  const site = SITES[$("site").value];
+  $("card-nomes").hidden = !site || !canOperate(site.id);
+  if ($("card-nomes").hidden) return;
+  const keep = $("nome-medidor").value;
+  $("nome-medidor").innerHTML = site.dispositivos.map((d) =>
+    `<option value="${escapeHtml(d)}">${escapeHtml(meterName(site.id, d))} (${escapeHtml(d)})</option>`).join("");
+  if (site.dispositivos.includes(keep)) $("nome-medidor").value = keep;
+  $("nome-novo").value = NAMES[$("nome-medidor").value] || "";
+}
+
+async function saveName(ev) {
+  ev.preventDefault();
+  const device = $("nome-medidor").value, nome = $("nome-novo").value.trim();
+  $("nome-erro").textContent = ""; $("nome-ok").textContent = "";
+  try {
+    const r = await fetchApi(`medidores/${encodeURIComponent(device)}/nome`, {}, { nome }, "PUT");
+    const answer = await r.json();
+    if (!r.ok) { $("nome-erro").textContent = answer.detail || `Erro ${r.status}`; return; }
+    const meters = SITES[$("site").value].dispositivos.map((d) => ({ device: d, nome_dado: d === device ? answer.nome : NAMES[d] }));
+    setNames(meters);
+    fillNameForm();
+    $("nome-ok").textContent = answer.nome ? `Nome salvo: ${answer.nome}.` : "Nome removido: volta ao padrão.";
+  } catch (e) { if (!(e instanceof SessionExpired)) show($("nome-erro"), e); }
+}
+
 function fillScopes() {
   const site = SITES[$("site").value];
   if (!site) { $("escopo").innerHTML = ""; return; }
+  const selected = $("escopo").value;
   const opts = [`<option value="site:">Todo o local</option>`];
   for (const g of Object.keys(site.grupos)) opts.push(`<option value="grupo:${escapeHtml(g)}">Grupo: ${escapeHtml(g)}</option>`);
   for (const d of site.dispositivos) {
     opts.push(`<option value="device:${escapeHtml(d)}">Medidor: ${escapeHtml(meterName(site.id, d))}</option>`);
   }
   $("escopo").innerHTML = opts.join("");
+  if ([...$("escopo").options].some((o) => o.value === selected)) $("escopo").value = selected;
+  fillNameForm();
 }
 
 function setDateLimits() {
@@ -159,6 +208,7 @@ function clearRangeCards(message) {
   $("branca-resumo").textContent = "–";
   $("branca-horas").querySelector("tbody").innerHTML = "";
   $("custo-total").textContent = "–"; $("custo-nota").textContent = ""; $("custo-linhas").innerHTML = "";
+  $("creditos").hidden = true;
 }
 
 function rangeMs(p) { return [dayMs(p.inicio), dayMs(p.fim) + DAY_MS]; }
@@ -253,26 +303,51 @@ async function loadCusto(p, gen) {
     const bill = r.conta, today = isoToday();
     const running = bill.start <= today && today <= bill.end;
     const minimum = bill.lines.filter((l) => l.kind === "disponibilidade");
-    $("custo-titulo").textContent = `Conta do ciclo ${localDate(bill.start)} – ${localDate(bill.end)}`
-      + (running ? " (em curso: até hoje)" : "");
+    const scee = r.sistema === "SCEE";
+    $("custo-titulo").textContent = `Conta ${scee ? "SCEE (geração distribuída) " : ""}do ciclo `
+      + `${localDate(bill.start)} – ${localDate(bill.end)}` + (running ? " (em curso: até hoje)" : "");
+    const sum = (o) => Object.values(o || {}).reduce((a, v) => a + Number(v), 0);
+    const kwh = scee ? sum(bill.consumption) : Number(bill.kwh_total);
     const notes = [];
-    if (Number(bill.kwh_total) === 0) {
+    if (kwh === 0 && !(scee && sum(bill.injection) > 0)) {
       $("custo-total").textContent = "Sem consumo medido";
       notes.push("Nenhuma medição neste ciclo: não há conta a estimar.");
     } else {
       $("custo-total").textContent = brl.format(Number(bill.total));
-      notes.push(`${num(bill.kwh_total, 3)} kWh, tributos incluídos (ICMS, PIS/PASEP, COFINS).`);
+      notes.push(scee
+        ? `Consumo ${num(kwh, 3)} kWh, injeção ${num(sum(bill.injection), 3)} kWh, energia compensada `
+          + `${num(sum(bill.compensated), 3)} kWh, faturada ${num(sum(bill.billed), 3)} kWh (${bill.regime}). `
+          + `Saldo de créditos: ${num(r.saldo_creditos_kwh, 3)} kWh.`
+        : `${num(kwh, 3)} kWh, tributos incluídos (ICMS, PIS/PASEP, COFINS).`);
     }
     if (minimum.length && running) {
       notes.push("Inclui o custo de disponibilidade (mínimo faturável), porque o consumo do ciclo ainda está "
         + "abaixo dele: não é o valor da conta; veja a conta projetada no alto.");
     } else if (minimum.length) notes.push("Inclui o custo de disponibilidade (mínimo faturável).");
     $("custo-nota").textContent = notes.join(" ");
+    showCredits(scee ? p.site : null, gen);
     $("custo-linhas").innerHTML = r.explicacao.map((l) => `<li>${escapeHtml(l)}</li>`).join("");
   } catch (e) {
     if (gen !== generation || e instanceof SessionExpired) return;
     $("custo-total").textContent = "–"; $("custo-linhas").innerHTML = ""; show($("custo-nota"), e);
   }
+}
+
+// The SCEE credits of a GD site: the balance by month of origin (each valid 60 months, used oldest first).
+async function showCredits(site, gen) {
+  const el = $("creditos");
+  el.hidden = !site;
+  if (!site) return;
+  try {
+    const months = await api("analytics/creditos", { site });
+    if (gen !== generation) return;
+    const last = months[months.length - 1];
+    const origins = last ? Object.entries(last.balance_by_origin).filter(([, v]) => Number(v) > 0) : [];
+    el.textContent = !last ? "Créditos: nenhum ciclo registrado ainda."
+      : `Créditos de energia: ${num(last.balance, 3)} kWh ao fim de ${localDate(last.month).slice(3)}`
+        + (origins.length ? ` — o mais antigo, de ${origins[0][0].split("-").reverse().join("/")} `
+          + `(${num(origins[0][1], 3)} kWh), vence 60 meses após a origem.` : ".");
+  } catch (e) { if (gen === generation && !(e instanceof SessionExpired)) show(el, e); }
 }
 
 async function loadBranca(p, gen) {
@@ -426,6 +501,11 @@ async function start() {
     $("site").innerHTML = sites.map((s) => `<option value="${escapeHtml(s.id)}">${escapeHtml(s.nome)}</option>`).join("");
     $("site").title = sites.map((s) => `${s.nome}: ${s.distribuidora} ${s.subgrupo} ${s.modalidade}`).join("\n");
   } catch (e) { if (!(e instanceof SessionExpired)) show($("controles-erro"), e); return; }
+  try {  // the operators' names before the first selectors are drawn (the strip keeps them current)
+    const now = await api("painel/agora");
+    NAMES = Object.fromEntries(now.sites.flatMap((s) => s.medidores).filter((m) => m.nome_dado)
+      .map((m) => [m.device, m.nome_dado]));
+  } catch (e) { if (e instanceof SessionExpired) return; }
   fillScopes();
   startGlance(() => $("site").value);
   refresh();
@@ -437,5 +517,7 @@ for (const r of document.querySelectorAll("input[name=divisao]")) {
   r.addEventListener("change", () => { const p = params(); if (!invalid(p)) loadDivisao(p, generation); });
 }
 $("csv").addEventListener("click", downloadCsv);
+$("nome-form").addEventListener("submit", saveName);
+$("nome-medidor").addEventListener("change", () => { $("nome-novo").value = NAMES[$("nome-medidor").value] || ""; });
 // After every script of the page has run (the other files define what start() calls).
 document.addEventListener("DOMContentLoaded", () => { if (token()) start(); });

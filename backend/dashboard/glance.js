@@ -2,6 +2,8 @@
 // meter, meters and gateways online (/api/v1/painel/agora, every few seconds), today's and the cycle's kWh and R$
 // with the change against the same stretch before, and the projected bill of the cycle
 // (/api/v1/painel/resumo, every minute). Polling stops while the tab is hidden and after logout.
+// Power is signed: at a site that generates (solar), a negative number is power injected into the grid, shown
+// as "injetando" rather than as a negative consumption.
 "use strict";
 
 const LIVE_EVERY_MS = 5000, SUMMARY_EVERY_MS = 60000;
@@ -25,15 +27,26 @@ function changeText(pct, what) {
   return `${arrow} ${num(Math.abs(pct), 1)} % ${pct > 0 ? "acima" : pct < 0 ? "abaixo" : "igual"} de ${what}.`;
 }
 
+// "1.234 W" for power taken from the grid; "injetando 812 W" for power sent to it (negative, solar).
+function power(w, generating) {
+  if (w == null) return "sem leitura";
+  if (w < 0) return `injetando ${watts.format(-w)} W`;
+  return generating ? `consumindo ${watts.format(w)} W da rede` : `${watts.format(w)} W`;
+}
+
 function renderNow(n) {
   const site = n.sites.find((s) => s.site === glance.site());
-  $("potencia-total").textContent = site && site.potencia_w != null ? `${watts.format(site.potencia_w)} W` : "sem leitura";
+  const gen = site && site.com_geracao;
+  $("potencia-total").textContent = site ? power(site.potencia_w, gen) : "sem leitura";
+  $("potencia-total").classList.toggle("export", !!site && site.potencia_w != null && site.potencia_w < 0);
   $("potencia-medidores").innerHTML = site ? site.medidores.map((m) => `<li><span>${escapeHtml(m.nome)}</span>`
-    + `<b>${m.potencia_w != null ? watts.format(m.potencia_w) + " W" : "sem leitura"}</b></li>`).join("") : "";
+    + `<b class="${m.potencia_w < 0 ? "export" : ""}">${power(m.potencia_w, m.com_injecao)}</b></li>`).join("") : "";
   $("potencia-nota").textContent = site
     ? `Atualizado às ${timeOnly.format(new Date(n.agora_ms))}` + (site.medidores_sem_leitura
       ? ` · ${site.medidores_sem_leitura} medidor(es) sem leitura no último minuto (fora da soma).` : ".")
+      + (gen ? " Com geração própria: o total é o saldo com a rede (negativo = injetando)." : "")
     : "Nenhum medidor deste local comunicou ainda.";
+  if (site) setNames(site.medidores);
   const meters = site ? site.medidores : [];
   const gws = n.gateways.filter((g) => g.site === glance.site());
   $("online-medidores").textContent = `Medidores online: ${meters.filter((m) => m.online).length} de ${meters.length}`;
@@ -47,7 +60,7 @@ function renderNow(n) {
 
 function clearSummary(message) {
   for (const id of ["hoje-kwh", "hoje-rs", "ciclo-kwh", "ciclo-rs", "projecao-rs", "projecao-intervalo"]) $(id).textContent = "–";
-  $("hoje-variacao").textContent = ""; $("ciclo-variacao").textContent = "";
+  $("hoje-variacao").textContent = ""; $("ciclo-variacao").textContent = ""; $("hoje-injecao").hidden = true;
   $("projecao-nota").textContent = message;
 }
 
@@ -55,6 +68,8 @@ function renderSummary(r) {
   $("hoje-kwh").textContent = `${num(r.hoje.kwh, 2)} kWh`;
   $("hoje-rs").textContent = r.hoje.rs != null ? `${brl.format(Number(r.hoje.rs))} em energia` : "sem tarifa";
   $("hoje-variacao").textContent = changeText(r.hoje.variacao_pct, "ontem até este horário");
+  $("hoje-injecao").hidden = r.injecao_hoje_kwh == null;
+  $("hoje-injecao").textContent = r.injecao_hoje_kwh != null ? `Injetado na rede: ${num(r.injecao_hoje_kwh, 2)} kWh` : "";
   $("ciclo-kwh").textContent = `${num(r.ciclo.kwh, 2)} kWh`;
   $("ciclo-rs").textContent = (r.ciclo.rs != null ? `${brl.format(Number(r.ciclo.rs))} em energia` : "sem tarifa")
     + ` · dia ${r.ciclo_dias_decorridos} de ${r.ciclo_dias} (${localDate(r.ciclo_inicio)} – ${localDate(r.ciclo_fim)})`;

@@ -81,6 +81,8 @@ ACCOUNT_AUDIT: Final = "account_audit"
 FLEET_DEVICE: Final = "fleet_device"
 FLEET_GATEWAY: Final = "fleet_gateway"
 FLEET_SITE: Final = "fleet_site"
+FLEET_NAME: Final = "fleet_name"
+"""Friendly names of meters given by a site's operator (``Geladeira``), beside the device book."""
 
 
 _DURATION_UNITS_MS: Final = {"ns": 1e-6, "u": 1e-3, "µ": 1e-3, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000,

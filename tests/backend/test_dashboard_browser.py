@@ -46,6 +46,7 @@ from tests.ons.test_api import load_readings
 
 CHROMIUM = Path("/usr/bin/chromium")
 USER, PASSWORD = "ana", "senha-do-painel"
+OPERATOR, OPERATOR_PASSWORD = "olga", "senha-da-operadora"
 HISTORY_DAYS = 16
 """Enough daily history for the forecast's backtest (14 days), so the projected bill is shown."""
 DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
@@ -78,7 +79,8 @@ def backend(influx: Any, fakes: tuple[FakeCkan, FakeOns], unique_id: str, tmp_pa
                         rollup_enabled=False, retention_raw="INF", log_level="WARNING", sites_file=str(sites),
                         aneel_base_url=ckan.url, aneel_backoff_max_s=0.05, alerts_enabled=False,
                         ons_base_url=ons.url, ons_first_year=ons.until.year, ons_attempts=2, ons_backoff_max_s=0.05,
-                        users=(User(USER, "viewer", hash_password(PASSWORD)),))
+                        users=(User(USER, "viewer", hash_password(PASSWORD)),
+                               User(OPERATOR, "operator", hash_password(OPERATOR_PASSWORD))))
     quarter = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
     for dev in (DEV1, DEV2):
         asyncio.run(load_readings(settings, {"casa": dev}, quarter - dt.timedelta(days=HISTORY_DAYS), quarter))
@@ -98,10 +100,10 @@ def backend(influx: Any, fakes: tuple[FakeCkan, FakeOns], unique_id: str, tmp_pa
     return process
 
 
-def log_in(page: Page, base: str) -> None:
+def log_in(page: Page, base: str, user: str = USER, password: str = PASSWORD) -> None:
     page.goto(f"{base}/painel/")
-    page.get_by_label("Usuário").fill(USER)
-    page.get_by_label("Senha").fill(PASSWORD)
+    page.get_by_label("Usuário").fill(user)
+    page.get_by_label("Senha").fill(password)
     page.get_by_role("button", name="Entrar").click()
 
 
@@ -123,13 +125,15 @@ def new_page(browser: Browser, errors: list[str], viewport: dict[str, int] = DES
     return page
 
 
-async def write_power(settings: Settings, device: str, p_w: float, energy_mwh: int, seq: int) -> None:
-    """One raw reading of ``device`` stamped now, as a gateway would deliver it."""
-    ts = int(time.time() * 1000)
+async def write_power(settings: Settings, device: str, p_w: float, energy_mwh: int, seq: int,
+                      export_mwh: int = 0, ago_ms: int = 0) -> None:
+    """One raw reading of ``device`` stamped ``ago_ms`` before now, as a gateway would deliver it (a negative
+    ``p_w`` with a growing ``export_mwh``: a solar household injecting)."""
+    ts = int(time.time() * 1000) - ago_ms
     async with InfluxClient(settings.influx_url) as influx:
         line = reading_line("casa", "gw1", Reading(device=device, boot=1, seq=seq, ts=ts, vrms=127.0,
-                                                   irms=p_w / 127, p=p_w, s=p_w * 1.04, pf=0.96, freq=60.0,
-                                                   energy_mwh=energy_mwh))
+                                                   irms=abs(p_w) / 127, p=p_w, s=abs(p_w) * 1.04, pf=0.96,
+                                                   freq=60.0, energy_mwh=energy_mwh, energy_export_mwh=export_mwh))
         await ReadingStore(influx, settings).write([line], {device: (ts, ts + 1)})
 
 
@@ -294,6 +298,48 @@ def test_dashboard_live_breakdown_csv_session_and_phone_in_chromium(
             phone.close()
     assert errors == []
     print(f"first view (login to today's kWh on screen): {first_view_s * 1000:.0f} ms; screenshots in {tmp_path}")
+
+
+def test_operator_names_meters_and_solar_injection_in_chromium(
+        backend: BackendProcess, browser: Browser, tmp_path: Path) -> None:
+    """An operator names a meter from the dashboard and every view uses the name; a meter injecting (negative
+    power, export register above zero) shows "injetando" and the API's injected kWh of today; a viewer gets no
+    rename form."""
+    base = f"http://127.0.0.1:{backend.port}"
+    # DEV2 injects 812 W now, its export register at 8,5 kWh (its history today read 0: a reset, counted as such).
+    in_thread(write_power(backend.settings, DEV2, -812.0, 90_000_000, 20_000, 8_500_000))
+    token = httpx.post(f"{base}/api/v1/auth/token", json={"username": USER, "password": PASSWORD}).json()
+    summary = httpx.get(f"{base}/api/v1/painel/resumo", params={"site": "casa"}, timeout=30,
+                        headers={"Authorization": f"Bearer {token['access_token']}"}).json()
+    injected = f"{summary['injecao_hoje_kwh']:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
+    errors: list[str] = []
+    page = new_page(browser, errors)
+    try:
+        log_in(page, base, OPERATOR, OPERATOR_PASSWORD)
+        expect(page.locator("#card-nomes")).to_be_visible(timeout=15_000)
+        page.locator("#nome-medidor").select_option(DEV1)
+        page.locator("#nome-novo").fill("Geladeira")
+        page.get_by_role("button", name="Salvar nome").click()
+        expect(page.locator("#nome-ok")).to_have_text("Nome salvo: Geladeira.")
+        expect(page.locator("#escopo")).to_contain_text("Medidor: Geladeira")
+        expect(page.locator("#potencia-medidores")).to_contain_text("Geladeira", timeout=15_000)
+        expect(page.locator("#potencia-medidores")).to_contain_text("injetando 812 W")
+        expect(page.locator("#divisao-tabela")).to_contain_text("Geladeira")
+        expect(page.locator("#hoje-injecao")).to_have_text(f"Injetado na rede: {injected} kWh", timeout=15_000)
+        page.locator("#escopo").select_option(f"device:{DEV1}")
+        expect(page.locator("#consumo-titulo")).to_contain_text("medidor Geladeira")
+        page.screenshot(path=str(tmp_path / "painel-nomes-solar.png"), full_page=False)
+        assert errors == []
+    finally:
+        page.close()
+    viewer = new_page(browser, errors)
+    try:
+        log_in(viewer, base)
+        expect(viewer.locator("#potencia-medidores")).to_contain_text("Geladeira", timeout=15_000)
+        expect(viewer.locator("#card-nomes")).to_be_hidden()
+        assert errors == []
+    finally:
+        viewer.close()
 
 
 def test_docs_render_offline(backend: BackendProcess, browser: Browser) -> None:

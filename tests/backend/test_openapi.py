@@ -28,7 +28,8 @@ schemathesis = pytest.importorskip("schemathesis")
 Operation = tuple[str, str, dict[str, Any]]
 METHODS = ("get", "put", "post", "delete", "patch")
 ADMIN_ONLY = {("post", "/api/v1/consultas/influxql"), ("post", "/api/v1/aneel/sync"), ("post", "/api/v1/ons/sync")}
-OPERATOR_ONLY = {("post", "/api/v1/aicss/dados"), ("put", "/api/v1/aicss/config")}
+OPERATOR_ONLY = {("post", "/api/v1/aicss/dados"), ("put", "/api/v1/aicss/config"),
+                 ("put", "/api/v1/medidores/{device}/nome")}
 PUBLIC = {("get", "/health"), ("get", "/ready"), ("get", "/metrics"), ("post", "/api/v1/auth/token")}
 
 
