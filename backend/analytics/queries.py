@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from backend.store.energy_series import LOOK_MS
 from backend.store.influx import InfluxClient
-from backend.store.layout import ENERGY_D, ENERGY_GAP, ENERGY_Q, RP_1H, RP_1M, RP_RAW, SITE_ENERGY, table
+from backend.store.layout import ENERGY_D, ENERGY_GAP, ENERGY_Q, RP_1H, RP_1M, SITE_ENERGY, table
 from backend.store.registers import (
     WINDOW_MS,
     Bucket,
@@ -29,6 +29,9 @@ from backend.store.registers import (
 from protocol.ids import is_device_id
 from protocol.timebase import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, TZ
 
+Register = Literal["import", "export"]
+"""Which cumulative register: imported energy (``energy_mwh``) or exported energy (``energy_export_mwh``)."""
+RAW_FIELD: Final[dict[Register, str]] = {"import": "energy_mwh", "export": "energy_export_mwh"}
 PEAK_MAX_SPAN_MS: Final = 40 * DAY_MS
 """Peak demand needs 15-min windows, i.e. the 1-min rollup; beyond this span it is not computed."""
 
@@ -50,23 +53,6 @@ def _scope_where(start_ms: int, end_ms: int, site: str | None, devices: Sequence
     return " AND ".join(where), params
 
 
-async def fetch_export_samples(
-    influx: InfluxClient, db: str, start_ms: int, end_ms: int, *, site: str | None = None,
-    devices: Sequence[str] = (),
-) -> dict[str, list[Sample]]:
-    """Samples of the EXPORTED-energy register (``energy_export_mwh``) per device from the raw readings, with the
-    same padding as :func:`fetch_samples`, for the same reset/spike/gap rules. A reading without the field (an
-    old meter, or one from before bidirectional metering) gives no sample, so its export reads as zero."""
-    where, params = _scope_where(start_ms - 15 * MINUTE_MS, end_ms, site, devices)
-    q = f"SELECT energy_export_mwh, boot FROM {table(db, RP_RAW)} WHERE {where} GROUP BY device"
-    out: dict[str, list[Sample]] = {}
-    for s in await influx.query(q, db=db, params=params):
-        samples = [Sample(int(t), int(e), int(b) if b is not None else -1) for t, e, b in s.values if e is not None]
-        if samples:
-            out[s.tags.get("device", "")] = samples
-    return out
-
-
 async def fetch_samples(
     influx: InfluxClient,
     db: str,
@@ -77,6 +63,8 @@ async def fetch_samples(
     site: str | None = None,
     devices: Sequence[str] = (),
     per_day: bool = False,
+    pad_ms: int | None = None,
+    register: Register = "import",
 ) -> dict[str, list[Sample]]:
     """Register samples per device in ``[start_ms - pad, end_ms]`` (the pad gives the baseline before the start).
 
@@ -86,21 +74,26 @@ async def fetch_samples(
     energy before the reset is not lost.
     ``per_day`` (1-hour rollup only) lets InfluxDB fold the hours into local days first (``GROUP BY time(1d)
     tz('America/Sao_Paulo')``): 24 times fewer rows for day/week/month buckets. Site and device ids are bound
-    parameters, never spliced into the query text.
+    parameters, never spliced into the query text. ``pad_ms`` overrides the padding (``end_ms`` is inclusive).
+    ``register="export"`` reads the exported-energy register instead (``energy_export_mwh``, rollup fields
+    ``export_*``) with the same boots: a reading or window without it gives no sample, so old data reads as no
+    export.
     """
-    pad = {"raw": 15 * MINUTE_MS, "r1m": HOUR_MS, "r1h": DAY_MS}[resolution]
+    pad = {"raw": 15 * MINUTE_MS, "r1m": HOUR_MS, "r1h": DAY_MS}[resolution] if pad_ms is None else pad_ms
     where, params = _scope_where(start_ms - pad, end_ms, site, devices)
     src = table(db, resolution)  # the resolutions are named after their retention policies
+    x = "energy" if register == "import" else "export"
     if per_day:
         if resolution != "r1h":
             raise ValueError("per_day needs the 1-hour rollup")
-        q = (f"SELECT first(energy_first), last(energy_last), min(boot_min), max(boot_max), max(energy_max) "
-             f"FROM {src} WHERE {where} GROUP BY time(1d), device fill(none) tz('America/Sao_Paulo')")
+        q = (f"SELECT first({x}_first), last({x}_last), min(boot_min), max(boot_max), max({x}_max), "
+             f"last({x}_pre), last({x}_post), last({x}_reset) FROM {src} WHERE {where} "
+             "GROUP BY time(1d), device fill(none) tz('America/Sao_Paulo')")
     elif resolution == "raw":
-        q = f"SELECT energy_mwh, boot FROM {src} WHERE {where} GROUP BY device"
+        q = f"SELECT {RAW_FIELD[register]}, boot FROM {src} WHERE {where} GROUP BY device"
     else:
-        q = (f"SELECT energy_first, energy_last, boot_min, boot_max, energy_max FROM {src} WHERE {where} "
-             "GROUP BY device")
+        q = (f"SELECT {x}_first, {x}_last, boot_min, boot_max, {x}_max, {x}_pre, {x}_post, {x}_reset FROM {src} "
+             f"WHERE {where} GROUP BY device")
     series = await influx.query(q, db=db, params=params)
     out: dict[str, list[Sample]] = {}
     width = DAY_MS if per_day else WINDOW_MS[resolution]
@@ -112,8 +105,39 @@ async def fetch_samples(
                 if e is not None:
                     samples.append(Sample(int(t), int(e), int(b) if b is not None else -1))
         else:
-            for t, first, last, bmin, bmax, emax in s.values:
-                samples.extend(window_samples(t, first, last, bmin, bmax, emax, width))
+            for t, first, last, bmin, bmax, emax, pre, post, reset in s.values:
+                samples.extend(window_samples(t, first, last, bmin, bmax, emax, width, pre, post, reset))
+    return out
+
+
+async def fetch_gap_edges(
+    influx: InfluxClient, db: str, start_ms: int, end_ms: int, *, site: str | None = None,
+    devices: Sequence[str] = (), gap_ms: int = 15 * MINUTE_MS, register: Register = "import",
+) -> dict[str, tuple[list[Sample], list[tuple[int, int]]]]:
+    """The 1-minute rollups on both sides of every data gap in the range, for the 1-hour fallback.
+
+    A gap, by the one rule (docs/analytics.md), runs from the end of the last reading's minute to the start of the
+    first reading's minute; the 1-hour rollup only knows the hours around it and would put all of its energy at
+    an hour's end. InfluxDB finds the gaps (``elapsed`` between consecutive minutes with data, the few rows past
+    ``gap_ms`` kept), then the two minutes around each are read as samples. Per device: those samples, and the
+    pairs of sample times that are gaps (``known_gaps`` of :func:`backend.store.registers.register_intervals`).
+    """
+    where, params = _scope_where(start_ms - DAY_MS, end_ms, site, devices)
+    rows = await influx.query(
+        f"SELECT e FROM (SELECT elapsed(n, 1m) AS e FROM {table(db, RP_1M)} WHERE {where} GROUP BY device) "
+        f"WHERE e > {gap_ms // MINUTE_MS - 1} GROUP BY device", db=db, params=params)
+    out: dict[str, tuple[list[Sample], list[tuple[int, int]]]] = {}
+    for s in rows:
+        dev = s.tags.get("device", "")
+        for t, e in s.values:
+            m1 = int(t)
+            m0 = m1 - int(e) * MINUTE_MS
+            if m1 - (m0 + MINUTE_MS - 1) <= gap_ms:  # the same threshold as the 1-minute samples are judged by
+                continue
+            got = await fetch_samples(influx, db, m0, m1, "r1m", devices=[dev], pad_ms=0, register=register)
+            samples, gaps = out.setdefault(dev, ([], []))
+            samples.extend(got.get(dev, []))
+            gaps.append((m0 + MINUTE_MS - 1, m1))
     return out
 
 
@@ -187,8 +211,10 @@ async def series_consumption(
     devices: Sequence[str] = (),
     with_peak: bool = True,
     tz: ZoneInfo = TZ,
+    register: Register = "import",
 ) -> Consumption:
-    """Consumption of a whole site, or of a device list (a device, a group), from the energy series.
+    """Consumption of a whole site, or of a device list (a device, a group), from the energy series (with
+    ``register="export"`` the exported energy, field ``exp``, in the same shape; no peak).
 
     A site reads its own series: 15-min buckets ``r1m.site_energy``, hour buckets ``r1h.site_energy``,
     day/week/month buckets the hourly series folded into local days inside InfluxDB. A device list sums its
@@ -203,7 +229,9 @@ async def series_consumption(
     total, est = [0.0] * n, [False] * n
     counts = {"resets": 0, "spikes": 0, "jumps": 0}
     where, params = _series_where(start_ms, end_ms, site, devices)
-    agg = "sum(mwh), max(est), sum(resets), sum(spikes), sum(jumps)"
+    col = "mwh" if register == "import" else "exp"
+    with_peak = with_peak and register == "import"
+    agg = f"sum({col}), max(est), sum(resets), sum(spikes), sum(jumps)"
     local_days = "GROUP BY time(1d) fill(none) tz('America/Sao_Paulo')"
     quarters: list[tuple[int, float, bool]] = []
     if devices:
@@ -219,7 +247,7 @@ async def series_consumption(
             q = f"SELECT {agg} FROM {src} WHERE {where} {local_days}"
     elif granularity in ("15min", "hour"):
         rp = RP_1M if granularity == "15min" else RP_1H
-        q = f"SELECT mwh, est, resets, spikes, jumps FROM {table(db, rp, SITE_ENERGY)} WHERE {where}"
+        q = f"SELECT {col}, est, resets, spikes, jumps FROM {table(db, rp, SITE_ENERGY)} WHERE {where}"
     else:
         q = f"SELECT {agg} FROM {table(db, RP_1H, SITE_ENERGY)} WHERE {where} {local_days}"
     for s in await influx.query(q, db=db, params=params):

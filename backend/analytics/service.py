@@ -21,10 +21,12 @@ from backend.analytics.alerts import AlertEngine
 from backend.analytics.billing import Bill, estimate_bill, quick_cost, unit_prices
 from backend.analytics.credits import CreditLot, add_months, ledger
 from backend.analytics.forecast import Forecast, forecast_daily
+from backend.analytics.generation import combine, without
 from backend.analytics.ledger import LedgerMonth, LedgerStore
 from backend.analytics.queries import (
     PEAK_MAX_SPAN_MS,
-    fetch_export_samples,
+    Register,
+    fetch_gap_edges,
     fetch_peak,
     fetch_samples,
     series_consumption,
@@ -72,6 +74,20 @@ def local_range(inicio: str | None, fim: str | None, *, default_days: int = 7) -
         return int(dt.datetime(d.year, d.month, d.day, tzinfo=TZ).timestamp() * 1000)
 
     return start, end, ms(start), ms(end + dt.timedelta(days=1))
+
+
+def _energy_notes(hourly: Consumption) -> list[str]:
+    """The warnings a bill carries about the energy it priced: none measured, or some spread over a data gap
+    (which moves kWh between postos: docs/analytics.md, the one gap rule)."""
+    if hourly.kwh_total == 0:
+        return ["nenhuma medição de energia no período: conta sem consumo"]
+    if hourly.gaps:
+        return [f"{len(hourly.gaps)} lacuna(s) de dados no período: energia distribuída pelo intervalo"]
+    return []
+
+
+def _with_notes(bill: Bill, notes: list[str]) -> Bill:
+    return msgspec.structs.replace(bill, warnings=bill.warnings + notes) if notes else bill
 
 
 class Scope(msgspec.Struct, frozen=True):
@@ -166,22 +182,67 @@ class AnalyticsService:
                       *, with_peak: bool = True, series: bool = True) -> Consumption:
         """Consumption of a site, group or device. Beyond the raw range the energy series answer (one series per
         site, or the devices' 15-min/daily series summed inside InfluxDB) once complete from the range's start;
-        otherwise, or with ``series=False``, the per-meter rollups."""
+        otherwise, or with ``series=False``, the per-meter rollups.
+
+        A site with generation (``[site.gd]`` or generation meters) also gets injection and net energy per bucket,
+        and with generation meters the generation and self-consumption share (backend/analytics/generation.py);
+        its generation meters are left out of its consumption and injection."""
+        site = scope.site
+        if site is None or (site.gd is None and not site.generation):
+            return await self._register(scope.site_id, scope.devices, start_ms, end_ms, granularity, "import",
+                                        with_peak=with_peak, series=series)
+        whole_site = scope.site_id is not None
+        gen_devs = [d for d in site.generation if whole_site or d in scope.devices]
+        devices = [d for d in scope.devices if d not in gen_devs]
+        if scope.devices and not devices:  # a generation meter asked on its own: its own registers
+            gen_devs, devices = [], scope.devices
+
+        async def energy(register: Register, peak: bool) -> tuple[Consumption, Consumption | None]:
+            got = await self._register(scope.site_id, devices, start_ms, end_ms, granularity, register,
+                                       with_peak=peak, series=series)
+            if not gen_devs:
+                return got, None
+            gen = await self._register(None, gen_devs, start_ms, end_ms, granularity, register, with_peak=False,
+                                       series=series)
+            return (without(got, gen) if whole_site else got), gen
+
+        cons, generated = await energy("import", with_peak)
+        exported, gen_export = await energy("export", False)
+        if gen_export is not None:  # what a generation meter exported (its standby draw at night) is not injection
+            exported = without(exported, gen_export) if whole_site else exported
+        return combine(cons, exported, generated)
+
+    async def _register(self, site_id: str | None, devices: list[str], start_ms: int, end_ms: int,
+                        granularity: Granularity, register: Register, *, with_peak: bool,
+                        series: bool) -> Consumption:
+        """One register's energy for a site or a device list, from the series, the rollups or the raw readings."""
         res = choose_resolution(start_ms, end_ms, granularity)
-        if (series and res != "raw" and (scope.site_id or scope.devices)
-                and await self._site_series_cover(start_ms)):
-            return await series_consumption(self.influx, self.settings.influx_db, start_ms, end_ms, granularity,
-                                            site=scope.site_id, devices=scope.devices, with_peak=with_peak)
+        db = self.settings.influx_db
+        if series and res != "raw" and (site_id or devices) and await self._site_series_cover(start_ms):
+            return await series_consumption(self.influx, db, start_ms, end_ms, granularity, site=site_id,
+                                            devices=devices, with_peak=with_peak, register=register)
         per_day = res == "r1h" and granularity in ("day", "week", "month")
-        samples = await fetch_samples(self.influx, self.settings.influx_db, start_ms, end_ms, res,
-                                      site=scope.site_id, devices=scope.devices, per_day=per_day)
+        samples = await fetch_samples(self.influx, db, start_ms, end_ms, res, site=site_id, devices=devices,
+                                      per_day=per_day, register=register)
+        known: set[tuple[int, int]] = set()
+        # Each gap's edges to the minute, as the other paths place them (the one gap rule); over 40 days the scan of
+        # the 1-minute rollups would cost more than the whole query, and the hours next to a gap stay approximate.
+        if res == "r1h" and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
+            edges = await fetch_gap_edges(self.influx, db, start_ms, end_ms, site=site_id, devices=devices,
+                                          gap_ms=gap_for("r1m"), register=register)
+            for dev, (extra, gaps) in edges.items():
+                # The hourly samples inside a gap (an hour's end, the next hour's start) only repeat its edges.
+                kept = [x for x in samples.get(dev, []) if not any(a < x.ts_ms < b for a, b in gaps)]
+                samples[dev] = kept + extra
+                known.update(gaps)
         max_w = self.settings.analytics_max_power_w
         c = consumption(samples.values(), start_ms, end_ms, granularity,
                         gap_ms=2 * DAY_MS + HOUR_MS if per_day else gap_for(res), max_power_w=max_w,
-                        min_dt_ms=HOUR_MS if per_day else min_dt_for(res), with_peak=with_peak and res == "raw")
+                        min_dt_ms=HOUR_MS if per_day else min_dt_for(res), with_peak=with_peak and res == "raw",
+                        known_gaps=known)
         if with_peak and res != "raw" and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
-            kw, at = await fetch_peak(self.influx, self.settings.influx_db, start_ms, end_ms, site=scope.site_id,
-                                      devices=scope.devices, max_power_w=max_w)
+            kw, at = await fetch_peak(self.influx, db, start_ms, end_ms, site=site_id, devices=devices,
+                                      max_power_w=max_w)
             c = msgspec.structs.replace(c, peak_kw=kw, peak_at=at)
         return c
 
@@ -212,12 +273,7 @@ class AnalyticsService:
             bill = estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags, modality=modality)
         except TariffError as exc:
             raise NotFoundError(str(exc)) from exc
-        notes = []
-        if hourly.kwh_total == 0:
-            notes.append("nenhuma medição de energia no período: conta sem consumo")
-        elif hourly.gaps:
-            notes.append(f"{len(hourly.gaps)} lacuna(s) de dados no período: energia distribuída pelo intervalo")
-        return msgspec.structs.replace(bill, warnings=bill.warnings + notes) if notes else bill
+        return _with_notes(bill, _energy_notes(hourly))
 
     def _windows(self, site: SiteConfig) -> PostoWindows:
         try:
@@ -238,22 +294,32 @@ class AnalyticsService:
                                end_ms: int) -> tuple[dict[str, float], dict[str, float], list[str]]:
         """Consumption (import register) and injection (export register) per posto of a GD site's cycle.
 
-        Both registers are read from the raw readings with the same reset/spike/gap rules, so the two sides of the
-        netting come from the same samples (the rollups and energy series carry only the import register)."""
+        Both registers go through the same reset/spike/gap rules and the same path, so the two sides of the netting
+        come from the same samples: the energy series once they cover the cycle (so a cycle older than the raw
+        retention prices its injection too), else the raw readings."""
         windows = self._windows(site)
+        if await self._site_series_cover(start_ms):
+            hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
+            export = [(b.start_ms, b.end_ms, b.injecao_kwh or 0.0) for b in hourly.buckets]
+            gaps = bool(hourly.gaps)
+        else:
+            cons = await self._raw_hourly(scope, site, start_ms, end_ms, "import")
+            exp = await self._raw_hourly(scope, site, start_ms, end_ms, "export")
+            hourly, gaps = cons, bool(cons.gaps or exp.gaps)
+            export = [(b.start_ms, b.end_ms, b.kwh) for b in exp.buckets]
+        consumed = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), windows)
+        injected = split_by_posto(export, windows)
+        notes = ["lacunas de dados no ciclo: energia distribuída pelo intervalo"] if gaps else []
+        return consumed.kwh, injected.kwh, notes
+
+    async def _raw_hourly(self, scope: Scope, site: SiteConfig, start_ms: int, end_ms: int,
+                          register: Register) -> Consumption:
+        """One register's hourly energy from the raw readings, the site's generation meters left out."""
         db, max_w = self.settings.influx_db, self.settings.analytics_max_power_w
-        imported = await fetch_samples(self.influx, db, start_ms, end_ms, "raw", site=scope.site_id,
-                                       devices=scope.devices)
-        exported = await fetch_export_samples(self.influx, db, start_ms, end_ms, site=scope.site_id,
-                                              devices=scope.devices)
-        hourly, export = (consumption(s.values(), start_ms, end_ms, "hour", gap_ms=gap_for("raw"), max_power_w=max_w,
-                                      min_dt_ms=min_dt_for("raw"), with_peak=False) for s in (imported, exported))
-        cons = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), windows)
-        inj = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in export.buckets), windows)
-        notes = []
-        if hourly.gaps or export.gaps:
-            notes.append("lacunas de dados no ciclo: energia distribuída pelo intervalo")
-        return cons.kwh, inj.kwh, notes
+        samples = await fetch_samples(self.influx, db, start_ms, end_ms, "raw", site=scope.site_id,
+                                      devices=scope.devices, register=register)
+        return consumption((v for k, v in samples.items() if k not in site.generation), start_ms, end_ms, "hour",
+                           gap_ms=gap_for("raw"), max_power_w=max_w, min_dt_ms=min_dt_for("raw"), with_peak=False)
 
     async def custo_scee(self, scope: Scope, start: dt.date, end: dt.date, start_ms: int, end_ms: int,
                          modality: str | None = None) -> SceeBill:
@@ -324,6 +390,8 @@ class AnalyticsService:
             hours.append({"hora": hour, "kwh": round(kwh, 3), "kwh_por_posto": {p: round(per[p], 3) for p in POSTOS},
                           "diferenca_rs": diff.quantize(Decimal("0.01"))})
         hours.sort(key=lambda h: -abs(float(h["diferenca_rs"])))
+        notes = _energy_notes(hourly)  # the same warnings as ``custo``, on both bills
+        conv, branca = _with_notes(conv, notes), _with_notes(branca, notes)
         saving = conv.total - branca.total
         scee_c = scee_b = None
         if site.gd is not None:  # what the unit really pays: the SCEE bills under each modality

@@ -17,6 +17,7 @@ import msgspec
 
 from backend.aneel.postos import PostoWindows, windows_for
 from backend.aneel.records import NOT_APPLICABLE
+from protocol.ids import is_device_id
 
 Subgroup = Literal["B1", "B2", "B3"]
 Modality = Literal["Convencional", "Branca"]
@@ -78,6 +79,9 @@ class SiteConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The SIN subsystem the site draws from (``/analytics/renovavel``); empty = derived from the distributor."""
     gd: GdConfig | None = None
     """Set for a site with distributed generation billed under the SCEE (``custo`` then prints the SCEE bill)."""
+    generation: list[str] = msgspec.field(default_factory=list)
+    """Generation meters (a PV inverter's meter, its import register counting what the panels produced): their
+    energy is the site's generation, not its consumption, and gives the self-consumption share in ``consumo``."""
 
     def windows(self, cnpj: str = "") -> PostoWindows:
         if self.ponta is not None:
@@ -137,6 +141,8 @@ def parse_sites(text: str) -> dict[str, SiteConfig]:
             raise SiteConfigError(f"{s.id}: phases deve ser 0, 1, 2 ou 3")
         if s.gd is not None:
             _check_gd(s.id, s.gd)
+        if bad := [d for d in s.generation if not is_device_id(d)]:
+            raise SiteConfigError(f"{s.id}: generation deve listar medidores de 16 dígitos hexadecimais: {bad[0]!r}")
         out[s.id] = s
     return out
 

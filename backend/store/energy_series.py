@@ -7,10 +7,10 @@ worker (store/rollups.py) therefore also maintains, after each ``r1m``/``r1h`` r
 =================  ====  ====================  ==================================================================
 measurement        RP    tags                  content
 =================  ====  ====================  ==================================================================
-``energy_q``       r1m   site, gateway, device  per clock-aligned 15-min quarter: ``mwh`` (float), ``est`` (0/1),
-                                               ``resets``/``spikes``/``jumps`` (int)
-``site_energy``    r1m   site                   the quarters summed over the site's devices: ``mwh``, ``est`` (max),
-                                               ``resets``/``spikes``/``jumps`` (sums), ``devices`` (count)
+``energy_q``       r1m   site, gateway, device  per clock-aligned 15-min quarter: ``mwh`` (float), ``exp`` (float,
+                                               exported mWh), ``est`` (0/1), ``resets``/``spikes``/``jumps`` (int)
+``site_energy``    r1m   site                   the quarters summed over the site's devices: ``mwh``, ``exp``,
+                                               ``est`` (max), ``resets``/``spikes``/``jumps`` (sums), ``devices``
 ``site_energy``    r1h   site                   the same summed per hour (``devices``: max)
 ``energy_d``       r1h   site, gateway, device  the device's quarters summed per local (America/Sao_Paulo) day, at
                                                the day's local midnight: ``mwh``, ``est`` (max), counts (sums)
@@ -21,8 +21,10 @@ A device's quarters are computed exactly like :func:`backend.store.registers.con
 rollup: its register samples (:func:`~backend.store.registers.window_samples`) -> intervals with resets, spikes and
 level jumps handled (:func:`~backend.store.registers.register_intervals`, the anomaly counts attributed to the
 quarter of the anomalous sample) -> allocated evenly over time into the quarters (``est`` = part spread over a
-gap). The site series and the per-device days are then ``SELECT ... INTO`` sums of the quarters inside
-InfluxDB (the days over whole local days, so a partial recompute never leaves a partial day sum).
+gap). The exported-energy register (``export_*`` rollup fields) goes through the same steps into ``exp``; a minute
+without it (an old meter, old data) reads as no export. The anomaly counts and ``est`` are the import register's.
+The site series and the per-device days are then ``SELECT ... INTO`` sums of the quarters inside InfluxDB (the
+days over whole local days, so a partial recompute never leaves a partial day sum).
 
 Which quarters are recomputed for a dirty window ``[ds, de)`` of a device: from the quarter before ``ds``'s (an
 anomaly just before the new data may be decided by it) to the end of ``de``'s quarter, widened to the ends of the
@@ -31,11 +33,12 @@ reading before the gap, up to ``LOOK_MS`` (40 days) away; longer gaps are not sp
 write overwrites the same points (measurement + tags + time) and gap points that no longer exist are deleted,
 so passes repeated after a crash, or run by two replicas at once, converge on the same content.
 
-Upgrades: the state point of the worker carries ``FROM_FIELD`` (``energy_v2_from_ms``), the time from which
-these series are complete; its name changes whenever a series is added (``energy_from_ms`` had no
-``energy_d``), so an older database is backfilled again. A database without this field is backfilled
-backwards from the present, one ``BACKFILL_MS`` chunk per pass; until the backfill reaches a query's start
-the analytics use the per-device rollups (0 = complete).
+Upgrades: the state point of the worker carries ``FROM_FIELD`` (``energy_v3_from_ms``), the time from which
+these series are complete; its name changes whenever a series or field is added (``energy_from_ms`` had no
+``energy_d``, ``energy_v2_from_ms`` no ``exp`` nor boot edges), so an older database is backfilled again (each
+chunk rolled up again from the raw readings that are still kept, store/rollups.py). A database without this
+field is backfilled backwards from the present, one ``BACKFILL_MS`` chunk per pass; until the backfill reaches a
+query's start the analytics use the per-device rollups (0 = complete).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from protocol.timebase import DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS
 
 log = logging.getLogger(__name__)
 
-FROM_FIELD: Final = "energy_v2_from_ms"
+FROM_FIELD: Final = "energy_v3_from_ms"
 """Field of the worker's state point: the time from which all these series are complete (module doc)."""
 LOOK_MS: Final = 40 * DAY_MS
 """How far back (and ahead) a register interval crossing a recompute bound is followed (a data gap)."""
@@ -71,15 +74,15 @@ PAD_MS: Final = QUARTER_MS
 """1-minute rollups read beyond each side of the recomputed quarters (the neighbouring register values)."""
 BACKFILL_MS: Final = 6 * HOUR_MS
 """Backfill chunk per worker pass (all devices)."""
-_FIELDS: Final = "energy_first, energy_last, boot_min, boot_max, energy_max"
+_FIELDS: Final = ("energy_first, energy_last, boot_min, boot_max, energy_max, energy_pre, energy_post, energy_reset, "
+           "export_first, export_last, export_max, export_pre, export_post, export_reset")
 _KINDS: Final = ("resets", "spikes", "jumps")
 
-SITE_FROM_QUARTERS: Final = ("sum(mwh) AS mwh, max(est) AS est, sum(resets) AS resets, sum(spikes) AS spikes, "
-                             "sum(jumps) AS jumps, count(mwh) AS devices")
-DEVICE_DAILY: Final = "sum(mwh) AS mwh, max(est) AS est, sum(resets) AS resets, sum(spikes) AS spikes, " \
-    "sum(jumps) AS jumps"
-SITE_HOURLY: Final = ("sum(mwh) AS mwh, max(est) AS est, sum(resets) AS resets, sum(spikes) AS spikes, "
-                      "sum(jumps) AS jumps, max(devices) AS devices")
+_SUMS: Final = ("sum(mwh) AS mwh, sum(exp) AS exp, max(est) AS est, sum(resets) AS resets, sum(spikes) AS spikes, "
+                "sum(jumps) AS jumps")
+SITE_FROM_QUARTERS: Final = f"{_SUMS}, count(mwh) AS devices"
+DEVICE_DAILY: Final = _SUMS
+SITE_HOURLY: Final = f"{_SUMS}, max(devices) AS devices"
 
 
 def _floor(t: int, step: int) -> int:
@@ -92,11 +95,12 @@ def _ceil(t: int, step: int) -> int:
 
 @dataclass(slots=True)
 class DeviceSeries:
-    """One device's 1-minute register samples and its tags."""
+    """One device's 1-minute register samples (import and export) and its tags."""
 
     site: str
     gateway: str
     samples: list[Sample] = field(default_factory=list)
+    export: list[Sample] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -109,6 +113,7 @@ class DeviceQuarters:
     start: int
     end: int
     mwh: list[float]
+    exp: list[float]
     est: list[bool]
     counts: dict[str, list[int]]
     gaps: list[tuple[int, int]]
@@ -119,8 +124,10 @@ def device_quarters(dev: str, series: DeviceSeries, lo: int, hi: int, *, max_pow
     events: list[tuple[int, str]] = []
     intervals, stats = register_intervals(series.samples, max_power_w=max_power_w, gap_ms=gap_for("r1m"),
                                           min_dt_ms=min_dt_for("r1m"), events=events)
+    exported, _ = register_intervals(series.export, max_power_w=max_power_w, gap_ms=gap_for("r1m"),
+                                     min_dt_ms=min_dt_for("r1m"))
     start, end = lo, hi
-    for iv in intervals:
+    for iv in intervals + exported:
         if iv.t0 < lo < iv.t1:
             start = min(start, iv.t0)
         if iv.t0 < hi < iv.t1:
@@ -130,18 +137,19 @@ def device_quarters(dev: str, series: DeviceSeries, lo: int, hi: int, *, max_pow
         return None
     edges = list(range(start, end + QUARTER_MS, QUARTER_MS))
     mwh, est = allocate(intervals, edges)
+    exp, _ = allocate(exported, edges)
     n = len(mwh)
     counts = {k: [0] * n for k in _KINDS}
     for ts, kind in events:
         if start <= ts < end:
             counts[kind + "s"][(ts - start) // QUARTER_MS] += 1
     gaps = [(a, b) for a, b in stats.gaps if start <= b < end]
-    return DeviceQuarters(series.site, series.gateway, dev, start, end, mwh, est, counts, gaps)
+    return DeviceQuarters(series.site, series.gateway, dev, start, end, mwh, exp, est, counts, gaps)
 
 
 def quarter_lines(q: DeviceQuarters) -> list[str]:
     tags = f"{ENERGY_Q},device={escape_key(q.device)},gateway={escape_key(q.gateway)},site={escape_key(q.site)}"
-    return [f"{tags} mwh={q.mwh[i]!r},est={int(q.est[i])}i,resets={q.counts['resets'][i]}i,"
+    return [f"{tags} mwh={q.mwh[i]!r},exp={q.exp[i]!r},est={int(q.est[i])}i,resets={q.counts['resets'][i]}i,"
             f"spikes={q.counts['spikes'][i]}i,jumps={q.counts['jumps'][i]}i {q.start + i * QUARTER_MS}"
             for i in range(len(q.mwh))]
 
@@ -171,11 +179,12 @@ class EnergySeries:
         for ser in series:
             dev = ser.tags.get("device", "")
             d = out.setdefault(dev, DeviceSeries(ser.tags.get("site", ""), ser.tags.get("gateway", "")))
-            for t, first, last, bmin, bmax, emax in ser.values:
-                d.samples.extend(window_samples(t, first, last, bmin, bmax, emax, MINUTE_MS))
+            for t, first, last, bmin, bmax, emax, pre, post, rst, xfirst, xlast, xmax, xpre, xpost, xrst in ser.values:
+                d.samples.extend(window_samples(t, first, last, bmin, bmax, emax, MINUTE_MS, pre, post, rst))
+                d.export.extend(window_samples(t, xfirst, xlast, bmin, bmax, xmax, MINUTE_MS, xpre, xpost, xrst))
         return out
 
-    async def _neighbours(self, devs: list[str], lo: int, hi: int, *, last: bool) -> dict[str, list[Sample]]:
+    async def _neighbours(self, devs: list[str], lo: int, hi: int, *, last: bool) -> dict[str, DeviceSeries]:
         """The samples of each device's last (or first) 1-minute window in ``[lo, hi)``."""
         if not devs:
             return {}
@@ -185,12 +194,10 @@ class EnergySeries:
         rows = await self.influx.rows(
             f"SELECT {agg} FROM {table(db, RP_1M)} WHERE time >= {int(lo)}ms AND time < {int(hi)}ms "
             f"AND device =~ {_device_regex(devs)} GROUP BY device", db=s.influx_db)
-        out: dict[str, list[Sample]] = {}
+        out: dict[str, DeviceSeries] = {}
         for row in rows:
             minute = int(row["time"])
-            got = await self._fetch(minute, minute + MINUTE_MS, {row["device"]})
-            for dev, ser in got.items():
-                out[dev] = ser.samples
+            out.update(await self._fetch(minute, minute + MINUTE_MS, {row["device"]}))
         return out
 
     async def recompute(self, ds: int, de: int, devices: set[str] | None) -> int:
@@ -201,9 +208,11 @@ class EnergySeries:
         before = [d for d, ser in data.items() if not any(x.ts_ms < lo for x in ser.samples)]
         after = [d for d, ser in data.items() if not any(x.ts_ms >= hi for x in ser.samples)]
         for dev, extra in (await self._neighbours(before, lo - LOOK_MS, lo - PAD_MS, last=True)).items():
-            data[dev].samples.extend(extra)
+            data[dev].samples.extend(extra.samples)
+            data[dev].export.extend(extra.export)
         for dev, extra in (await self._neighbours(after, hi + PAD_MS, hi + LOOK_MS, last=False)).items():
-            data[dev].samples.extend(extra)
+            data[dev].samples.extend(extra.samples)
+            data[dev].export.extend(extra.export)
         max_w = self.settings.analytics_max_power_w
         quarters = [q for dev, ser in data.items()
                     if (q := device_quarters(dev, ser, lo, hi, max_power_w=max_w)) is not None]

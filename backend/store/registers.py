@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,9 @@ class Sample(NamedTuple):
     energy_mwh: int
     boot: int = -1
     """Boot counter, or -1 when unknown (rollups)."""
+    reset_mwh: int = -1
+    """What a reset at this sample counts, when the raw readings already decided it (a rollup's boot edge: there
+    the step took seconds, not the window's width the plausibility check would judge it over); -1 = judge here."""
 
 
 class Interval(NamedTuple):
@@ -64,7 +67,7 @@ def _plausible(a: Sample, b: Sample, max_power_w: float, min_dt_ms: int = 1_000)
 
 def register_intervals(
     samples: Iterable[Sample], *, max_power_w: float = 50_000.0, gap_ms: int = 15 * 60_000, min_dt_ms: int = 1_000,
-    events: list[tuple[int, str]] | None = None,
+    events: list[tuple[int, str]] | None = None, known_gaps: Collection[tuple[int, int]] = (),
 ) -> tuple[list[Interval], RegisterStats]:
     """Consecutive register samples -> energy intervals, with resets, spikes and gaps handled (see module doc).
 
@@ -72,7 +75,8 @@ def register_intervals(
     last value to the next window's first happened somewhere within a window, not in the 1 ms between the
     sample times, so it is judged over a window width. ``events``, when given, receives ``(ts_ms, kind)`` per
     counted anomaly (kind ``reset``/``spike``/``jump``; ts is the anomalous sample's time), so a caller can
-    attribute the counts to time buckets (backend/energy_series.py).
+    attribute the counts to time buckets (backend/energy_series.py). ``known_gaps`` are sample pairs
+    ``(t0, t1)`` that are gaps whatever ``gap_ms`` says (found at a finer resolution than the samples').
     """
 
     def event(ts: int, kind: str) -> None:
@@ -86,17 +90,26 @@ def register_intervals(
     pending: Sample | None = None
 
     def emit(a: Sample, b: Sample, mwh: int) -> None:
-        gap = b.ts_ms - a.ts_ms > gap_ms
+        gap = b.ts_ms - a.ts_ms > gap_ms or (a.ts_ms, b.ts_ms) in known_gaps
         if gap:
             stats.gaps.append((a.ts_ms, b.ts_ms))
-        out.append(Interval(a.ts_ms, b.ts_ms, max(mwh, 0), gap))
+            # The one gap rule (docs/analytics.md): from the minute of the last reading before the gap to the
+            # minute of the first reading after it (both ends rounded down to the minute), the finest edges the
+            # 1-minute rollups still know, so raw readings, the energy series and the 1-hour rollups spread a gap
+            # alike.
+            out.append(Interval(a.ts_ms - a.ts_ms % MINUTE_MS, b.ts_ms - b.ts_ms % MINUTE_MS, max(mwh, 0), True))
+        else:
+            out.append(Interval(a.ts_ms, b.ts_ms, max(mwh, 0), False))
 
     def accept_reset(a: Sample, b: Sample) -> None:
         # Register restarted from zero: b's value is what was consumed since the reset (if plausible).
         stats.resets += 1
         event(b.ts_ms, "reset")
         zero = Sample(a.ts_ms, 0, a.boot)
-        emit(a, b, b.energy_mwh if _plausible(zero, b, max_power_w, min_dt_ms) else 0)
+        if b.reset_mwh >= 0:
+            emit(a, b, b.reset_mwh)
+        else:
+            emit(a, b, b.energy_mwh if _plausible(zero, b, max_power_w, min_dt_ms) else 0)
 
     for s in ordered:
         stats.samples += 1
@@ -202,6 +215,14 @@ class Bucket(msgspec.Struct, frozen=True):
     kwh: float
     estimated: bool = False
     """Part of this bucket's energy was spread over a data gap."""
+    injecao_kwh: float | None = None
+    """Sites with generation: energy exported to the grid (the export register), else None."""
+    liquido_kwh: float | None = None
+    """Consumption minus injection (negative when the site exported more than it drew)."""
+    geracao_kwh: float | None = None
+    """Sites with a generation meter: what it measured."""
+    autoconsumo: float | None = None
+    """(generation − injection) / generation: the share of the generation used on site (None without generation)."""
 
 
 class Consumption(msgspec.Struct, frozen=True):
@@ -214,6 +235,11 @@ class Consumption(msgspec.Struct, frozen=True):
     spikes: int
     jumps: int
     gaps: list[tuple[str, str]]
+    injecao_kwh: float | None = None
+    """Totals of the bucket fields of the same names (backend/analytics/generation.py)."""
+    liquido_kwh: float | None = None
+    geracao_kwh: float | None = None
+    autoconsumo: float | None = None
 
 
 def local_iso(ms: int, tz: ZoneInfo = TZ) -> str:
@@ -250,8 +276,10 @@ def consumption(
     gap_ms: int = 15 * 60_000,
     min_dt_ms: int = 1_000,
     with_peak: bool = True,
+    known_gaps: Collection[tuple[int, int]] = (),
 ) -> Consumption:
-    """Sum of several devices' consumption (one device, a group or a site) in calendar buckets."""
+    """Sum of several devices' consumption (one device, a group or a site) in calendar buckets (``known_gaps``:
+    see :func:`register_intervals`)."""
     edges = bucket_edges(start_ms, end_ms, granularity, tz)
     total = [0.0] * (len(edges) - 1)
     est = [False] * (len(edges) - 1)
@@ -259,7 +287,8 @@ def consumption(
     resets = spikes = jumps = 0
     gaps: list[tuple[str, str]] = []
     for samples in samples_by_device:
-        intervals, st = register_intervals(samples, max_power_w=max_power_w, gap_ms=gap_ms, min_dt_ms=min_dt_ms)
+        intervals, st = register_intervals(samples, max_power_w=max_power_w, gap_ms=gap_ms, min_dt_ms=min_dt_ms,
+                                           known_gaps=known_gaps)
         resets, spikes, jumps = resets + st.resets, spikes + st.spikes, jumps + st.jumps
         gaps.extend((local_iso(a, tz), local_iso(b, tz)) for a, b in st.gaps)
         mwh, e = allocate(intervals, edges)
@@ -306,17 +335,43 @@ def min_dt_for(resolution: Resolution) -> int:
 
 
 def window_samples(t: int, first: int | None, last: int | None, bmin: int | None, bmax: int | None,
-                   emax: int | None, width: int) -> list[Sample]:
+                   emax: int | None, width: int, pre: int | None = None, post: int | None = None,
+                   reset: int | None = None) -> list[Sample]:
     """One rollup window (start ``t``, ``width`` ms) as register samples: ``energy_first`` at the start (with
-    ``boot_min``), ``energy_last`` just before the end (with ``boot_max``) and, when the window contains a reset,
-    ``energy_max`` mid-window (the register just before the reset, so the energy before it is kept; its time
-    within the window is unknown). No sample for a window without register values."""
+    ``boot_min``), ``energy_last`` just before the end (with ``boot_max``), and in between what is known of a reset.
+
+    * A reboot inside the window (``boot_min != boot_max``) with its edge known (``pre``: the register just
+      before the newest boot's first reading, ``post``: that reading; written by the rollup worker) becomes both
+      values mid-window, so the energy on each side of it is kept: a step back (a register restarted from its last
+      EEPROM save) costs nothing but the step itself, as on the raw readings; ``reset`` is what the step counts
+      if it is a reset, as the raw readings decided it (:func:`edge_reset`).
+    * A window whose one boot began with its first reading carries the verdict on its first sample (the step is
+      from the previous window).
+    * Otherwise (a reset within one boot, or a rollup written before the edge fields existed), ``energy_max``
+      mid-window when the window contains a reset: the register just before it, so the energy before it is kept.
+
+    The times inside the window are unknown; the samples only need the right order. No sample for a window
+    without register values."""
     if first is None or last is None:
         return []
     b0 = int(bmin) if bmin is not None else -1
     b1 = int(bmax) if bmax is not None else -1
-    out = [Sample(int(t), int(first), b0)]
-    if emax is not None and (last < first or b0 != b1) and emax > first:
+    verdict = int(reset) if reset is not None and pre is not None and post is not None else -1
+    # One boot with an edge: the boot began with the window's first reading, so the verdict is that sample's.
+    out = [Sample(int(t), int(first), b0, verdict if b0 == b1 else -1)]
+    if pre is not None and post is not None and b0 != b1:
+        # 1 ms apart, as the reboot is one step: a reset's plausibility is then judged over the window's floor
+        # (min_dt_ms), not over half a window.
+        out.append(Sample(int(t) + width // 2 - 1, int(pre), b0))
+        out.append(Sample(int(t) + width // 2, int(post), b1, verdict))
+    elif emax is not None and (last < first or b0 != b1) and emax > first:
         out.append(Sample(int(t) + width // 2, int(emax), b0))
     out.append(Sample(int(t) + width - 1, int(last), b1))
     return out
+
+
+def edge_reset(before: Sample, at: Sample, max_power_w: float) -> int:
+    """What the step from ``before`` to ``at`` (consecutive raw readings across a boot change) counts if
+    :func:`register_intervals` takes it for a reset: ``at``'s value when plausible from zero, else 0 (a step
+    back). Stored with the rollup's boot edge, so the rollups decide it as the raw readings do."""
+    return at.energy_mwh if _plausible(Sample(before.ts_ms, 0, before.boot), at, max_power_w) else 0

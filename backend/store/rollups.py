@@ -13,14 +13,19 @@ and this worker recomputes exactly the marked windows:
    ``r1h`` for the enclosing hours;
 5. recompute the 15-min energy series per device and per site for the same windows
    (store/energy_series.py), and advance their backfill by one chunk;
-6. store the new watermark (and ``energy_v2_from_ms``, the time from which the energy series are complete).
+6. store the new watermark (and ``energy_v3_from_ms``, the time from which the energy series are complete).
 
 Every step is idempotent: a recomputed window overwrites the same points (measurement + tags + bucket time),
 so two replicas running the worker, or a pass repeated after a crash, never corrupt data.
 
 Rollup fields (both ``r1m`` and ``r1h``, measurement ``readings``, tags site/gateway/device):
 ``n`` (readings), ``energy_first``/``energy_last``/``energy_min``/``energy_max`` (register, mWh, integers),
-``boot_min``/``boot_max``, ``vrms_mean``/``_min``/``_max``, ``irms_mean``/``_max``, ``p_mean``/``_min``/``_max``,
+``export_first``/``export_last``/``export_min``/``export_max`` (the exported-energy register ``energy_export_mwh``,
+absent where the readings have none: old data reads as no export), ``boot_min``/``boot_max``,
+``energy_pre``/``energy_post``/``energy_reset`` and the same ``export_*`` (only on a minute where a new boot
+starts: each register just before and at its first reading, and what the step counts if it is a reset, see
+``_boot_edges``; the hour keeps its last minute's),
+``vrms_mean``/``_min``/``_max``, ``irms_mean``/``_max``, ``p_mean``/``_min``/``_max``,
 ``s_mean``/``_max``, ``pf_mean``/``_min``, ``freq_mean``, and ``<x>_sum`` for vrms, irms, p, s, pf, freq
 (the hourly means are sum/n of the minutes, i.e. exact means over the readings).
 """
@@ -38,13 +43,18 @@ from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.store.energy_series import BACKFILL_MS, FROM_FIELD, EnergySeries
 from backend.store.influx import InfluxClient
-from backend.store.layout import DIRTY, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, table
+from backend.store.layout import DIRTY, READINGS, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, table
+from backend.store.lineprotocol import escape_key
+from backend.store.registers import Sample, edge_reset
 from protocol.ids import is_device_id
 from protocol.timebase import DAY_MS, HOUR_MS, MINUTE_MS
 
 log = logging.getLogger(__name__)
 
 OVERLAP_NS: Final = 60 * 10**9
+EDGE_PAD_MS: Final = 15 * MINUTE_MS
+"""How far before a window the reading before a boot change is looked for (see ``_boot_edges``)."""
+EXPORT_FIELD: Final = "energy_export_mwh"
 MAX_DEVICE_FILTER: Final = 200
 """Windows touching more devices than this are recomputed for all devices (cheaper than a huge regex)."""
 
@@ -55,6 +65,8 @@ RAW_TO_1M: Final = ", ".join([
     "first(energy_mwh) AS energy_first", "last(energy_mwh) AS energy_last",
     "min(energy_mwh) AS energy_min", "max(energy_mwh) AS energy_max",
     "min(boot) AS boot_min", "max(boot) AS boot_max",
+    "first(energy_export_mwh) AS export_first", "last(energy_export_mwh) AS export_last",
+    "min(energy_export_mwh) AS export_min", "max(energy_export_mwh) AS export_max",
     "mean(vrms) AS vrms_mean", "min(vrms) AS vrms_min", "max(vrms) AS vrms_max",
     "mean(irms) AS irms_mean", "max(irms) AS irms_max",
     "mean(p) AS p_mean", "min(p) AS p_min", "max(p) AS p_max",
@@ -69,6 +81,10 @@ M1_TO_1H: Final = ", ".join([
     "first(energy_first) AS energy_first", "last(energy_last) AS energy_last",
     "min(energy_min) AS energy_min", "max(energy_max) AS energy_max",
     "min(boot_min) AS boot_min", "max(boot_max) AS boot_max",
+    "last(energy_pre) AS energy_pre", "last(energy_post) AS energy_post", "last(energy_reset) AS energy_reset",
+    "first(export_first) AS export_first", "last(export_last) AS export_last",
+    "min(export_min) AS export_min", "max(export_max) AS export_max",
+    "last(export_pre) AS export_pre", "last(export_post) AS export_post", "last(export_reset) AS export_reset",
     "sum(vrms_sum) / sum(n) AS vrms_mean", "min(vrms_min) AS vrms_min", "max(vrms_max) AS vrms_max",
     "sum(irms_sum) / sum(n) AS irms_mean", "max(irms_max) AS irms_max",
     "sum(p_sum) / sum(n) AS p_mean", "min(p_min) AS p_min", "max(p_max) AS p_max",
@@ -175,6 +191,13 @@ class RollupWorker:
         if self._earliest is None or cursor <= self._earliest:
             return 0
         start = cursor - BACKFILL_MS
+        # Rolled up again from the raw readings while they are kept (a SELECT INTO over expired raw data writes
+        # nothing, so older rollups stay): rollups written by an older version gain the fields added since
+        # (the export register, the boot edges) before the series are recomputed from them.
+        chunk = Window(start, cursor, None)
+        await self._recompute(chunk, RP_RAW, RP_1M, RAW_TO_1M, "1m")
+        await self._boot_edges(chunk)
+        await self._recompute(chunk, RP_1M, RP_1H, M1_TO_1H, "1h")
         await self.energy.recompute(start, cursor, None)
         if self.metrics:
             self.metrics.rollup_windows.labels("energy").inc()
@@ -198,6 +221,7 @@ class RollupWorker:
             windows_1m = merge_windows(marks, MINUTE_MS)
             for w in windows_1m:
                 await self._recompute(w, RP_RAW, RP_1M, RAW_TO_1M, "1m")
+                await self._boot_edges(w)
             windows_1h = merge_windows([(w.start, w.end, w.devices or set()) for w in windows_1m
                                         if w.devices is not None], HOUR_MS)
             windows_1h += merge_windows([(w.start, w.end, set()) for w in windows_1m if w.devices is None], HOUR_MS)
@@ -215,6 +239,44 @@ class RollupWorker:
             self.passes += 1
             return len(windows_1m) + len(windows_1h)
 
+
+    async def _boot_edges(self, w: Window) -> None:
+        """``energy_pre``/``energy_post``/``energy_reset`` (and ``export_*``) on the 1-minute rollup of each minute
+        where a new boot starts: each register just before the new boot's first reading and at it, and what that
+        step counts if it is a reset, judged over the readings' own interval (registers.window_samples and
+        edge_reset; judged over a rollup window, a register of a few tens of kWh looks like energy since a
+        reset). A min/max/first/last aggregate cannot say where inside a window a register stepped back, so these
+        few minutes are read back from the raw readings. The step is looked for from ``EDGE_PAD_MS`` before the
+        window, so a boot that starts a window is found too (that is what the hour and day folds need)."""
+        db = self.settings.influx_db
+        max_w = self.settings.analytics_max_power_w
+        where = f"time >= $lo AND time < $end{_device_filter(w.devices)}"
+        series = await self.influx.query(
+            f"SELECT d FROM (SELECT difference(boot) AS d FROM {table(db, RP_RAW)} WHERE {where} GROUP BY *) "
+            f"WHERE time >= $start AND d != 0 GROUP BY *", db=db, epoch="ms",
+            params={"lo": (w.start - EDGE_PAD_MS) * 1_000_000, "start": w.start * 1_000_000,
+                    "end": w.end * 1_000_000})
+        lines: dict[tuple[str, int], str] = {}
+        for ser in series:
+            tags = ",".join(f"{k}={escape_key(v)}" for k, v in sorted(ser.tags.items()) if v)
+            for t, _ in ser.values:
+                rows = await self.influx.rows(
+                    f"SELECT energy_mwh, {EXPORT_FIELD}, boot FROM {table(db, RP_RAW)} WHERE device = $d "
+                    "AND time <= $t ORDER BY time DESC LIMIT 2", db=db, epoch="ms",
+                    params={"d": ser.tags.get("device", ""), "t": int(t) * 1_000_000})
+                if len(rows) < 2 or any(r.get("energy_mwh") is None for r in rows):
+                    continue
+                at, before = rows
+                fields = ",".join(
+                    f"{name}_pre={b.energy_mwh}i,{name}_post={a.energy_mwh}i,{name}_reset={edge_reset(b, a, max_w)}i"
+                    for name, field in (("energy", "energy_mwh"), ("export", EXPORT_FIELD))
+                    if before.get(field) is not None and at.get(field) is not None
+                    for b, a in [(Sample(int(before["time"]), int(before[field]), int(before["boot"])),
+                                  Sample(int(at["time"]), int(at[field]), int(at["boot"])))])
+                minute = int(t) - int(t) % MINUTE_MS
+                lines[(tags, minute)] = f"{READINGS},{tags} {fields} {minute}"  # the newest boot of a minute wins
+        if lines:
+            await self.influx.write(list(lines.values()), db, rp=RP_1M, precision="ms")
 
     async def _recompute(self, w: Window, src: str, dst: str, fields: str, label: str) -> None:
         s = self.settings
