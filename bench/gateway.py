@@ -17,6 +17,9 @@
    coalesced like the backend, per 20 ms), so the gateway keeps every reading until its receipt and deletes it
    then. Prints both rates (and CPU) and their ratio, and the MQTT bytes receipts add per reading: the
    ``batch_id`` field uplink and the receipt messages downlink (payload, topic and packet header).
+
+``--check`` exits 1 when a ratio of the parts that ran drops below its floor in ``FLOORS``. The queue's ratios
+are left out: they follow the disk's fsync latency, which a shared machine does not hold still.
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ from protocol import mqtt  # noqa: E402
 from sim.runner import MeterRunner  # noqa: E402
 
 SITE, GW = "bench", "gw-1"
+
+FLOORS = {
+    "sustained: delivered / produced": 0.9,  # 1.: about 1.0 (a reading in flight at each end of the window)
+    "drain: gateway / raw paho": 0.15,  # 2.: 0.3-0.5 (docs/gateway.md)
+    "receipts: drain with / without": 0.7,  # 4.: 0.98-1.22 (docs/gateway.md)
+}
+"""``--check``: ratio name -> the lowest value that passes (from runs on the 2-core development machine, with
+margin for a loaded one)."""
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -205,11 +216,13 @@ class Sustained(NamedTuple):
     """Uplink batch ids and downlink receipts, per reading (0 without receipts)."""
 
 
-def bench_sustained(tmp: Path, broker: MosquittoService, meters: int, seconds: float) -> None:
+def bench_sustained(tmp: Path, broker: MosquittoService, meters: int, seconds: float) -> float:
+    """Returns readings delivered / produced by the meters in the window."""
     r = run_sustained(tmp, broker, meters, seconds, receipts=False)
     print(f"[sustained] {meters} meters x 1 reading/s for {r.seconds:.1f} s: {r.readings} readings delivered "
           f"({r.readings / r.seconds:.1f}/s); gateway CPU {r.cpu_pct:.1f} % of one core, "
           f"peak RSS {r.rss_mb:.1f} MB (target < 60 MB)")  # fmt: skip
+    return r.readings / (meters * r.seconds)
 
 
 def drain_once(tmp: Path, broker: MosquittoService, qpath: Path, n: int, inflight: int,
@@ -245,8 +258,8 @@ def queue_left(qpath: Path) -> int:
         db.close()
 
 
-def bench_drain(tmp: Path, broker: MosquittoService, n: int, inflight: int) -> Path:
-    """Returns a copy of the pre-filled queue file, for the receipts bench."""
+def bench_drain(tmp: Path, broker: MosquittoService, n: int, inflight: int) -> tuple[Path, float]:
+    """Returns a copy of the pre-filled queue file, for the receipts bench, and the ratio gateway / raw."""
     qpath = tmp / "drain.sqlite3"
     rows = make_rows(n)
     q = DurableQueue(str(qpath), max_rows=n + 1, max_bytes=10**10, synchronous="normal")
@@ -289,12 +302,13 @@ def bench_drain(tmp: Path, broker: MosquittoService, n: int, inflight: int) -> P
           f"{n / (t_all - t0):,.0f}/s including process start and queue open) vs raw paho publish of the same "
           f"{len(payloads)} payloads {raw_rate:,.0f} readings/s: ratio {rate / raw_rate:.2f} "
           "(target >= 20,000/s)")  # fmt: skip
-    return spare
+    return spare, rate / raw_rate
 
 
 def bench_receipts(tmp: Path, broker: MosquittoService, spare: Path, n: int, inflight: int, meters: int,
-                   seconds: float) -> None:
-    """Receipts on vs off: drain throughput and CPU, sustained CPU, and the MQTT bytes they add per reading."""
+                   seconds: float) -> float:
+    """Receipts on vs off: drain throughput and CPU, sustained CPU, and the MQTT bytes they add per reading.
+    Returns the drain's ratio with / without."""
     copy = tmp / "drain-receipts-off.sqlite3"
     shutil.copy(spare, copy)
     off_rate, off_cpu, _ = drain_once(tmp, broker, copy, n, inflight, receipts=False)
@@ -312,6 +326,7 @@ def bench_receipts(tmp: Path, broker: MosquittoService, spare: Path, n: int, inf
           f"{off.cpu_pct:.2f} % without; peak RSS {on.rss_mb:.1f} vs {off.rss_mb:.1f} MB; receipts add "
           f"{on.receipt_bytes_per_reading:.1f} MQTT bytes per reading (batch ids up, receipts down, answered every "
           "20 ms)")
+    return on_rate / off_rate
 
 
 def bench_queue(tmp: Path, n: int) -> None:
@@ -350,7 +365,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
     ap.add_argument("--only", choices=["sustained", "drain", "queue", "receipts"])
+    ap.add_argument("--check", action="store_true", help="exit 1 when a ratio is below its floor (FLOORS)")
     args = ap.parse_args()
+    ratios: dict[str, float] = {}
     n_drain = 100_000 if args.quick else 1_000_000
     seconds = 8.0 if args.quick else 20.0
     with tempfile.TemporaryDirectory(prefix="cds-bench-gw-") as d:
@@ -362,11 +379,17 @@ def main() -> None:
         if args.only in (None, "sustained", "drain", "receipts"):
             with MosquittoService(tmp / "mosquitto") as broker:
                 if args.only in (None, "sustained"):
-                    bench_sustained(tmp, broker, 16, seconds)
+                    ratios["sustained: delivered / produced"] = bench_sustained(tmp, broker, 16, seconds)
                 if args.only in (None, "drain", "receipts"):
-                    spare = bench_drain(tmp, broker, n_drain, inflight=16)
+                    spare, ratios["drain: gateway / raw paho"] = bench_drain(tmp, broker, n_drain, inflight=16)
                     if args.only in (None, "receipts"):
-                        bench_receipts(tmp, broker, spare, n_drain, 16, 16, seconds)
+                        ratios["receipts: drain with / without"] = bench_receipts(tmp, broker, spare, n_drain, 16,
+                                                                                  16, seconds)  # fmt: skip
+    if args.check:
+        failed = [name for name, value in ratios.items() if value < FLOORS[name]]
+        for name, value in ratios.items():
+            print(f"check: {name} {value:.3f} {'<' if name in failed else '>='} floor {FLOORS[name]}")
+        sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ APT_PACKAGES=(
     mosquitto mosquitto-clients influxdb influxdb-client
     gcc-avr avr-libc binutils-avr simavr libsimavr-dev libelf-dev
     chromium
-    prometheus prometheus-blackbox-exporter nginx-light stress-ng systemd
+    prometheus prometheus-blackbox-exporter nginx-light stress-ng systemd docker-compose
 )
 
 missing=()
