@@ -106,9 +106,14 @@ class CommitResult(NamedTuple):
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     # The queue holds a household's consumption: create the file owner-only before SQLite would create it with
-    # the process's umask (SQLite gives the -wal and -shm files the database file's mode).
+    # the process's umask (SQLite gives the -wal and -shm files the database file's mode). Only when it does not
+    # exist yet (O_EXCL): closing a descriptor of a file releases every POSIX lock this process holds on it, so
+    # opening an existing queue beside SQLite's own connections would silently drop their locks and let another
+    # process read half a transaction.
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise QueueError(f"cannot open queue: {exc}", path) from exc
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)

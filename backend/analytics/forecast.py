@@ -11,6 +11,9 @@ The backtest rolls the origin over the last weeks of history (train on everythin
 7 days) and reports both mean absolute errors; ``skill = 1 − MAE_method / MAE_baseline`` (> 0 = better). The
 method's backtest residuals give the interval: per day ±z·σ, for a sum of n days ±z·σ·√n (z = 1,2816 for
 80 %), floored at 0.
+
+A day without data is ``None`` in the history, a gap and not 0 kWh: the profile averages the weeks that have that
+weekday, seasonal naive reaches back to the latest week that has it, and the backtest scores only days with data.
 """
 
 from __future__ import annotations
@@ -29,43 +32,61 @@ BETA: Final = 0.7
 MIN_HISTORY_DAYS: Final = 14
 
 
-def seasonal_naive(history: Sequence[float], horizon: int) -> list[float]:
-    """``y[t] = y[t-7]``, recursively past the first week."""
+History = Sequence[float | None]
+"""Daily kWh, oldest first; None for a day without data."""
+
+
+def _known(history: History) -> list[float]:
+    return [v for v in history if v is not None]
+
+
+def seasonal_naive(history: History, horizon: int) -> list[float]:
+    """``y[t] = y[t-7]`` (the latest earlier week with data that weekday), recursively past the first week."""
     series = list(history)
+    known = _known(history)
     for _ in range(horizon):
-        series.append(series[-7] if len(series) >= 7 else (series[-1] if series else 0.0))
-    return series[len(history):]
+        same = next((series[i] for i in range(len(series) - 7, -1, -7) if series[i] is not None), None)
+        series.append(same if same is not None else (known[-1] if known else 0.0))
+    return [v or 0.0 for v in series[len(history):]]
 
 
-def weekly_profile(history: Sequence[float], horizon: int, *, weeks: int = WEEKS, beta: float = BETA) -> list[float]:
+def weekly_profile(history: History, horizon: int, *, weeks: int = WEEKS, beta: float = BETA) -> list[float]:
     """Weighted mean of the same weekday over the last ``weeks`` weeks, times a recent-level factor."""
     n = len(history)
     if n < 7:
-        mean = sum(history) / n if n else 0.0
+        known = _known(history)
+        mean = sum(known) / len(known) if known else 0.0
         return [mean] * horizon
 
-    def profile(t: int, series: Sequence[float]) -> float:
+    def profile(t: int, series: Sequence[float | None]) -> float | None:
         num = den = 0.0
         for k in range(1, weeks + 1):
             i = t - 7 * k
             if i < 0:
                 break
+            v = series[i]
+            if v is None:
+                continue
             w = beta ** (k - 1)
-            num += w * series[i]
+            num += w * v
             den += w
-        return num / den if den else 0.0
+        return num / den if den else None
 
     # Level: last 7 days against what the profile would have said for them (clamped, to stay robust).
     level = 1.0
     if n >= 14:
-        recent = sum(history[n - 7:])
-        expected = sum(profile(t, history) for t in range(n - 7, n))
+        pairs = [(history[t], profile(t, history)) for t in range(n - 7, n)]
+        recent = sum(y for y, p in pairs if y is not None and p is not None)
+        expected = sum(p for y, p in pairs if y is not None and p is not None)
         if expected > 0:
             level = min(max(recent / expected, 0.8), 1.25)
-    series = list(history)
+    fallback = _known(history)
+    mean = sum(fallback) / len(fallback) if fallback else 0.0
+    series: list[float | None] = list(history)
     out: list[float] = []
     for h in range(horizon):
-        value = profile(n + h, series) * level
+        base = profile(n + h, series)
+        value = (mean if base is None else base) * level
         series.append(value / level if level else value)  # later steps reuse the unscaled profile
         out.append(max(value, 0.0))
     return out
@@ -83,7 +104,7 @@ class Backtest(msgspec.Struct):
     residual_sd_kwh: float
 
 
-def backtest(history: Sequence[float], *, horizon: int = 7, max_folds: int = 8) -> Backtest | None:
+def backtest(history: History, *, horizon: int = 7, max_folds: int = 8) -> Backtest | None:
     """Rolling-origin backtest over the last ``max_folds`` weeks; None with too little history."""
     n = len(history)
     origins = [o for o in range(n - horizon, MIN_HISTORY_DAYS - 1, -horizon)][:max_folds]
@@ -96,9 +117,13 @@ def backtest(history: Sequence[float], *, horizon: int = 7, max_folds: int = 8) 
         train, test = history[:o], history[o:o + horizon]
         pm, pb = weekly_profile(train, len(test)), seasonal_naive(train, len(test))
         for y, a, b in zip(test, pm, pb, strict=True):
+            if y is None:  # a gap has no error to score
+                continue
             err_m.append(abs(y - a))
             err_b.append(abs(y - b))
             residuals.append(y - a)
+    if not err_m:
+        return None
     mae_m, mae_b = sum(err_m) / len(err_m), sum(err_b) / len(err_b)
     return Backtest(
         method=f"perfil semanal ponderado ({WEEKS} semanas, β={BETA})", baseline="sazonal ingênuo (mesmo dia da "
@@ -137,7 +162,7 @@ def _total(values: Sequence[float], sd: float) -> Total:
     return Total(kwh=round(s, 3), low=round(max(s - half, 0.0), 3), high=round(s + half, 3), days=len(values))
 
 
-def forecast_daily(history: Sequence[float], last_day: dt.date) -> Forecast:
+def forecast_daily(history: History, last_day: dt.date) -> Forecast:
     """Forecast the days after ``last_day`` (the last complete day in ``history``) through 7 days and the end of
     that month (or of the next, if the month ends within the week)."""
     month_end = (last_day.replace(day=1) + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
@@ -147,7 +172,8 @@ def forecast_daily(history: Sequence[float], last_day: dt.date) -> Forecast:
         rest = ((nxt.replace(day=1) + dt.timedelta(days=32)).replace(day=1) - nxt).days
     horizon = max(7, rest)
     bt = backtest(history)
-    sd = bt.residual_sd_kwh if bt else (statistics.pstdev(history) if len(history) > 1 else 0.0)
+    known = _known(history)
+    sd = bt.residual_sd_kwh if bt else (statistics.pstdev(known) if len(known) > 1 else 0.0)
     values = weekly_profile(history, horizon)
     days = [DayForecast(date=(last_day + dt.timedelta(days=i + 1)).isoformat(), kwh=round(v, 3),
                         low=round(max(v - Z80 * sd, 0.0), 3), high=round(v + Z80 * sd, 3))

@@ -135,7 +135,9 @@ async def site_renewable(svc: AnalyticsService, grid: GridData, scope: Scope, st
         raise NotFoundError(f"Site '{scope.label}' não configurado (BACKEND_SITES_FILE).")
     await svc.data.load()
     code, origin = subsystem_of(svc, scope)
-    hourly = await svc.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
+    # The site's hourly series, never the raw readings: ONS's balance is hourly anyway, and the month's first
+    # days would otherwise read every one-second reading of every meter.
+    hourly = await svc.consumo(scope, start_ms, end_ms, "hour", with_peak=False, raw=False)
     shares = await grid.renewable_shares(code, start_ms, end_ms)
     c = coincide(((b.start_ms, b.kwh) for b in hourly.buckets), shares)
     days = [RenewableDay(dia=d, kwh=round(v[0], 3), kwh_renovavel=round(v[2], 3), participacao_pct=_pct(v[2], v[1]))

@@ -1,9 +1,15 @@
 """Daily, weekly and monthly summaries as JSON rows and as CSV formatted for Brazilian spreadsheets.
 
 Each row: period, local start/end, kWh, peak demand (kW, 15 min) when known, estimated cost and the bandeira.
-The cost of a row is the sum over its days of each day's energy per posto × that day's price with taxes
-(billing.unit_prices: tariff in force + that month's bandeira, grossed up by ICMS/PIS/COFINS) — an estimate; the
-cycle bill (``custo``) is the line-by-line figure.
+
+One number everywhere (docs/analytics.md, "One rounding rule"): the report's total cost is the energy lines of the
+period's bill (billing.estimate_bill: quantity × unit price with taxes, rounded per line), and its total kWh is the
+period's energy rounded once to the Wh, as on that bill. The rows share those totals out in proportion to each
+row's own cost (each day's energy per posto × that day's price with taxes and bandeira) and energy, to the cent and
+to the Wh (billing.apportion), so the printed rows add up to the printed total and the total is the bill's.
+
+A day without any reading (no energy and none spread over a gap) is a gap, not 0 kWh: it takes no share of the
+totals, a row made only of such days is ``no_data`` and the CSV leaves its kWh and cost empty ("sem dados").
 
 CSV: ``;`` separator, decimal comma, ``.`` thousands separator, dates ``dd/mm/aaaa``, UTF-8 with BOM (so
 Excel in pt-BR opens accents and numbers correctly), CRLF line ends.
@@ -22,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from backend.analytics.billing import CENT, WH, apportion, money
 from backend.aneel.postos import PostoWindows, split_by_posto
 from backend.store.registers import Bucket, bucket_edges
 from protocol.timebase import TZ
@@ -29,7 +36,8 @@ from protocol.timebase import TZ
 ReportKind = Literal["diario", "semanal", "mensal"]
 KIND_GRANULARITY: Final = {"diario": "day", "semanal": "week", "mensal": "month"}
 PriceFn = Callable[[dt.date, dict[str, float]], Decimal | None]
-"""(local day, kWh per posto of that day) -> cost of that day in R$ (None = cannot be priced)."""
+"""(local day, kWh per posto of that day) -> cost of that day in R$, unrounded (None = cannot be priced): the
+weight of the day in the period's total."""
 
 
 class ReportRow(msgspec.Struct):
@@ -37,10 +45,13 @@ class ReportRow(msgspec.Struct):
     start: str
     end: str
     kwh: float
+    """0 with ``no_data`` when no day of the row has data; the CSV then leaves it empty."""
     peak_kw: float | None = None
     cost_rs: Decimal | None = None
     flag: str | None = None
     estimated: bool = False
+    no_data: bool = False
+    """No reading in the whole row: a gap, not 0 kWh (the CSV leaves kWh and cost empty, "sem dados")."""
 
 
 class Report(msgspec.Struct):
@@ -60,6 +71,12 @@ def _label(kind: ReportKind, day: dt.date) -> str:
     return f"{day:%Y-%m}"
 
 
+def has_data(hours: Sequence[Bucket]) -> bool:
+    """A register that moved, or energy spread over a gap: readings exist. A meter measures to the Wh and a
+    household always draws something, so a day whose register never moved had no readings at all."""
+    return any(x.kwh != 0 or x.estimated for x in hours)
+
+
 def build_report(
     scope: str,
     kind: ReportKind,
@@ -69,41 +86,56 @@ def build_report(
     *,
     windows: PostoWindows | None = None,
     price: PriceFn | None = None,
+    total_cost: Decimal | None = None,
     flag_of: Callable[[dt.date], str | None] | None = None,
     peaks: Sequence[Bucket] = (),
     tz: ZoneInfo = TZ,
 ) -> Report:
-    """Rows of ``kind`` from hourly buckets; ``peaks`` (15-min buckets) give each row's peak demand."""
+    """Rows of ``kind`` from hourly buckets; ``peaks`` (15-min buckets) give each row's peak demand.
+
+    ``total_cost`` is the period's bill for its energy (shared out over the rows by their ``price``); without it
+    the rows' own costs are summed and rounded once."""
     edges = bucket_edges(start_ms, end_ms, KIND_GRANULARITY[kind], tz)  # type: ignore[arg-type]
     rows: list[ReportRow] = []
+    energy: list[Decimal | None] = []
+    weights: list[Decimal | None] = []
     for a, b in itertools.pairwise(edges):
         inside = [x for x in hourly if a <= x.start_ms < b]
         day0 = dt.datetime.fromtimestamp(a / 1000, tz).date()
         last = dt.datetime.fromtimestamp((b - 1) / 1000, tz).date()
-        kwh = sum(x.kwh for x in inside)
-        cost: Decimal | None = None
-        if price is not None and windows is not None:
-            by_day: dict[dt.date, list[Bucket]] = {}
-            for x in inside:
-                by_day.setdefault(dt.datetime.fromtimestamp(x.start_ms / 1000, tz).date(), []).append(x)
-            total = Decimal(0)
-            for day, xs in sorted(by_day.items()):
-                split = split_by_posto(((x.start_ms, x.end_ms, x.kwh) for x in xs), windows, tz)
-                c = price(day, split.kwh)
+        by_day: dict[dt.date, list[Bucket]] = {}
+        for x in inside:
+            by_day.setdefault(dt.datetime.fromtimestamp(x.start_ms / 1000, tz).date(), []).append(x)
+        days = {d: xs for d, xs in sorted(by_day.items()) if has_data(xs)}
+        weight: Decimal | None = None
+        if days and price is not None and windows is not None:
+            weight = Decimal(0)
+            for day, xs in days.items():
+                c = price(day, split_by_posto(((x.start_ms, x.end_ms, x.kwh) for x in xs), windows, tz).kwh)
                 if c is None:
-                    total = Decimal(-1)
+                    weight = None
                     break
-                total += c
-            cost = total if total >= 0 else None
+                weight += c
         pk = [x for x in peaks if a <= x.start_ms < b and not x.estimated]
-        peak = round(max(x.kwh for x in pk) * 4, 3) if pk else None
-        rows.append(ReportRow(period=_label(kind, day0), start=day0.isoformat(), end=last.isoformat(),
-                              kwh=round(kwh, 3), peak_kw=peak, cost_rs=cost,
-                              flag=flag_of(day0) if flag_of else None, estimated=any(x.estimated for x in inside)))
-    costs = [r.cost_rs for r in rows]
-    return Report(scope=scope, kind=kind, rows=rows, total_kwh=round(sum(r.kwh for r in rows), 3),
-                  total_cost_rs=sum((c for c in costs if c is not None), Decimal(0))
-                  if costs and all(c is not None for c in costs) else None)
+        energy.append(Decimal(str(sum(x.kwh for xs in days.values() for x in xs))) if days else None)
+        weights.append(weight)
+        rows.append(ReportRow(period=_label(kind, day0), start=day0.isoformat(), end=last.isoformat(), kwh=0.0,
+                              peak_kw=round(max(x.kwh for x in pk) * 4, 3) if pk else None,
+                              flag=flag_of(day0) if flag_of else None, estimated=any(x.estimated for x in inside),
+                              no_data=not days))
+    with_data = [i for i, e in enumerate(energy) if e is not None]
+    kwh_total = sum((energy[i] or Decimal(0) for i in with_data), Decimal(0)).quantize(WH, rounding=ROUND_HALF_UP)
+    for i, part in zip(with_data, apportion([energy[i] or Decimal(0) for i in with_data], kwh_total, WH),
+                       strict=True):
+        rows[i].kwh = float(part)
+    cost_total: Decimal | None = None
+    priced = [weights[i] for i in with_data]
+    if with_data and price is not None and all(w is not None for w in priced):
+        exact = [w or Decimal(0) for w in priced]
+        cost_total = total_cost if total_cost is not None else money(sum(exact, Decimal(0)))
+        for i, part in zip(with_data, apportion(exact, cost_total, CENT), strict=True):
+            rows[i].cost_rs = part
+    return Report(scope=scope, kind=kind, rows=rows, total_kwh=float(kwh_total), total_cost_rs=cost_total)
 
 
 def fmt_br(value: float | Decimal | None, decimals: int = 2) -> str:
@@ -129,7 +161,9 @@ def to_csv(report: Report) -> str:
     w = csv.writer(buf, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     w.writerow(HEADER)
     for r in report.rows:
-        w.writerow([r.period, date_br(r.start), date_br(r.end), fmt_br(r.kwh, 3), fmt_br(r.peak_kw, 3),
-                    fmt_br(r.cost_rs, 2), r.flag or "", "sim" if r.estimated else "não"])
+        w.writerow([r.period, date_br(r.start), date_br(r.end), "" if r.no_data else fmt_br(r.kwh, 3),
+                    fmt_br(r.peak_kw, 3),
+                    fmt_br(r.cost_rs, 2), r.flag or "",
+                    "sem dados" if r.no_data else "sim" if r.estimated else "não"])
     w.writerow(["Total", "", "", fmt_br(report.total_kwh, 3), "", fmt_br(report.total_cost_rs, 2), "", ""])
     return "\ufeff" + buf.getvalue()

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from backend.analytics.alerts import AlertEngine
-from backend.analytics.billing import Bill, estimate_bill, quick_cost, unit_prices
+from backend.analytics.billing import Bill, energy_cost, estimate_bill, quick_cost, unit_prices
 from backend.analytics.credits import CreditLot, add_months, ledger
 from backend.analytics.forecast import Forecast, forecast_daily
 from backend.analytics.generation import combine, without
@@ -31,7 +31,7 @@ from backend.analytics.queries import (
     fetch_samples,
     series_consumption,
 )
-from backend.analytics.reports import Report, ReportKind, build_report
+from backend.analytics.reports import Report, ReportKind, build_report, has_data
 from backend.analytics.scee import SceeBill, scee_bill
 from backend.aneel.postos import POSTOS, PostoWindows, split_by_posto
 from backend.aneel.sites import AVAILABILITY_KWH, SiteConfig
@@ -179,10 +179,15 @@ class AnalyticsService:
         return Scope(label=site, site=cfg, site_id=site, devices=[])
 
     async def consumo(self, scope: Scope, start_ms: int, end_ms: int, granularity: Granularity,
-                      *, with_peak: bool = True, series: bool = True) -> Consumption:
+                      *, with_peak: bool = True, series: bool = True, raw: bool = True) -> Consumption:
         """Consumption of a site, group or device. Beyond the raw range the energy series answer (one series per
         site, or the devices' 15-min/daily series summed inside InfluxDB) once complete from the range's start;
         otherwise, or with ``series=False``, the per-meter rollups.
+
+        ``raw=False`` reads the series even for a short range once they cover it (hour buckets and coarser, which
+        the series carry exactly): a day of one-second readings is 86 400 rows per meter, while the site's hourly
+        series is 24 rows kept up to the minute by the rollup worker — what a summary polled every minute can
+        afford. Without the series (rollups off, backfill running) the raw readings still answer.
 
         A site with generation (``[site.gd]`` or generation meters) also gets injection and net energy per bucket,
         and with generation meters the generation and self-consumption share (backend/analytics/generation.py);
@@ -190,7 +195,7 @@ class AnalyticsService:
         site = scope.site
         if site is None or (site.gd is None and not site.generation):
             return await self._register(scope.site_id, scope.devices, start_ms, end_ms, granularity, "import",
-                                        with_peak=with_peak, series=series)
+                                        with_peak=with_peak, series=series, raw=raw)
         whole_site = scope.site_id is not None
         gen_devs = [d for d in site.generation if whole_site or d in scope.devices]
         devices = [d for d in scope.devices if d not in gen_devs]
@@ -199,11 +204,11 @@ class AnalyticsService:
 
         async def energy(register: Register, peak: bool) -> tuple[Consumption, Consumption | None]:
             got = await self._register(scope.site_id, devices, start_ms, end_ms, granularity, register,
-                                       with_peak=peak, series=series)
+                                       with_peak=peak, series=series, raw=raw)
             if not gen_devs:
                 return got, None
             gen = await self._register(None, gen_devs, start_ms, end_ms, granularity, register, with_peak=False,
-                                       series=series)
+                                       series=series, raw=raw)
             return (without(got, gen) if whole_site else got), gen
 
         cons, generated = await energy("import", with_peak)
@@ -214,10 +219,12 @@ class AnalyticsService:
 
     async def _register(self, site_id: str | None, devices: list[str], start_ms: int, end_ms: int,
                         granularity: Granularity, register: Register, *, with_peak: bool,
-                        series: bool) -> Consumption:
+                        series: bool, raw: bool = True) -> Consumption:
         """One register's energy for a site or a device list, from the series, the rollups or the raw readings."""
         res = choose_resolution(start_ms, end_ms, granularity)
         db = self.settings.influx_db
+        if res == "raw" and not raw and granularity != "15min" and await self._site_series_cover(start_ms):
+            res = "r1h"
         if series and res != "raw" and (site_id or devices) and await self._site_series_cover(start_ms):
             return await series_consumption(self.influx, db, start_ms, end_ms, granularity, site=site_id,
                                             devices=devices, with_peak=with_peak, register=register)
@@ -245,6 +252,12 @@ class AnalyticsService:
                                       max_power_w=max_w)
             c = msgspec.structs.replace(c, peak_kw=kw, peak_at=at)
         return c
+
+    async def exported(self, scope: Scope, start_ms: int, end_ms: int, granularity: Granularity) -> Consumption:
+        """The export register's energy of a scope's meters whether or not its site declares generation (a solar
+        meter exports before anyone writes ``[site.gd]``), from the series when they cover the range."""
+        return await self._register(scope.site_id, scope.devices, start_ms, end_ms, granularity, "export",
+                                    with_peak=False, series=True, raw=False)
 
     async def _site_series_cover(self, start_ms: int) -> bool:
         """Whether the energy series are complete from ``start_ms`` (their backfill may still be running)."""
@@ -412,8 +425,8 @@ class AnalyticsService:
         _, _, start_ms, end_ms = local_range((today - dt.timedelta(days=history_days)).isoformat(),
                                              last_day.isoformat())
         daily = await self.consumo(scope, start_ms, end_ms, "day", with_peak=False)
-        history = [b.kwh for b in daily.buckets]
-        while history and history[0] == 0.0:  # before the meter existed
+        history: list[float | None] = [b.kwh if has_data([b]) else None for b in daily.buckets]
+        while history and history[0] is None:  # before the meter existed
             history.pop(0)
         fc = forecast_daily(history, last_day)
         mtd = sum(b.kwh for b in daily.buckets
@@ -447,23 +460,34 @@ class AnalyticsService:
                            next_7_days_cost_rs=c7, rest_of_month_cost_rs=crest)
 
     async def relatorio(self, scope: Scope, kind: ReportKind, start_ms: int, end_ms: int) -> Report:
+        """Rows that add up to the period's bill: the total is what ``custo`` and ``tarifa-branca`` print for the
+        same energy and days (its energy lines, without the availability charge), shared out over the rows."""
         hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
         peaks = []
         if end_ms - start_ms <= 40 * DAY_MS:
             peaks = (await self.consumo(scope, start_ms, end_ms, "15min", with_peak=False)).buckets
         site = scope.site
         price_fn = flag_fn = windows = None
+        total: Decimal | None = None
         if site is not None:
             with contextlib.suppress(UnavailableError):
                 await self._books()
                 windows = self._windows(site)
                 books = self.data
+                first = dt.datetime.fromtimestamp(start_ms / 1000, TZ).date()
+                last = dt.datetime.fromtimestamp((end_ms - 1) / 1000, TZ).date()
+                split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), windows)
+                with contextlib.suppress(TariffError):
+                    total = energy_cost(estimate_bill(site, first, last, split.kwh, books.tariffs, books.flags))
 
                 def price_fn(day: dt.date, kwh: dict[str, float]) -> Decimal | None:
                     try:
-                        return quick_cost(kwh, unit_prices(site, day, books.tariffs, books.flags))
+                        prices = unit_prices(site, day, books.tariffs, books.flags)
                     except TariffError:
                         return None
+                    if "Não se aplica" in prices:
+                        return Decimal(str(sum(kwh.values()))) * prices["Não se aplica"]
+                    return sum((Decimal(str(kwh.get(p, 0.0))) * v for p, v in prices.items()), Decimal(0))
 
                 def flag_fn(day: dt.date) -> str | None:
                     try:
@@ -471,5 +495,6 @@ class AnalyticsService:
                     except TariffError:
                         return None
 
-        return build_report(scope.label, kind, hourly.buckets, start_ms, end_ms, windows=windows, price=price_fn,
-                            flag_of=flag_fn, peaks=peaks)
+        return build_report(scope.label, kind, hourly.buckets, start_ms, end_ms, windows=windows,
+                            price=price_fn if total is not None else None, total_cost=total, flag_of=flag_fn,
+                            peaks=peaks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +130,15 @@ async def test_analytics_endpoints_over_a_real_month(api: tuple[AsyncTestClient[
     assert r.status_code == 200, r.text
     conta = r.json()["conta"]
     assert (conta["start"], conta["end"], conta["total"], conta["subtotal"]) == (
-        "2026-04-16", "2026-05-15", "528.30", "373.80")
-    assert "Total: R$ 528,30" in r.json()["explicacao"]
+        "2026-04-16", "2026-05-15", "528.28", "373.79")
+    assert "Total: R$ 528,28" in r.json()["explicacao"]
     assert conta["rehs"] == ["RESOLUÇÃO HOMOLOGATÓRIA Nº 3.571, DE 10 DE MARÇO DE 2026"]
 
     r = await client.get("/api/v1/analytics/tarifa-branca", headers=h, params={
         "site": site, "inicio": "2026-04-16", "fim": "2026-05-15"})
     assert r.status_code == 200, r.text
     tb = r.json()
-    assert (tb["branca"]["total"], tb["saving_rs"]) == ("558.59", "-30.29")
+    assert (tb["convencional"]["total"], tb["branca"]["total"], tb["saving_rs"]) == ("528.28", "558.58", "-30.30")
     assert tb["kwh"] == {"Ponta": 70.0, "Intermediário": 20.0, "Fora ponta": 330.0}
     assert tb["hours"][0]["hora"] in (18, 19)  # the evening load drives the difference
 
@@ -147,6 +148,9 @@ async def test_analytics_endpoints_over_a_real_month(api: tuple[AsyncTestClient[
     lines = r.text.lstrip("\ufeff").split("\r\n")
     assert lines[1].startswith("2026-04;01/04/2026;30/04/2026;210,000;1,500;")
     assert lines[1].endswith(";Verde;não") and lines[2].endswith(";Amarela;não")
+    # One number everywhere: the CSV's total is the bill's and the comparison's, to the cent and the Wh.
+    assert lines[3] == "Total;;;420,000;;528,28;;"
+    assert sum(D(x.split(";")[5].replace(",", ".")) for x in lines[1:3]) == D("528.28")
 
     r = await client.get("/api/v1/analytics/previsao", headers=h, params={"device": DEV1})
     assert r.status_code == 200, r.text

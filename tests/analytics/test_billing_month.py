@@ -17,22 +17,21 @@ Hourly energy is spread evenly over 15-min slices, so on a working day:
   -> ponta 3,5, intermediário 1,0, fora ponta 9,5 kWh/day.
 Cycle: ponta 20 x 3,5 = 70; intermediário 20 x 1 = 20; fora ponta 20 x 9,5 + 10 x 14 = 330 kWh.
 
+Every line is quantity × unit price with taxes (8 decimals), rounded to the cent; the total is the sum of the
+lines. Tax factor (1 - 0,24) x (1 - 0,0123 - 0,0567) = 0,76 x 0,931 = 0,70756.
 Convencional:
-  TUSD 420 x 578,56 / 1000 = 242,9952 -> 243,00
-  TE   420 x 302,00 / 1000 = 126,84
-  Bandeira Verde 04/2026 15/30 = 0,00;  Amarela 05/2026: 420 x 18,85/1000 x 15/30 = 3,9585 -> 3,96
-  Subtotal 373,80; factor (1 - 0,24) x (1 - 0,0123 - 0,0567) = 0,76 x 0,931 = 0,70756
-  gross 373,80 / 0,70756 = 528,29442...; ICMS 528,29442 x 0,24 = 126,79066 -> 126,79
-  PIS (528,29442 - 126,79066) x 0,0123 = 4,93850 -> 4,94; COFINS 401,50376 x 0,0567 = 22,76526 -> 22,77
-  Total = 373,80 + 126,79 + 4,94 + 22,77 = 528,30
+  TUSD 420 x 578,56/1000/0,70756 = 420 x 0,81768331 = 343,4269... -> 343,43
+  TE   420 x 302,00/1000/0,70756 = 420 x 0,42681893 = 179,2639... -> 179,26
+  Bandeira Verde 04/2026: 420 x 15/30 = 210 kWh x 0 = 0,00;  Amarela 05/2026: 210 x 18,85/1000/0,70756 =
+  210 x 0,02664085 = 5,5946 -> 5,59
+  Total = 343,43 + 179,26 + 0,00 + 5,59 = 528,28; ICMS (incluso) 528,28 x 0,24 = 126,7872 -> 126,79;
+  PIS (528,28 - 126,79) x 0,0123 = 4,9383 -> 4,94; COFINS 401,49 x 0,0567 = 22,7645 -> 22,76
 Branca:
-  Ponta TUSD 70 x 1172,93/1000 = 82,1051 -> 82,11;  TE 70 x 441,38/1000 = 30,8966 -> 30,90
-  Inter TUSD 20 x 829,51/1000 = 16,5902 -> 16,59;   TE 20 x 289,33/1000 = 5,7866 -> 5,79
-  Fora  TUSD 330 x 486,10/1000 = 160,413 -> 160,41; TE 330 x 289,33/1000 = 95,4789 -> 95,48
-  Bandeira 0,00 + 3,96;  Subtotal 395,24
-  gross 395,24 / 0,70756 = 558,59574; ICMS 134,06298 -> 134,06; PIS 424,53276 x 0,0123 = 5,22175 -> 5,22;
-  COFINS 424,53276 x 0,0567 = 24,07101 -> 24,07;  Total = 395,24 + 134,06 + 5,22 + 24,07 = 558,59
-Saving of Branca = 528,30 - 558,59 = -30,29 (Branca is dearer: the evening load sits in ponta).
+  Ponta TUSD 70 x 1,65771101 = 116,0398 -> 116,04;  TE 70 x 0,62380575 = 43,6664 -> 43,67
+  Inter TUSD 20 x 1,17235287 = 23,4471 -> 23,45;    TE 20 x 0,40891232 = 8,1782 -> 8,18
+  Fora  TUSD 330 x 0,68700888 = 226,7129 -> 226,71; TE 330 x 0,40891232 = 134,9411 -> 134,94
+  Bandeira 0,00 + 5,59;  Total 558,58; ICMS 134,06; PIS 424,52 x 0,0123 = 5,2216 -> 5,22; COFINS 24,07
+Saving of Branca = 528,28 - 558,58 = -30,30 (Branca is dearer: the evening load sits in ponta).
 """
 
 from __future__ import annotations
@@ -96,33 +95,36 @@ def test_month_priced_to_the_cent_both_modalities_with_flag_change_and_holidays(
                                                               "Fora ponta": 330.0}
 
     conv = estimate_bill(site, start, end, split.kwh, tariffs, flags, modality="Convencional")
-    assert [(ln.kind, ln.amount) for ln in conv.lines] == [
-        ("tusd", D("243.00")), ("te", D("126.84")), ("bandeira", D("0.00")), ("bandeira", D("3.96"))]
-    assert conv.subtotal == D("373.80")
+    assert [(ln.kind, ln.unit_price, ln.amount) for ln in conv.lines] == [
+        ("tusd", D("0.81768331"), D("343.43")), ("te", D("0.42681893"), D("179.26")),
+        ("bandeira", D("0"), D("0.00")), ("bandeira", D("0.02664085"), D("5.59"))]
     assert conv.tax_factor == D("0.70756")
-    assert [t.amount for t in conv.taxes] == [D("126.79"), D("4.94"), D("22.77")]
-    assert conv.total == D("528.30")
+    assert [(t.base, t.amount) for t in conv.taxes] == [
+        (D("528.28"), D("126.79")), (D("401.49"), D("4.94")), (D("401.49"), D("22.76"))]
+    assert conv.total == D("528.28") == sum(ln.amount for ln in conv.lines)
+    assert conv.subtotal == D("373.79")
     assert conv.rehs == ["RESOLUÇÃO HOMOLOGATÓRIA Nº 3.571, DE 10 DE MARÇO DE 2026"]
     assert conv.warnings == []
 
     branca = estimate_bill(site, start, end, split.kwh, tariffs, flags, modality="Branca")
     assert [ln.amount for ln in branca.lines] == [
-        D("82.11"), D("30.90"), D("16.59"), D("5.79"), D("160.41"), D("95.48"), D("0.00"), D("3.96")]
-    assert branca.subtotal == D("395.24")
+        D("116.04"), D("43.67"), D("23.45"), D("8.18"), D("226.71"), D("134.94"), D("0.00"), D("5.59")]
     assert [t.amount for t in branca.taxes] == [D("134.06"), D("5.22"), D("24.07")]
-    assert branca.total == D("558.59")
-    assert conv.total - branca.total == D("-30.29")
+    assert branca.total == D("558.58")
+    assert branca.kwh_total == conv.kwh_total == D("420.000")
+    assert conv.total - branca.total == D("-30.30")
 
     text = "\n".join(explain(conv))
-    assert "Bandeira Amarela 05/2026 (15/30 dias): 420,000 kWh × 18,85 R$/MWh ÷ 1000 × 15/30 = R$ 3,96" in text
-    assert "Total: R$ 528,30" in text
+    assert "Bandeira Amarela 05/2026 (15/30 dias): 210,000 kWh × 0,02664085 (18,85 R$/MWh) = R$ 5,59" in text
+    assert "ICMS 24,00 % (incluso) sobre R$ 528,28 = R$ 126,79" in text
+    assert "Total: R$ 528,28" in text
 
 
 def test_cemig_worked_example_from_research_notes() -> None:
     """CEMIG-D REH 3.589/2026, 200 kWh, Amarela, no taxes: 200 x 903,29/1000 + 200 x 18,85/1000 = 184,428.
 
-    Billed per line: TUSD 200 x 593,08/1000 = 118,616 -> 118,62; TE 200 x 310,21/1000 = 62,042 -> 62,04;
-    bandeira 3,77 -> total 184,43 (the unrounded sum is 184,428).
+    Billed per line (no taxes: unit prices 0,59308 / 0,31021 / 0,01885): TUSD 200 x 0,59308 = 118,616 -> 118,62;
+    TE 200 x 0,31021 = 62,042 -> 62,04; bandeira 3,77 -> total 184,43 (the unrounded sum is 184,428).
     """
     site = parse_sites('[[site]]\nid = "bh"\ndistributor = "06981180000116"\n')["bh"]
     tariffs, flags = books()
@@ -134,7 +136,7 @@ def test_cemig_worked_example_from_research_notes() -> None:
 
 def test_tariff_change_inside_cycle_is_prorated_by_days() -> None:
     """CEMIG-D: REH 3.459 until 2026-05-27, REH 3.589 from 2026-05-28. Cycle 2026-05-16..06-15 (31 days):
-    12 days old (16..27 May) and 19 days new (28 May..15 June). 310 kWh:
+    12 days old (16..27 May) and 19 days new (28 May..15 June). 310 kWh -> 120 and 190 kWh (no taxes):
       TUSD old 310 x 541,30/1000 x 12/31 = 64,9560 -> 64,96;  TE old 310 x 317,28/1000 x 12/31 = 38,0736 -> 38,07
       TUSD new 310 x 593,08/1000 x 19/31 = 112,6852 -> 112,69; TE new 310 x 310,21/1000 x 19/31 = 58,9399 -> 58,94
       Bandeira Amarela 05 (16 days) 310 x 18,85/1000 x 16/31 = 3,016 -> 3,02; 06 (15 days) = 2,8275 -> 2,83
@@ -144,6 +146,7 @@ def test_tariff_change_inside_cycle_is_prorated_by_days() -> None:
     start, end = site.cycle_for(dt.date(2026, 6, 1))
     assert (start, end, (end - start).days + 1) == (dt.date(2026, 5, 16), dt.date(2026, 6, 15), 31)
     bill = estimate_bill(site, start, end, {"x": 310}, tariffs, flags)
+    assert [ln.kwh for ln in bill.lines] == [D(120), D(120), D(190), D(190), D(160), D(150)]
     assert [(ln.days, ln.amount) for ln in bill.lines] == [
         (12, D("64.96")), (12, D("38.07")), (19, D("112.69")), (19, D("58.94")), (16, D("3.02")), (15, D("2.83"))]
     assert len(bill.rehs) == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import pytest
+
 from backend.analytics.forecast import backtest, forecast_daily, seasonal_naive, weekly_profile
 
 PATTERN = [10.0, 10.5, 10.0, 11.0, 12.0, 15.0, 14.0]
@@ -51,3 +53,17 @@ def test_interval_widens_with_sqrt_of_days() -> None:
 def test_short_history_has_no_backtest_but_still_forecasts() -> None:
     f = forecast_daily([5.0, 6.0, 7.0], dt.date(2026, 6, 2))
     assert f.backtest is None and f.next_7_days.kwh == 42.0
+
+
+def test_a_day_without_data_is_a_gap_not_zero() -> None:
+    """Six weeks of a flat 10 kWh/day with one day missing (None): the gap does not pull the forecast down, as a
+    0 kWh day would, and the backtest scores only days with data."""
+
+    history: list[float | None] = [10.0] * 42
+    history[-7] = None  # last week's same weekday as tomorrow
+    assert weekly_profile(history, 7) == pytest.approx([10.0] * 7)
+    assert seasonal_naive(history, 1) == [10.0]
+    bt = backtest(history)
+    assert bt is not None and bt.mae_method_kwh == pytest.approx(0.0)
+    zeros = [0.0 if v is None else v for v in history]
+    assert weekly_profile(zeros, 1)[0] < 10.0

@@ -226,7 +226,7 @@ async def test_restore_into_a_fresh_influxdb_answers_like_the_original(
         async with AsyncTestClient(create_app(original)) as a, AsyncTestClient(create_app(restored)) as b:
             want, got = await answers(a, site), await answers(b, site)
             assert got == want
-            assert want["consumo"]["kwh_total"] == 420.0 and want["custo"]["conta"]["total"] == "528.30"
+            assert want["consumo"]["kwh_total"] == 420.0 and want["custo"]["conta"]["total"] == "528.28"
             assert [u["usuario"] for u in want["usuarios"]] == ["vera"]
             assert {m["medidor"]: (m["gateway"], m["origem"]) for m in want["medidores"]}[DEV2] == ("gw2", "admin")
             assert len(want["auditoria"]) >= 2

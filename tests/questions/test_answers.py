@@ -136,9 +136,9 @@ async def test_bill_tarifa_branca_and_bandeira_answers_equal_their_endpoints(
     a = await ask(client, "quanto deu a conta de maio de 2026?", site)
     assert a["consulta"] == f"GET /api/v1/analytics/custo?site={site}&referencia=2026-05-15"
     conta = (await run(client, a["consulta"]))["conta"]
-    assert values(a, "total") == [Decimal(conta["total"])] == [Decimal("528.30")]
+    assert values(a, "total") == [Decimal(conta["total"])] == [Decimal("528.28")]
     assert values(a, "consumo") == [Decimal(conta["kwh_total"])] and values(a, "tributos")
-    assert "R$ 528,30" in a["resposta"] and "de 16/04/2026 a 15/05/2026" in a["resposta"]
+    assert "R$ 528,28" in a["resposta"] and "de 16/04/2026 a 15/05/2026" in a["resposta"]
     assert a["interpretacao"]["periodo"]["inicio"] == "2026-04-16"
 
     a = await ask(client, "qto gastei de luz de 16/04/2026 a 15/05/2026", site)
@@ -147,10 +147,10 @@ async def test_bill_tarifa_branca_and_bandeira_answers_equal_their_endpoints(
 
     a = await ask(client, "compensa a tarifa branca de 16/04/2026 a 15/05/2026?", site)
     tb = await run(client, a["consulta"])
-    assert values(a, "branca") == [Decimal(tb["branca"]["total"])] == [Decimal("558.59")]
-    assert values(a, "convencional") == [Decimal(tb["convencional"]["total"])] == [Decimal("528.30")]
-    assert values(a, "economia_com_branca") == [Decimal(tb["saving_rs"])] == [Decimal("-30.29")]
-    assert "R$ 30,29 mais cara" in a["resposta"]
+    assert values(a, "branca") == [Decimal(tb["branca"]["total"])] == [Decimal("558.58")]
+    assert values(a, "convencional") == [Decimal(tb["convencional"]["total"])] == [Decimal("528.28")]
+    assert values(a, "economia_com_branca") == [Decimal(tb["saving_rs"])] == [Decimal("-30.30")]
+    assert "R$ 30,30 mais cara" in a["resposta"]
 
     a = await ask(client, "qual foi a bandeira de maio de 2026?")
     months = {m["mes"]: m for m in (await run(client, a["consulta"]))["meses"]}
