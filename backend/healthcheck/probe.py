@@ -42,7 +42,7 @@ def _names(items: list[str]) -> str:
     return shown + (f" (+{len(items) - MAX_NAMED})" if len(items) > MAX_NAMED else "")
 
 
-def _gateway_statuses(s: Settings, window_s: float) -> dict[str, bool] | str:
+def gateway_statuses(s: Settings, window_s: float) -> dict[str, bool] | str:
     """``site/gateway`` → online from the retained statuses, or the reason the broker could not be asked."""
     statuses: dict[str, bool] = {}
     subscribed, failed = threading.Event(), []
@@ -91,7 +91,7 @@ def _gateway_statuses(s: Settings, window_s: float) -> dict[str, bool] | str:
 
 
 async def broker_checks(s: Settings, window_s: float) -> list[Check]:
-    found = await asyncio.to_thread(_gateway_statuses, s, window_s)
+    found = await asyncio.to_thread(gateway_statuses, s, window_s)
     if isinstance(found, str):
         return [Check("broker", "falha", f"broker MQTT inacessível: {found}", f"MQTT broker unreachable: {found}")]
     offline = sorted(k for k, online in found.items() if not online)
