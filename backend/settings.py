@@ -261,6 +261,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     influxql_timeout_s: float = 10.0
     """A console statement running longer is stopped (InfluxDB aborts it when the connection closes)."""
 
+    # --- data out for analysts (backend/analytics/export.py) ------------------------------------------------------
+    export_chunk_rows: int = 20000
+    """Most rows ``GET /api/v1/exportacao`` reads from InfluxDB at once (one time window, one Parquet row group):
+    bounds the memory of an export whatever its period."""
+
     def resolved_client_id(self) -> str:
         """The MQTT client id of this replica (see ``mqtt_client_id``)."""
         return self.mqtt_client_id or f"cds-backend-{socket.gethostname()}"
@@ -321,6 +326,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{ENV_PREFIX}INFLUXQL_MAX_ROWS, _MAX_RAW_RANGE_S and _TIMEOUT_S must be positive")
         if self.accounts_db and not re.fullmatch(r"^[A-Za-z0-9_-]{1,64}$", self.accounts_db):
             raise ConfigError(f"{ENV_PREFIX}ACCOUNTS_DB: {self.accounts_db!r} must match [A-Za-z0-9_-]{{1,64}}")
+        if self.export_chunk_rows < 1:
+            raise ConfigError(f"{ENV_PREFIX}EXPORT_CHUNK_ROWS must be >= 1")
         if self.accounts_refresh_s <= 0:
             raise ConfigError(f"{ENV_PREFIX}ACCOUNTS_REFRESH_S must be positive")
         if self.ingest_gateway_messages_per_s < 0 or self.ingest_gateway_burst < 1:

@@ -138,7 +138,8 @@ class System:
         link_dir = self.state / "meters"
         argv = [self.python, "-m", "sim", "meters", "--count", str(self.args.meters), "--seed", str(self.args.seed),
                 "--voltage", str(self.args.voltage), "--period-ms", str(self.args.period_ms),
-                "--link-dir", str(link_dir), "--solar", str(self.solar_meters), "--pv-kwp", str(self.args.pv_kwp)]
+                "--link-dir", str(link_dir), "--solar", str(self.solar_meters), "--pv-kwp", str(self.args.pv_kwp),
+                "--firmware", str(self.args.firmware_meters)]
         # The meters print one METER line each on stdout: read those, then let the rest go to the log.
         log = (self.logs / "meters.log").open("ab")
         proc = subprocess.Popen(argv, cwd=REPO, env=self._env(), stdout=subprocess.PIPE, stderr=log,
@@ -357,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the last N meters of the demo site are solar households (never all of them: one meter "
                          "always stays a plain household)")
     ap.add_argument("--pv-kwp", type=float, default=4.0, help="PV array size of each solar meter, kWp")
+    ap.add_argument("--firmware-meters", type=int, default=1,
+                    help="the first N meters run the real firmware ELF in simavr when the toolchain is installed "
+                         "(simulated meters otherwise)")
     ap.add_argument("--period-ms", type=int, default=1000)
     ap.add_argument("--mqtt-port", type=int, default=18830)
     ap.add_argument("--influx-port", type=int, default=18086)

@@ -16,13 +16,16 @@ import logging
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sim.firmware import FirmwareBuild, FirmwareMeter
     from sim.runner import MeterRunner
 
 log = logging.getLogger("sim")
@@ -52,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     meters.add_argument("--pv-kwp", type=float, default=4.0, help="size of each PV array, kWp (default 4)")
     meters.add_argument("--import-only", type=int, default=0,
                         help="the first N meters run firmware 1.0: READING with the import register only")
+    meters.add_argument("--firmware", type=int, default=0,
+                        help="the first N meters run the real firmware ELF in simavr, when the toolchain is "
+                             "installed (simulated meters otherwise, with a warning)")
 
     profile = sub.add_parser("profile", help="print a household's hourly energy for one day")
     profile.add_argument("--seed", default="0")
@@ -62,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_meters(args: argparse.Namespace) -> int:
-    from sim.runner import MeterRunner  # pty machinery only when it is used
+    # pty and subprocess machinery only when it is used
+    from sim.firmware import FirmwareMeter
+    from sim.runner import MeterRunner, device_id_for
 
     if args.count < 1 or args.period_ms < 1 or args.speed <= 0 or args.pv_kwp <= 0:
         print("count, period, speed and kWp must be positive", file=sys.stderr)
@@ -76,9 +84,18 @@ def _run_meters(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     runner = MeterRunner(speed=args.speed, start_ms=start_ms, link_dir=args.link_dir, seed=args.seed)
+    workdir = tempfile.TemporaryDirectory(prefix="cds-simavr-")
+    avr: list[FirmwareMeter] = []
     try:
-        for index in range(args.count):
+        build = _firmware_build(args, Path(workdir.name))
+        if build is not None:
+            for index in range(min(args.firmware, args.count)):
+                avr.append(FirmwareMeter(build, Path(workdir.name), runner.link_dir, device_id_for(args.seed, index),
+                                         vrms=float(args.voltage)).start())  # fmt: skip
+        for index in range(len(avr), args.count):
             meter = runner.add_meter(
+                device_id_for(args.seed, index),
+                seed=f"{args.seed}/{index}",
                 pv_kwp=args.pv_kwp if index >= args.count - args.solar else 0.0,
                 bidirectional=index >= args.import_only,
                 nominal_v=args.voltage,
@@ -91,27 +108,52 @@ def _run_meters(args: argparse.Namespace) -> int:
             meter.set_corrupt_rate(args.corrupt_rate)
             meter.set_drop_rate(args.drop_rate)
         runner.start()
-        for index, meter in enumerate(runner.meters):
+        for index, fw in enumerate(avr):
+            print(f"METER index={index} device={fw.device} pty={fw.pty_path} link={fw.link_path} firmware=simavr")
+        for index, meter in enumerate(runner.meters, start=len(avr)):
             print(f"METER index={index} device={meter.device} pty={meter.pty_path} link={meter.link_path}")
         sys.stdout.flush()
-        log.info("%d meter(s) running at %gx; Ctrl-C to stop", args.count, args.speed)
-        _fault_schedule(runner, args, stop)
+        log.info("%d meter(s) running at %gx, %d of them the firmware in simavr; Ctrl-C to stop",
+                 args.count, args.speed, len(avr))  # fmt: skip
+        _fault_schedule(runner, args, stop, avr)
+        failed = [fw.error for fw in avr if fw.error]  # before the stop below ends the harnesses
     finally:
         runner.stop()
+        for fw in avr:
+            fw.stop()
+        workdir.cleanup()
     if runner.error is not None:
         log.error("simulator failed: %s", runner.error)
+        return 1
+    if failed:
+        log.error("firmware meter failed: %s", "; ".join(failed))
         return 1
     log.info("stopped")
     return 0
 
 
-def _fault_schedule(runner: MeterRunner, args: argparse.Namespace, stop: threading.Event) -> None:
-    """Inject the scheduled faults until ``stop``. Intervals are in simulated seconds."""
+def _firmware_build(args: argparse.Namespace, workdir: Path) -> FirmwareBuild | None:
+    """The ELF and the simavr harness built into ``workdir`` when ``--firmware`` asks for them; None (the demo then
+    runs simulated meters only) without the toolchain. The harness runs in real time at the firmware's own report
+    period: ``--speed``, ``--period-ms``, ``--queue`` and the faults apply to the simulated meters only."""
+    from sim.firmware import build_firmware
+
+    if min(args.firmware, args.count) <= 0:
+        return None
+    build, why = build_firmware(workdir)
+    if build is None:
+        log.warning("--firmware %d: running simulated meters instead: %s", args.firmware, why)
+    return build
+
+
+def _fault_schedule(runner: MeterRunner, args: argparse.Namespace, stop: threading.Event,
+                    avr: list[FirmwareMeter]) -> None:  # fmt: skip
+    """Inject the scheduled faults until ``stop`` (or a firmware meter dies). Intervals are in simulated seconds."""
     rng = random.Random(f"{args.seed}/cli-faults")
     meters = runner.meters
     now = time.monotonic()
-    next_reboot = now + args.reboot_every / args.speed if args.reboot_every > 0 else float("inf")
-    next_unplug = now + args.unplug_every / args.speed if args.unplug_every > 0 else float("inf")
+    next_reboot = now + args.reboot_every / args.speed if args.reboot_every > 0 and meters else float("inf")
+    next_unplug = now + args.unplug_every / args.speed if args.unplug_every > 0 and meters else float("inf")
     replug_at: dict[int, float] = {}
     while not stop.is_set():
         now = time.monotonic()
@@ -132,7 +174,7 @@ def _fault_schedule(runner: MeterRunner, args: argparse.Namespace, stop: threadi
                 meters[index].replug()
                 del replug_at[index]
                 log.info("fault: replugged %s on %s", meters[index].device, meters[index].pty_path)
-        if runner.error is not None:
+        if runner.error is not None or any(fw.error for fw in avr):
             return
         wake = min([next_reboot, next_unplug, *replug_at.values(), now + 1.0])
         stop.wait(max(0.0, wake - time.monotonic()))

@@ -39,6 +39,7 @@ from backend.api.auth import Authenticator, authenticated, issue_token
 from backend.api.consultas import consulta_influxql
 from backend.api.dashboard import SWAGGER_UI_URL, dashboard_router, plotly_router, swagger_ui_router
 from backend.api.devices import DevicesController
+from backend.api.exportacao import ExportController
 from backend.api.fleet import FleetAdminController
 from backend.api.health import health, metrics, ready
 from backend.api.knowledge import conhecimento
@@ -72,6 +73,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     issue_token,
     DevicesController,
     ReadingsController,
+    ExportController,
     AicssController,
     AnalyticsController,
     AneelController,

@@ -113,17 +113,20 @@ async def test_influxdb_down_loses_nothing_and_backpressures(
         for k in range(50):
             pub.publish(topic, stream.make(k))
         await wait_for_async(lambda: count_points(influx, unique_id) == 1000, timeout=15, what="first part")
+        # Stored is not yet acknowledged: a message is acked after its rollup dirty marks too. Stopping InfluxDB
+        # now would leave up to the whole first part unacknowledged (measured 35-47 messages: Mosquitto 2.0.11 lets
+        # more than the window through while acks flow), counted below as if the outage had let them in.
+        await wait_for_async(lambda: ingest.unacked == 0, timeout=10, what="first part acknowledged")
         influx.stop()
         try:
             for k in range(50, 200):
                 pub.publish(topic, stream.make(k))
             pub.wait_all_acked()  # the broker took everything; the backend cannot write it
             await wait_for_async(lambda: ingest.unacked >= 20, timeout=10, what="receive window full")
-            # Bounded: the backend stops taking messages and the broker keeps the rest queued. Mosquitto 2.0.11
-            # does not enforce the client's receive maximum exactly: measured 20, 21 and 48 unacknowledged
-            # messages with a window of 20 (messages it had queued while the window was full are released in
-            # one go when acks arrive) — and still 48 after 1,000 more publishes, so the bound holds.
-            assert ingest.unacked <= 3 * 20, f"{ingest.unacked} unacknowledged messages: no backpressure"
+            # Bounded: the backend stops taking messages and the broker keeps the rest queued. With nothing in
+            # flight when the outage began, measured 20 or 21 of the 150 (window 20) under a CPU hog: an ack of
+            # another message (a retained status, the backend's presence) can make Mosquitto release one more.
+            assert ingest.unacked <= 2 * 20, f"{ingest.unacked} unacknowledged messages: no backpressure"
             ready = await client.get("/ready")
             assert ready.status_code == 503 and not ready.json()["checks"]["influxdb"]["ok"]
         finally:
