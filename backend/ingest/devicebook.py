@@ -130,6 +130,7 @@ class DeviceBook:
         self.new_devices: Budget[tuple[str, str]] = Budget(per_hour / 3600, per_hour)
         self._task: asyncio.Task[None] | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._claim_lock = asyncio.Lock()
 
     # --- loading ---------------------------------------------------------------------------------------------
 
@@ -173,10 +174,14 @@ class DeviceBook:
         book = self.book
         refused: dict[str, Refusal] = {}
         todo = []
+        spent = self.new_devices.available((site, gateway), time.monotonic()) == 0
         for device in sorted(devices):
             verdict = book.verdict(site, gateway, device)
             if verdict in REFUSING:
                 refused[device] = REFUSING[verdict]
+            elif verdict == "unknown" and spent and book.declared.get(device) != site:
+                # Nothing this gateway could claim: refused without a query (a flood of invented ids costs no I/O).
+                refused[device] = "device_limit"
             elif verdict != "owned":
                 todo.append(device)
         if len(todo) > MAX_LOOKUP:
@@ -184,6 +189,14 @@ class DeviceBook:
             todo = todo[:MAX_LOOKUP]
         if not todo:
             return refused
+        # One lookup-and-claim at a time in this replica: two gateways (of two sites) reporting the same new meter
+        # at once must not both find it unknown and both claim it; the second sees the first's claim.
+        async with self._claim_lock:
+            return await self._claim(site, gateway, todo, refused, wait=wait)
+
+    async def _claim(self, site: str, gateway: str, todo: list[str], refused: dict[str, Refusal], *,
+                     wait: bool) -> dict[str, Refusal]:
+        book = self.book
         for record in await self._retrying(lambda: self._lookup(todo), wait=wait):
             book.put_device(record)
         claims: list[DeviceRecord] = []

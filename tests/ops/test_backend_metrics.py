@@ -73,9 +73,10 @@ async def test_ingest_counts_readings_per_site(broker: MosquittoService, influx:
             # the shared subscription exists once connected: a batch published before it would go nowhere
             assert await app.state.services.ingest.bridge.wait_connected(10)
             now = int(time.time() * 1000)
-            for site, n in ((f"{unique_id}-a", 3), (f"{unique_id}-b", 5)):
+            sites = ((f"{unique_id}-a", 3, "00000000000000c1"), (f"{unique_id}-b", 5, "00000000000000c2"))
+            for site, n, device in sites:  # a meter belongs to one site
                 publisher.publish(f"cds/v1/{site}/gw/up/readings", batch_bytes(
-                    site, "gw", [reading("00000000000000c1", i, now - 1000 * (n - i)) for i in range(n)]))
+                    site, "gw", [reading(device, i, now - 1000 * (n - i)) for i in range(n)]))
             publisher.wait_all_acked()
             await wait_for_async(lambda: sample(metrics, "cds_ingest_site_readings_total", site=f"{unique_id}-b"),
                                  timeout=30, what="readings of site b counted")
