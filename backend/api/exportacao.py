@@ -20,7 +20,7 @@ from backend.analytics.service import local_range
 from backend.api.access import hidden_device, require_site, sees_device
 from backend.api.auth import caller_of
 from backend.api.devices import check_device
-from backend.api.openapi import choice, errors, local_day
+from backend.api.openapi import also_as, choice, errors, local_day
 from backend.api.state import Services
 from backend.errors import BadRequestError
 from backend.settings import Settings
@@ -35,7 +35,7 @@ class ExportController(Controller):
     path = "/api/v1/exportacao"
     tags = ["exportação"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @get("", responses=errors(422))
+    @get("", responses=errors(422), opt=also_as("text/csv", "application/vnd.apache.parquet"))
     async def exportacao(
         self,
         request: Request[Any, Any, Any],
