@@ -36,14 +36,13 @@ from typing import Final
 
 import msgspec
 
-from backend.analytics.billing import WH, days_between, money, tariff_runs
+from backend.analytics.billing import UNIT, WH, TaxLine, days_between, money, tariff_runs
 from backend.analytics.credits import Allocation, CreditLot, allocate, compensation_limit
 from backend.aneel.components import FioBBook
 from backend.aneel.records import NOT_APPLICABLE
 from backend.aneel.sites import AVAILABILITY_KWH, GdConfig, SiteConfig
 from backend.aneel.tariffs import BandeiraBook, TariffBook
 
-UNIT: Final = Decimal("1e-8")
 FIO_B_SHARE: Final = {2023: Decimal("0.15"), 2024: Decimal("0.30"), 2025: Decimal("0.45"), 2026: Decimal("0.60"),
                       2027: Decimal("0.75"), 2028: Decimal("0.90")}
 """Lei 14.300 art. 27: share of TUSD Fio B paid on compensated energy by GD II units, per calendar year."""
@@ -69,14 +68,6 @@ class SceeLine(msgspec.Struct, frozen=True):
     reh: str = ""
 
 
-class SceeTax(msgspec.Struct, frozen=True):
-    name: str
-    rate: Decimal
-    base: Decimal
-    """Sum of the amounts of the lines that carry this tax."""
-    amount: Decimal
-
-
 class SceeBill(msgspec.Struct, frozen=True):
     site: str
     distributor: str
@@ -96,7 +87,8 @@ class SceeBill(msgspec.Struct, frozen=True):
     availability: str
     """``nao_se_aplica`` | ``complemento`` (availability larger) | ``ajuste`` (billed energy + Fio B larger)."""
     lines: list[SceeLine]
-    taxes: list[SceeTax]
+    taxes: list[TaxLine]
+    """Each tax's base is the sum of the amounts of the lines that carry it."""
     total: Decimal
     credits: Allocation
     rehs: list[str]
@@ -264,7 +256,7 @@ def scee_bill(
                              ("COFINS", "cofins", site.cofins)):
         taxed = [ln for ln in lines if getattr(ln, attr) > 0]
         base = sum((ln.amount for ln in taxed), ZERO)
-        taxes.append(SceeTax(name=name, rate=rate, base=base,
+        taxes.append(TaxLine(name=name, rate=rate, base=base,
                              amount=money(sum((ln.amount * getattr(ln, attr) for ln in taxed), ZERO))))
     return SceeBill(
         site=site.id, distributor=tariffs.current_name(cnpj), cnpj=cnpj, regime=gd.regime, modality=mod,
