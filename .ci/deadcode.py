@@ -28,6 +28,8 @@ ENTRY_POINTS = {
     "signum", "et",
     # tarfile reads a member's link target from it
     "linkname",
+    # aiosmtpd calls an SMTP handler's hooks by name
+    "handle_DATA",
     # pytest hooks and markers
     "pytest_collection_modifyitems", "pytest_terminal_summary", "pytestmark",
 }

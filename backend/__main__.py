@@ -2,7 +2,8 @@
 password hash for ``BACKEND_USERS``; ``python -m backend broker-users`` writes the broker's dynamic-security file
 from a gateway list (docs/operations.md, "Mosquitto security"); ``python -m backend health-check`` checks a running
 deployment end to end (backend/healthcheck); ``python -m backend backup`` and ``restore`` save a deployment and
-restore it into a fresh InfluxDB (backend/backup, docs/operations.md "Backup and restore")."""
+restore it into a fresh InfluxDB (backend/backup, docs/operations.md "Backup and restore"); ``python -m backend
+homeassistant --site SITE`` publishes a site's meters to its Home Assistant (docs/homeassistant.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from backend.backup.restore import RestoreOptions
 from backend.errors import ConfigError
 from backend.healthcheck import probe
 from backend.healthcheck.report import Thresholds, exit_code, render
+from backend.homeassistant.bridge import run as run_homeassistant_bridge
 from backend.ingest.broker_provisioning import broker_users
 from backend.rollout.plan import PlanError, load_plan
 from backend.rollout.run import Rollout
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                          "to PATH, which must not exist")
     rs.add_argument("--sites-file", metavar="PATH", help="restore the sites file to PATH, which must not exist")
     rs.add_argument("--no-influx", action="store_true", help="leave InfluxDB alone (restore files only)")
+    sub.add_parser("notify", help="run the alert notifier (e-mail, webhook, ntfy); one per deployment")
     ro = sub.add_parser("rollout", help="replace backend replicas one at a time (blue-green per slot), rolling "
                         "back on its own when a new replica is not healthy in time")
     ro.add_argument("--plan", type=Path, required=True, metavar="TOML",
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ro.add_argument("--user", required=True, help="an operator or admin API user for the smoke check")
     ro.add_argument("--password-file", type=Path, required=True, help="a file holding that user's password")
     ro.add_argument("--json", action="store_true", help="print the outcome as JSON at the end")
+    ha = sub.add_parser("homeassistant", help="publish a site's meters to its Home Assistant by MQTT discovery "
+                        "(docs/homeassistant.md); runs until SIGTERM")
+    ha.add_argument("--site", required=True, help="the site whose meters this bridge publishes")
     args = parser.parse_args(argv)
 
     if args.command == "hash-password":
@@ -110,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = get_settings()
         if args.command == "rollout":
             return _rollout(args.plan, args.user, args.password_file, as_json=args.json)
+        if args.command == "notify":
+            from backend.notify.notifier import run_notifier  # the API process never loads the notifier
+
+            return run_notifier(settings)
         if args.command == "health-check":
             rep = asyncio.run(probe.run(settings, args.replica, Thresholds(
                 readings_warn_s=min(300, args.max_reading_age), readings_fail_s=args.max_reading_age),
                 gateway_window_s=args.gateway_window))
             print(msgspec.json.encode(rep).decode() if args.json else render(rep))
             return exit_code(rep)
+        if args.command == "homeassistant":
+            return run_homeassistant_bridge(settings, args.site)
         if args.command == "broker-users":
             if args.out is None and not args.commands:
                 parser.error("broker-users needs --out and/or --commands")

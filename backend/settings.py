@@ -24,7 +24,7 @@ from backend.errors import ConfigError
 
 ENV_PREFIX: Final = "BACKEND_"
 _SECRET_FIELDS: Final = frozenset({"jwt_secret", "mqtt_password", "influx_password", "influx_token", "users",
-                                   "influx_readonly_password"})
+                                   "influx_readonly_password", "notify_mqtt_password", "notify_smtp_password"})
 _DURATION_RE: Final = r"^(INF|([0-9]+(ns|u|µ|ms|s|m|h|d|w))+)$"
 
 
@@ -213,6 +213,67 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """A meter silent for longer than this is reported offline."""
     alerts_pf_min: float = 0.92
     """Power factor below this (with a real load) raises an alert (ANEEL's reference value)."""
+    alerts_gateway_queue_age_s: int = 900
+    """A gateway online whose oldest unsent reading is older than this, with a queue that did not shrink since its
+    previous status, raises ``fila_gateway`` (aviso). 15 min, as Prometheus' CDSGatewayOldestUnsentReading; a
+    backlog draining after a reconnect is not reported."""
+    alerts_gateway_queue_critical_s: int = 86400
+    """An unsent reading older than this makes ``fila_gateway`` crítico, draining or not: the gateway deletes
+    readings older than its ``queue.max_age_days`` unsent."""
+    alerts_gateway_queue_rows: int = 1000
+    """A gateway holding more unsent readings than this at every status for ``alerts_gateway_queue_window_s``, and
+    more at the end than at the start, raises ``fila_gateway`` (aviso) as growing (as CDSGatewayQueueGrowing)."""
+    alerts_gateway_queue_window_s: int = 900
+    """How long a queue must stay above ``alerts_gateway_queue_rows`` and grow to be reported (gateways publish
+    their status every 30 s by default)."""
+    alerts_aneel_stale_s: int = 2 * 86400
+    """No successful ANEEL pull (tariffs, bandeiras) for longer than this raises ``dados_desatualizados`` on every
+    site (the pull runs daily; as the health check's warning and CDSAneelDataStale). Judged only where the ANEEL
+    pull is enabled."""
+    alerts_ons_stale_s: int = 2 * 86400
+    """No successful ONS pull (the grid data) for longer than this raises ``dados_desatualizados`` on every site
+    (the pull runs twice a day; as CDSOnsDataStale). Judged only where the ONS pull is enabled."""
+
+    # --- notifications: python -m backend notify (backend/notify/, docs/operations.md "Notifications") -------
+    notify_state_dir: str = "var/notify"
+    """Folder of the notifier's outbox (SQLite, 0600) and lock file; created 0700. One notifier per folder."""
+    notify_mqtt_username: str = ""
+    """The notifier's own broker user (``notifier_username`` of the broker's user list: read-only, alert lists
+    only); empty = anonymous (a local run)."""
+    notify_mqtt_password: str = ""
+    """Its password (secret; or ``BACKEND_NOTIFY_MQTT_PASSWORD_FILE``)."""
+    notify_mqtt_client_id: str = ""
+    """The notifier's MQTT client id; empty = ``cds-notify-<hostname>``."""
+    notify_smtp_host: str = ""
+    """SMTP server of e-mail notifications; empty = e-mail channels fail with "não configurado"."""
+    notify_smtp_port: int = 587
+    """SMTP port (587 with STARTTLS, 465 with ``ssl``, 25 without TLS)."""
+    notify_smtp_security: str = "starttls"
+    """``starttls``, ``ssl`` (SMTPS) or ``none`` (a relay on the same host only)."""
+    notify_smtp_username: str = ""
+    """SMTP login user; empty = no login."""
+    notify_smtp_password: str = ""
+    """SMTP password (secret; or ``BACKEND_NOTIFY_SMTP_PASSWORD_FILE``)."""
+    notify_smtp_from: str = "CDS <cds@localhost>"
+    """``From`` of notification e-mails."""
+    notify_ntfy_server: str = "https://ntfy.sh"
+    """ntfy server of ntfy channels that name none."""
+    notify_budget_interval_s: float = 3600.0
+    """Time between checks of the projected bill against users' budgets."""
+    notify_prefs_refresh_s: float = 30.0
+    """The notifier re-reads users' preferences (and test requests) at least this often."""
+    notify_timeout_s: float = 15.0
+    """Longest one send (SMTP session, webhook or ntfy request) may take before it counts as failed."""
+    notify_concurrency: int = 8
+    """Sends in progress at once: a slow receiver holds one slot, never the others."""
+    notify_retry_base_s: float = 30.0
+    """Wait after a first failed attempt; doubled after each further failure (with jitter)..."""
+    notify_retry_max_s: float = 3600.0
+    """...up to this."""
+    notify_max_attempts: int = 12
+    """Attempts before a delivery is given up (``falhou``, visible in ``/api/v1/notificacoes/entregas``)."""
+    notify_metrics_port: int = 0
+    """Port of the notifier's Prometheus ``/metrics`` on ``host``; 0 = not served."""
 
     # --- ONS: the national grid's open data (backend/ons/, docs/ons.md) --------------------------------------
     ons_base_url: str = "https://dados.ons.org.br"
@@ -265,6 +326,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     export_chunk_rows: int = 20000
     """Most rows ``GET /api/v1/exportacao`` reads from InfluxDB at once (one time window, one Parquet row group):
     bounds the memory of an export whatever its period."""
+
+    # --- Home Assistant bridge (backend/homeassistant/, docs/homeassistant.md) -----------------------------------
+    # ``python -m backend homeassistant --site SITE``: one process per site, on the broker of mqtt_host, mqtt_port,
+    # mqtt_tls and mqtt_ca_file above, but as a user of its own (never the backend's).
+    homeassistant_username: str = ""
+    """The bridge's broker user; empty = ``homeassistant-bridge@<site>``, the user ``python -m backend
+    broker-users`` creates for each site listed in ``homeassistant_sites`` of the gateway list."""
+    homeassistant_password_file: str = ""
+    """File holding that user's password (``<passwords_dir>/homeassistant-bridge@<site>`` of the gateway list);
+    required."""
+    homeassistant_discovery_root: str = "homeassistant"
+    """Discovery topics go under ``<root>/<site>/``, which must be Home Assistant's discovery prefix. Also read by
+    ``broker-users``, whose access rules name the same topics, so set it alike for both. Default ``homeassistant``
+    (Home Assistant's own default root)."""
+    homeassistant_state_interval_s: float = 10.0
+    """Each meter's state goes to Home Assistant at most this often (the latest reading then); discovery is
+    published at once. Default 10 s."""
 
     def resolved_client_id(self) -> str:
         """The MQTT client id of this replica (see ``mqtt_client_id``)."""

@@ -1,19 +1,21 @@
-"""Alerts: meter offline, consumption far above its usual profile, voltage outside PRODIST Módulo 8, low power
-factor. Rules are pure functions; :class:`AlertEngine` feeds them from InfluxDB, keeps the current list for the
-API and publishes it, retained, on ``cds/v1/{site}/alerts``.
+"""The alert engine: evaluates every configured site periodically, keeps the current lists for the API and
+publishes each, retained, on ``cds/v1/{site}/alerts``. The rules themselves are pure functions in
+:mod:`backend.analytics.alert_rules` (``Alert``, ``AlertList`` and the rules stay importable from here).
 
-Voltage classes (PRODIST Módulo 8, tensão nominal ≤ 1 kV, sistemas 220/127 V), on the mean of the last 10 min
-(the module's 10-minute integration):
+What the rules are fed, and from where:
 
-=========  =====================  ====================================  ======================
-Nominal    Adequada               Precária                              Crítica
-=========  =====================  ====================================  ======================
-220 V      202 ≤ V ≤ 231          191 ≤ V < 202 ou 231 < V ≤ 233        V < 191 ou V > 233
-127 V      117 ≤ V ≤ 133          110 ≤ V < 117 ou 133 < V ≤ 135        V < 110 ou V > 135
-=========  =====================  ====================================  ======================
+* meters (``offline``, ``tensao``, ``fator_potencia``, ``consumo_anormal``): the readings in InfluxDB;
+* gateways (``fila_gateway``): their retained statuses, which the ingest's registry holds. Analytics and ingest are
+  sibling layers that must not import each other, so the app passes a :data:`GatewayStatuses` provider in; with
+  ingest off on a replica the registry is empty and no gateway is judged there;
+* the site's data (``dados_desatualizados``, ``bandeira``): the ANEEL and ONS sync logs and ANEEL's monthly
+  bandeiras in InfluxDB, read once per evaluation round whatever the number of sites. A replica that does not
+  pull ANEEL (or ONS) itself does not judge its freshness, as the health check does.
 
-Every evaluation is a pure function of InfluxDB's content and the clock, so replicas publishing the same
-retained state never disagree for long; the payload carries ``evaluated_at``.
+Every evaluation is a function of those inputs and the clock, so replicas publishing the same retained state never
+disagree for long; the payload carries ``evaluated_at``. The one memory is each gateway's recent queue sizes
+(growth needs more than the latest status); every replica receives the same statuses from the broker, so they
+agree once each has watched for the growth window.
 """
 
 from __future__ import annotations
@@ -21,110 +23,69 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import NamedTuple
 
 import msgspec
 
+from backend.analytics.alert_rules import (
+    Alert,
+    AlertList,
+    Kind,
+    QueueHistory,
+    Severity,
+    check_bandeira,
+    check_gateway_queue,
+    check_offline,
+    check_power_factor,
+    check_profile,
+    check_stale,
+    check_voltage,
+)
 from backend.analytics.queries import fetch_samples
 from backend.aneel.sites import SiteConfig
+from backend.aneel.store import AneelStore
+from backend.aneel.store import SyncStatus as AneelSyncStatus
+from backend.aneel.tariffs import BandeiraBook
+from backend.errors import InfluxError
+from backend.ons.store import OnsStore
+from backend.ons.store import SyncStatus as OnsSyncStatus
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import READINGS, RP_RAW, table
 from backend.store.registers import consumption
+from protocol.mqtt import GatewayStatus
 from protocol.timebase import HOUR_MS, TZ
 
+__all__ = ["Alert", "AlertEngine", "AlertList", "GatewayStatuses", "Kind", "Severity"]
+"""The payload's types stay importable from here, where the API and the notifier have always found them."""
+
 log = logging.getLogger(__name__)
-Kind = Literal["offline", "consumo_anormal", "tensao", "fator_potencia"]
-Severity = Literal["aviso", "critico"]
-LIMITS: Final = {220: ((202.0, 231.0), (191.0, 233.0)), 127: ((117.0, 133.0), (110.0, 135.0))}
-MIN_LOAD_W: Final = 100.0
-"""Power factor is only meaningful with a real load: below this mean power it is not judged."""
+
+GatewayStatuses = Callable[[], Mapping[tuple[str, str], GatewayStatus]]
+"""(site, gateway) → that gateway's latest retained status, as the ingest's registry holds it right now."""
 
 
-class Alert(msgspec.Struct, frozen=True):
-    id: str
-    site: str
-    device: str
-    kind: Kind
-    severity: Severity
-    message: str
-    value: float | None = None
-    limit: str = ""
-    since: str | None = None
+class SyncPoint(NamedTuple):
+    last_ok_ms: int | None
+    """The last successful pull by any replica (None = never)."""
+    attempted: bool
+    """Whether any pull was attempted at all."""
 
 
-class AlertList(msgspec.Struct):
-    site: str
-    evaluated_at: str
-    alerts: list[Alert]
-    v: int = 1
+class DataState(NamedTuple):
+    """The site-independent inputs of one evaluation round."""
+
+    aneel: SyncPoint | None
+    """None: this replica does not pull ANEEL, so it does not judge its freshness."""
+    ons: SyncPoint | None
+    flags: BandeiraBook
 
 
-def nominal_voltage(v: float) -> int:
-    """127 or 220 V: whichever nominal the measured voltage is closer to."""
-    return 220 if abs(v - 220) < abs(v - 127) else 127
-
-
-def voltage_class(v: float, nominal: int) -> Literal["adequada", "precaria", "critica"]:
-    (a_lo, a_hi), (p_lo, p_hi) = LIMITS[nominal]
-    if a_lo <= v <= a_hi:
-        return "adequada"
-    if p_lo <= v <= p_hi:
-        return "precaria"
-    return "critica"
-
-
-def check_voltage(site: str, device: str, v: float, nominal: int = 0) -> Alert | None:
-    nom = nominal or nominal_voltage(v)
-    cls = voltage_class(v, nom)
-    if cls == "adequada":
-        return None
-    (a_lo, a_hi), _ = LIMITS[nom]
-    label = "precária" if cls == "precaria" else "crítica"
-    return Alert(id=f"{site}:{device}:tensao", site=site, device=device, kind="tensao",
-                 severity="aviso" if cls == "precaria" else "critico",
-                 message=f"Tensão {label}: {v:.1f} V (nominal {nom} V; adequada {a_lo:.0f}–{a_hi:.0f} V, "
-                         "PRODIST Módulo 8)".replace(".", ","),
-                 value=round(v, 1), limit=f"{a_lo:.0f}-{a_hi:.0f} V")
-
-
-def check_power_factor(site: str, device: str, pf: float, p_w: float, pf_min: float = 0.92) -> Alert | None:
-    if p_w < MIN_LOAD_W or abs(pf) >= pf_min:
-        return None
-    return Alert(id=f"{site}:{device}:fator_potencia", site=site, device=device, kind="fator_potencia",
-                 severity="aviso", message=f"Fator de potência {abs(pf):.2f} abaixo de {pf_min:.2f} "
-                 "(referência ANEEL)".replace(".", ","), value=round(abs(pf), 3), limit=f">= {pf_min}")
-
-
-def check_offline(site: str, device: str, last_seen_ms: int | None, now_ms: int, offline_s: int) -> Alert | None:
-    if last_seen_ms is not None and now_ms - last_seen_ms <= offline_s * 1000:
-        return None
-    since = dt.datetime.fromtimestamp(last_seen_ms / 1000, TZ).isoformat() if last_seen_ms else None
-    minutes = (now_ms - last_seen_ms) // 60_000 if last_seen_ms else None
-    msg = (f"Medidor sem comunicação há {minutes} min" if minutes is not None
-           else "Medidor sem nenhuma medição registrada")
-    return Alert(id=f"{site}:{device}:offline", site=site, device=device, kind="offline", severity="critico",
-                 message=msg, value=float(minutes) if minutes is not None else None, limit=f"{offline_s} s",
-                 since=since)
-
-
-def check_profile(site: str, device: str, kwh: float, usual: Sequence[float], hour_label: str) -> Alert | None:
-    """Far above the usual profile: above max(2 × median, median + 4 × robust σ) and at least 0,2 kWh more,
-    judged against at least 7 earlier values of the same hour and day type."""
-    if len(usual) < 7:
-        return None
-    med = statistics.median(usual)
-    mad = statistics.median(abs(x - med) for x in usual) * 1.4826
-    threshold = max(2 * med, med + 4 * mad, med + 0.2)
-    if kwh <= threshold:
-        return None
-    return Alert(id=f"{site}:{device}:consumo_anormal", site=site, device=device, kind="consumo_anormal",
-                 severity="aviso", message=f"Consumo de {kwh:.2f} kWh às {hour_label}, acima do habitual "
-                 f"({med:.2f} kWh; limite {threshold:.2f} kWh)".replace(".", ","),
-                 value=round(kwh, 3), limit=f"{threshold:.3f} kWh")
+def _sync_point(st: AneelSyncStatus | OnsSyncStatus) -> SyncPoint:
+    last_ok = round(dt.datetime.fromisoformat(st.last_ok_at).timestamp() * 1000) if st.last_ok_at else None
+    return SyncPoint(last_ok, st.last_attempt_at is not None)
 
 
 def _day_type(ms: int) -> bool:
@@ -135,15 +96,21 @@ class AlertEngine:
     """Evaluates every configured site periodically; ``current`` holds the last lists for the API."""
 
     def __init__(self, settings: Settings, influx: InfluxClient, sites: dict[str, SiteConfig],
-                 publish: Callable[[str, bytes], Awaitable[None]] | None = None) -> None:
+                 publish: Callable[[str, bytes], Awaitable[None]] | None = None, *,
+                 gateways: GatewayStatuses | None = None) -> None:
         self.settings = settings
         self.influx = influx
         self.sites = sites
         self.publish = publish
+        self.gateways = gateways
         self.current: dict[str, AlertList] = {}
         self.errors = 0
         self._task: asyncio.Task[None] | None = None
         self._encoder = msgspec.json.Encoder()
+        self._aneel = AneelStore(influx, settings.influx_db)
+        self._ons = OnsStore(influx, settings.influx_db)
+        self._queues = QueueHistory(settings.alerts_gateway_queue_window_s)
+        self._data: tuple[int, DataState] | None = None
 
     async def evaluate_site(self, site: SiteConfig, now_ms: int | None = None) -> AlertList:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -172,6 +139,12 @@ class AlertEngine:
                 if a:
                     alerts.append(a)
         alerts += await self._profile_alerts(site, now)
+        alerts += self._gateway_alerts(site.id)
+        try:
+            alerts += await self._data_alerts(site.id, now)
+        except InfluxError:  # e.g. ONS's retention policy not made yet: the meters' alerts must still go out
+            self.errors += 1
+            log.warning("alert data checks failed", extra={"site": site.id})
         result = AlertList(site=site.id, evaluated_at=dt.datetime.fromtimestamp(now / 1000, TZ).isoformat(),
                            alerts=alerts)
         self.current[site.id] = result
@@ -198,10 +171,48 @@ class AlertEngine:
                 out.append(a)
         return out
 
+    def _gateway_alerts(self, site: str) -> list[Alert]:
+        if self.gateways is None:
+            return []
+        s = self.settings
+        statuses = self.gateways()
+        self._queues.keep_only(set(statuses))
+        out: list[Alert] = []
+        for (gw_site, gateway), status in sorted(statuses.items()):
+            if gw_site != site:
+                continue
+            history = self._queues.observe(site, gateway, status)
+            a = check_gateway_queue(site, gateway, status, history, age_s=s.alerts_gateway_queue_age_s,
+                                    critical_s=s.alerts_gateway_queue_critical_s, rows=s.alerts_gateway_queue_rows,
+                                    window_s=s.alerts_gateway_queue_window_s)
+            if a:
+                out.append(a)
+        return out
+
+    async def _data_state(self, now: int) -> DataState:
+        """Read once per round: every site of a :meth:`run_once` is evaluated at the same ``now``."""
+        if self._data is not None and self._data[0] == now:
+            return self._data[1]
+        s = self.settings
+        state = DataState(aneel=_sync_point(await self._aneel.status()) if s.aneel_sync_enabled else None,
+                          ons=_sync_point(await self._ons.status()) if s.ons_sync_enabled else None,
+                          flags=BandeiraBook(await self._aneel.months()))
+        self._data = (now, state)
+        return state
+
+    async def _data_alerts(self, site: str, now: int) -> list[Alert]:
+        s = self.settings
+        state = await self._data_state(now)
+        found = [check_stale(site, "aneel", *state.aneel, now, s.alerts_aneel_stale_s) if state.aneel else None,
+                 check_stale(site, "ons", *state.ons, now, s.alerts_ons_stale_s) if state.ons else None,
+                 check_bandeira(site, state.flags, dt.datetime.fromtimestamp(now / 1000, TZ).date())]
+        return [a for a in found if a is not None]
+
     async def run_once(self, now_ms: int | None = None) -> None:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
         for site in self.sites.values():
             try:
-                result = await self.evaluate_site(site, now_ms)
+                result = await self.evaluate_site(site, now)
             except Exception:  # one bad site or an InfluxDB outage must not stop the loop
                 self.errors += 1
                 log.exception("alert evaluation failed", extra={"site": site.id})

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from backend.analytics.alerts import AlertEngine
+from backend.analytics.alerts import AlertEngine, GatewayStatuses
 from backend.analytics.service import AnalyticsService
 from backend.aneel.sites import SiteConfigError, load_sites
 from backend.aneel.store import AneelData, AneelStore
@@ -31,8 +31,9 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 
 @asynccontextmanager
 async def open_analytics(settings: Settings, influx: InfluxClient, publish: Publish | None,
-                         metrics: Metrics) -> AsyncIterator[AnalyticsService]:
-    """The analytics service with its ANEEL scheduler and alert engine started as the settings say."""
+                         metrics: Metrics, gateways: GatewayStatuses) -> AsyncIterator[AnalyticsService]:
+    """The analytics service with its ANEEL scheduler and alert engine started as the settings say; ``gateways``
+    gives the alert engine the gateways' statuses that ingest keeps (analytics may not import ingest)."""
     s = settings
     try:
         sites = load_sites(Path(s.sites_file)) if s.sites_file else {}
@@ -50,7 +51,7 @@ async def open_analytics(settings: Settings, influx: InfluxClient, publish: Publ
         svc.scheduler = AneelScheduler(s, store, data, list(sites.values()), client, metrics=metrics)
         if s.aneel_sync_enabled:
             svc.scheduler.start()
-        svc.alerts = AlertEngine(s, influx, sites, publish)
+        svc.alerts = AlertEngine(s, influx, sites, publish, gateways=gateways)
         if s.alerts_enabled and sites:
             svc.alerts.start()
         try:

@@ -222,7 +222,9 @@ class AnalyticsController(Controller):
     @get("/alertas")
     async def alertas(self, request: Request[Any, Any, Any], site: FromQuery[str | None] = None) -> list[AlertList]:
         """Alertas atuais: medidor sem comunicação, consumo anormal, tensão fora da faixa adequada (PRODIST
-        Módulo 8), fator de potência abaixo de 0,92."""
+        Módulo 8), fator de potência abaixo de 0,92, fila de envio de um gateway parada ou crescendo (campo
+        ``gateway``), dados da ANEEL ou do ONS desatualizados e bandeira tarifária do mês seguinte diferente da
+        atual; os dois últimos valem para o site inteiro (``device`` vazio)."""
         svc = await visible_analytics(request)
         engine = svc.alerts
         if engine is None:

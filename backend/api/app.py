@@ -44,6 +44,7 @@ from backend.api.fleet import FleetAdminController
 from backend.api.health import health, metrics, ready
 from backend.api.knowledge import conhecimento
 from backend.api.names import NamesController
+from backend.api.notificacoes import NotificationsController
 from backend.api.ons import OnsController
 from backend.api.openapi import ErrorOut, ValidationIssue, document
 from backend.api.painel import PainelController
@@ -85,6 +86,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     FleetAdminController,
     PainelController,
     NamesController,
+    NotificationsController,
     dashboard_router,
     plotly_router,
     swagger_ui_router,
@@ -125,7 +127,11 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
                 await services.rollups.start()
                 stack.push_async_callback(services.rollups.stop)
             services.ons = await stack.enter_async_context(open_ons(s, influx, services.metrics))
-            services.analytics = await stack.enter_async_context(open_analytics(s, influx, publish, services.metrics))
+            # fila_gateway alerts judge the statuses ingest keeps; analytics may not import ingest, so a provider.
+            registry = services.registry
+            services.analytics = await stack.enter_async_context(open_analytics(
+                s, influx, publish, services.metrics,
+                lambda: {key: g.status for key, g in registry.gateways.items()}))
             log.info("backend started", extra={"client_id": s.resolved_client_id(), "ingest": s.ingest_enabled})
             try:
                 yield

@@ -407,13 +407,21 @@ async function loadPrevisao(p, gen) {
   }
 }
 
+// Who an alert is about: a meter by its name, a gateway (fila_gateway) by its id, else the site itself (ANEEL and
+// ONS data, the bandeira), which carry no device.
+function alertSubject(a) {
+  if (a.device) return meterName(a.site, a.device);
+  if (a.gateway) return `Gateway ${a.gateway}`;
+  return SITES[a.site] ? SITES[a.site].nome : a.site;
+}
+
 async function loadAlertas(p) {
   const ul = $("alertas");
   try {
     const lists = await api("analytics/alertas", { site: p.site });
     const all = lists.flatMap((l) => l.alerts);
     ul.innerHTML = all.length ? all.map((a) => `<li class="${escapeHtml(a.severity)}"><b>`
-      + `${escapeHtml(meterName(p.site, a.device))}</b>: ${escapeHtml(a.message)}</li>`).join("")
+      + `${escapeHtml(alertSubject(a))}</b>: ${escapeHtml(a.message)}</li>`).join("")
       : "<li class='ok'>Nenhum alerta.</li>";
     $("alertas-abertos").textContent = all.length ? `${all.length} alerta(s) aberto(s)` : "Nenhum alerta aberto";
   } catch (e) {

@@ -3,9 +3,10 @@ dynamic-security file (and mosquitto_ctrl lines for a running broker) out.
 
 A thin file-handling shell around :mod:`backend.ingest.broker_users`, which holds every rule:
 
-- passwords live one per file in the list's ``passwords_dir`` (``<user>`` for backend, ops and admin,
-  ``<site>.<gateway>`` for a gateway). A missing one is generated and created 0600 with ``O_EXCL``, and an
-  existing one is never rewritten, so running the command again keeps every password a gateway already uses;
+- passwords live one per file in the list's ``passwords_dir`` (``<user>`` for backend, ops, admin and the
+  Home Assistant users, ``<site>.<gateway>`` for a gateway). A missing one is generated and created 0600 with
+  ``O_EXCL``, and an existing one is never rewritten, so running the command again keeps every password a gateway
+  already uses;
 - the backend's user, password and share group come from the backend's own settings (``BACKEND_MQTT_USERNAME``,
   ``BACKEND_MQTT_PASSWORD[_FILE]``, ``BACKEND_MQTT_SHARE_GROUP``): the role is generated for the very group the
   replicas subscribe with, and a password the backend already has is the one the broker gets;
@@ -34,6 +35,7 @@ from backend.ingest.broker_users import (
     service_usernames,
 )
 from backend.settings import Settings
+from protocol import homeassistant as ha
 
 _PASSWORD_BYTES = 24  # 32 URL-safe characters: typed by nobody, so as long as any config file accepts
 
@@ -120,11 +122,15 @@ def broker_users(
     if out is not None:
         check_backend_identity(backend_user, settings.mqtt_share_group)
         passwords = {gw.username: files.get(gw.username, gw.password_file_name) for gw in users.gateways}
-        for name in (users.ops_username, users.admin_username):
+        for name in (users.ops_username, users.admin_username, users.notifier_username):
             if name:
                 passwords[name] = files.get(name, name)
         passwords[backend_user] = settings.mqtt_password or files.get(backend_user, backend_user)
-        config = build_config(users, backend_user, settings.mqtt_share_group, passwords)
+        for site in users.homeassistant_sites:  # file name = user name: '@' is in no other user's name
+            for name in (ha.bridge_username(site), ha.ha_username(site)):
+                passwords[name] = files.get(name, name)
+        config = build_config(users, backend_user, settings.mqtt_share_group, passwords,
+                              discovery_root=settings.homeassistant_discovery_root)
         _write_private(out, encode_config(config))
         print(f"wrote {out}: {len(users.gateways)} gateways, backend user {backend_user!r} in share group "
               f"{settings.mqtt_share_group!r}", file=sys.stderr)

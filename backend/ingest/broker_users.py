@@ -35,6 +35,7 @@ import msgspec
 
 from backend.errors import ConfigError
 from backend.ingest.adoption import presence_topic
+from protocol import homeassistant as ha
 from protocol import mqtt
 from protocol.ids import Ident
 
@@ -92,7 +93,12 @@ class UserList(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Read-only debugging user (``""`` = none)."""
     admin_username: str = "cds-admin"
     """Dynamic-security administrator, for mosquitto_ctrl on a running broker (``""`` = none)."""
+    notifier_username: str = ""
+    """The notifier's user (``python -m backend notify``): reads the alert lists, nothing else (``""`` = none)."""
     gateways: list[GatewayUser] = msgspec.field(default_factory=list)
+    homeassistant_sites: list[Ident] = msgspec.field(default_factory=list)
+    """Sites whose Home Assistant bridge is on (docs/homeassistant.md): each gets a bridge user and a Home
+    Assistant user, both confined to that site. Empty (the default) = no Home Assistant user at all."""
 
 
 class Acl(msgspec.Struct, frozen=True):
@@ -148,7 +154,8 @@ def load_user_list(data: bytes | str) -> UserList:
         users = msgspec.toml.decode(data, type=UserList)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ConfigError(f"gateway list: {exc}") from exc
-    for name, value in (("ops_username", users.ops_username), ("admin_username", users.admin_username)):
+    for name, value in (("ops_username", users.ops_username), ("admin_username", users.admin_username),
+                        ("notifier_username", users.notifier_username)):
         if value and not re.match(SERVICE_USERNAME_PATTERN, value):
             raise ConfigError(f"gateway list: {name} {value!r} must match [A-Za-z0-9_-]{{1,64}}")
     seen: set[str] = set()
@@ -159,6 +166,11 @@ def load_user_list(data: bytes | str) -> UserList:
         for key in (gw.username, gw.resolved_client_id):  # ids like a-b/c and a/b-c share cds-gw-a-b-c
             if key in seen:
                 raise ConfigError(f"gateway list: {key} appears twice")
+            seen.add(key)
+    for site in users.homeassistant_sites:
+        for key in (ha.bridge_username(site), ha.ha_username(site), ha.bridge_client_id(site), ha.ha_client_id(site)):
+            if key in seen:  # a site listed twice, or a gateway's client_id set to a Home Assistant one
+                raise ConfigError(f"gateway list: {key} (Home Assistant of {site}) appears twice")
             seen.add(key)
     return users
 
@@ -174,7 +186,7 @@ def check_backend_identity(username: str, share_group: str) -> None:
 
 def service_usernames(users: UserList, backend_username: str) -> list[str]:
     """The non-gateway users, backend first; ConfigError when two of them share a name."""
-    names = [n for n in (backend_username, users.ops_username, users.admin_username) if n]
+    names = [n for n in (backend_username, users.ops_username, users.admin_username, users.notifier_username) if n]
     if len(set(names)) != len(names):
         raise ConfigError(f"backend, ops and admin users need distinct names, got {names}")
     return names
@@ -226,6 +238,39 @@ def ops_acls() -> list[Acl]:
     ]
 
 
+def homeassistant_bridge_acls(site: str, root: str) -> list[Acl]:
+    """Read the site's readings and DeviceInfo and Home Assistant's birth; write discovery and state for this site
+    only. Literal filters: ``$share/<group>/...`` never equals one of them, so the bridge can never join the
+    backend's share group (its plain subscription gets a copy and takes nothing from the group). No gateway status:
+    Home Assistant reads that itself for availability."""
+    reads = [f"{mqtt.ROOT}/{site}/+/up/readings", f"{mqtt.ROOT}/{site}/+/devices/+", ha.birth_topic(root, site)]
+    return [
+        *(Acl("subscribeLiteral", topic) for topic in reads),
+        *(Acl("publishClientReceive", topic) for topic in reads),
+        Acl("publishClientSend", ha.config_filter(root, site)),
+        Acl("publishClientSend", ha.site_state_filter(site)),
+    ]
+
+
+def homeassistant_acls(site: str, root: str) -> list[Acl]:
+    """Home Assistant of one household: read its site's discovery, state and availability (gateway status and
+    DeviceInfo), publish only its birth and will. Patterns, because Home Assistant subscribes with wildcards of
+    its own choosing; a pattern never matches a ``$share/`` filter."""
+    reads = [f"{ha.discovery_prefix(root, site)}/#", ha.site_state_filter(site), f"{mqtt.ROOT}/{site}/+/status",
+             f"{mqtt.ROOT}/{site}/+/devices/+"]
+    return [
+        *(Acl("subscribePattern", topic) for topic in reads),
+        *(Acl("publishClientReceive", topic) for topic in reads),
+        Acl("publishClientSend", ha.birth_topic(root, site)),
+    ]
+
+
+def notifier_acls() -> list[Acl]:
+    """Subscribe to and receive the retained alert lists; no publishing, no readings, no share group."""
+    alerts = f"{mqtt.ROOT}/+/alerts"
+    return [Acl("subscribeLiteral", alerts), Acl("publishClientReceive", alerts)]
+
+
 def admin_acls() -> list[Acl]:
     """The plugin's control topic only: mosquitto_ctrl needs nothing else, and the admin reads no data."""
     return [
@@ -258,17 +303,26 @@ def build_config(
     share_group: str,
     passwords: Mapping[str, str],
     salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
+    discovery_root: str = ha.DEFAULT_DISCOVERY_ROOT,
 ) -> DynSecConfig:
     """The whole plugin file: one role and one client per user. ``passwords`` maps every user name to its
-    password (KeyError names a missing one); ``salt`` is injectable for reproducible tests."""
+    password (KeyError names a missing one); ``salt`` is injectable for reproducible tests; ``discovery_root`` is
+    the bridge's ``BACKEND_HOMEASSISTANT_DISCOVERY_ROOT``."""
     check_backend_identity(backend_username, share_group)
     service_usernames(users, backend_username)
+    if users.homeassistant_sites and not ha.is_discovery_root(discovery_root):
+        raise ConfigError(f"Home Assistant discovery root {discovery_root!r} must be topic levels of "
+                          "[A-Za-z0-9_-] (BACKEND_HOMEASSISTANT_DISCOVERY_ROOT)")
     roles = [Role("backend", f"CDS backend, share group {share_group}", backend_acls(share_group))]
     clients = [_client(backend_username, "CDS backend replicas", "backend", passwords[backend_username], salt())]
     if users.ops_username:
         roles.append(Role("ops", "read-only debugging, no share group", ops_acls()))
         clients.append(_client(users.ops_username, "operations (read-only)", "ops",
                                passwords[users.ops_username], salt()))
+    if users.notifier_username:
+        roles.append(Role("notifier", "alert notifications: reads the alert lists only", notifier_acls()))
+        clients.append(_client(users.notifier_username, "alert notifier (read-only)", "notifier",
+                               passwords[users.notifier_username], salt()))
     if users.admin_username:
         roles.append(Role("dynsec-admin", "mosquitto_ctrl dynsec only", admin_acls()))
         clients.append(_client(users.admin_username, "dynamic-security administrator", "dynsec-admin",
@@ -280,6 +334,16 @@ def build_config(
         # its place in the share group) just by connecting as cds-backend-1.
         clients.append(_client(gw.username, f"gateway {gw.username}", gw.rolename, passwords[gw.username], salt(),
                                gw.resolved_client_id))
+    for site in users.homeassistant_sites:  # bound to client ids for the same reason as the gateways
+        roles.append(Role(f"homeassistant-bridge/{site}", f"Home Assistant bridge of {site}",
+                          homeassistant_bridge_acls(site, discovery_root)))
+        clients.append(_client(ha.bridge_username(site), f"Home Assistant bridge of {site}",
+                               f"homeassistant-bridge/{site}", passwords[ha.bridge_username(site)], salt(),
+                               ha.bridge_client_id(site)))
+        roles.append(Role(f"homeassistant/{site}", f"Home Assistant of {site} (read-only)",
+                          homeassistant_acls(site, discovery_root)))
+        clients.append(_client(ha.ha_username(site), f"Home Assistant of {site}", f"homeassistant/{site}",
+                               passwords[ha.ha_username(site)], salt(), ha.ha_client_id(site)))
     return DynSecConfig(clients=clients, roles=roles)
 
 

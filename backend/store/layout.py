@@ -83,6 +83,16 @@ FLEET_GATEWAY: Final = "fleet_gateway"
 FLEET_SITE: Final = "fleet_site"
 FLEET_NAME: Final = "fleet_name"
 """Friendly names of meters given by a site's operator (``Geladeira``), beside the device book."""
+NOTIFY_PREFS: Final = "notify_prefs"
+"""Each user's notification preferences (backend/notify/preferences.py), in the accounts database."""
+NOTIFY_TEST: Final = "notify_test"
+"""Test messages users asked for, which the notifier picks up (backend/notify/deliveries.py); retention
+``RP_ACCOUNTS``, which every replica creates, so a request can be written before the notifier ever ran."""
+NOTIFY_DELIVERY: Final = "notify_delivery"
+"""The notifier's delivery records, read by ``GET /api/v1/notificacoes/entregas`` (retention ``RP_NOTIFY``)."""
+RP_NOTIFY: Final = "notify"
+"""In the accounts database, created by the notifier: its delivery records, kept ``NOTIFY_DURATION``."""
+NOTIFY_DURATION: Final = "90d"
 
 
 _DURATION_UNITS_MS: Final = {"ns": 1e-6, "u": 1e-3, "µ": 1e-3, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000,

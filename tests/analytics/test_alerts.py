@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from backend.analytics.alerts import check_offline, check_power_factor, check_profile, check_voltage, voltage_class
+from backend.analytics.alert_rules import check_offline, check_power_factor, check_profile, check_voltage, voltage_class
 from backend.api.app import create_app
 from backend.settings import Settings
 from backend.store.influx import InfluxClient

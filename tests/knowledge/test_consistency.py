@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from backend.analytics.alerts import LIMITS, MIN_LOAD_W
+from backend.analytics.alert_rules import LIMITS, MIN_LOAD_W
 from backend.aneel.postos import KNOWN_WINDOWS
 from backend.aneel.records import parse_bandeira_adder, parse_tariff
 from backend.aneel.sites import AVAILABILITY_KWH
