@@ -12,7 +12,7 @@ from gwharness import Collector, GatewayProcess, check_delivery
 from paho.mqtt import publish
 
 from devstack.mosquitto import MosquittoService
-from protocol import mqtt
+from protocol import frames, mqtt
 from sim.runner import MeterRunner
 
 PERIOD_MS = 20
@@ -281,9 +281,23 @@ def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
     wait_for(lambda: meter.truth().produced[-1].frame.uptime_ms < 2**31, 10, what="the counter wrapped")
     meter.replug()
     figures = check_delivery([meter], collector, gw, wait_for)
-    uptimes = [r.frame.uptime_ms for r in meter.truth().produced if r.boot == 1]
+    produced = {r.seq: r.frame for r in meter.truth().produced if r.boot == 1}
+    uptimes = [f.uptime_ms for f in produced.values()]
     assert any(b < a for a, b in itertools.pairwise(uptimes)), f"no wrap in {uptimes[:3]}..{uptimes[-3:]}"
-    assert figures["max_ts_error_ms"] < 500, figures  # a wrong wrap would be off by 49.7 days
+    # A fresh reading is stamped when it arrives, so its error against the simulator's clock is this machine's
+    # scheduling latency (seconds under a CPU hog: the 500 ms bound this test had made it depend on the machine),
+    # not the wrap arithmetic. A resent reading is placed from its boot's anchor by the uptime difference alone, so two
+    # consecutive resent readings lie exactly as far apart as the meter measured them, whatever the latency: that
+    # is what a wrong wrap breaks (by 2^32 ms = 49.7 days), checked on every pair that straddles the wrap.
+    got = sorted((seq, collector.readings[(meter.device, 1, seq)]) for _, boot, seq in collector.keys(meter.device)
+                 if boot == 1)
+    pairs = [(a, b) for a, b in itertools.pairwise(got)
+             if b[0] == a[0] + 1 and a[1].flags & b[1].flags & frames.FLAG_RESENT]
+    assert pairs, "no two consecutive readings were resent"
+    for (s0, r0), (s1, r1) in pairs:
+        apart = (produced[s1].uptime_ms - produced[s0].uptime_ms) % 2**32
+        assert abs((r1.ts - r0.ts) - apart) <= 2, f"seq {s0}->{s1}: {r1.ts - r0.ts} ms apart, measured {apart} ms"
+    assert figures["max_ts_error_ms"] < 60_000, figures  # and no reading is off by days (when it wrapped early)
 
 
 def _kill9_after_puback_scenario(
