@@ -211,6 +211,12 @@ class Notifier:
         return len(rows)
 
     async def _deliver(self, row: Row) -> None:
+        try:
+            await self._attempt(row)
+        finally:
+            self.wakeup.set()  # the loop reports the outcome and counts what is pending without waiting a round
+
+    async def _attempt(self, row: Row) -> None:
         async with self._slots:
             now = self.clock()
             attempt = row.attempts + 1
@@ -256,6 +262,7 @@ class Notifier:
             self.route_pending()
             await self.run_due()
             await self._safely("report", self.report())
+            self.metrics.pending.set(self.outbox.pending())
             nxt = self.outbox.next_due_ms()
             wait = 1.0 if nxt is None else min(max((nxt - self.clock()) / 1000, 0.05), 1.0)
             with contextlib.suppress(TimeoutError):
@@ -313,6 +320,7 @@ async def _main(settings: Settings, stop: asyncio.Event) -> None:
             stack.push_async_callback(bridge.stop)
             log.info("notifier started", extra={"state_dir": str(folder), "client_id": bridge.client_id})
             await notifier.serve(stop)
+            log.info("notifier stopped", extra={"pending": outbox.pending()})
     finally:
         outbox.close()
         os.close(lock)

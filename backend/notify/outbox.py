@@ -172,6 +172,10 @@ class Outbox:
         row = self._db.execute("SELECT min(next_ms) FROM delivery WHERE status = 'pendente'").fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
+    def pending(self) -> int:
+        """Deliveries neither delivered nor given up (queued, held by quiet hours, in flight or awaiting a retry)."""
+        return int(self._db.execute("SELECT count(*) FROM delivery WHERE status = 'pendente'").fetchone()[0])
+
     def get(self, delivery_id: str) -> Row | None:
         rows = self._rows("WHERE id = ?", (delivery_id,))
         return rows[0] if rows else None

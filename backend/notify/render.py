@@ -26,6 +26,9 @@ KIND_LABEL: Final = {
     "consumo_anormal": "Consumo acima do habitual",
     "tensao": "Tensão fora da faixa adequada",
     "fator_potencia": "Fator de potência baixo",
+    "fila_gateway": "Gateway com leituras represadas",
+    "dados_desatualizados": "Dados de tarifas ou da rede desatualizados",
+    "bandeira": "Mudança de bandeira tarifária",
     "orcamento": "Conta projetada acima do orçamento",
 }
 """Headlines of the kinds known today; any other kind is shown by its name (a new kind needs no change here)."""
@@ -74,6 +77,8 @@ def render(event: Event) -> Message:
     lines = [a.message or label, "", f"Site: {a.site}"]
     if a.device:
         lines.append(f"Medidor: {a.device}")
+    if a.gateway:
+        lines.append(f"Gateway: {a.gateway}")
     if a.value is not None:
         lines.append(f"Valor medido: {number(a.value)}" + (f" (limite {a.limit})" if a.limit else ""))
     if event.type == "alerta":

@@ -44,6 +44,8 @@ class AlertIn(msgspec.Struct, frozen=True):
     value: float | None = None
     limit: str = ""
     since: str | None = None
+    gateway: str = ""
+    """The gateway a ``fila_gateway`` alert is about (``device`` is empty then)."""
 
 
 class AlertListIn(msgspec.Struct, frozen=True):

@@ -31,6 +31,7 @@ from backend.settings import Settings, User
 from backend.store.influx import InfluxClient
 from devstack.processes import HOST, free_port
 from protocol.timebase import TZ
+from tests.backend.conftest import Publisher
 
 SECRET = "s" * 32
 _TODAY = dt.datetime.now(TZ).date()
@@ -48,15 +49,36 @@ def alert_list(site: str, at_ms: int, *alerts: tuple[str, str, str]) -> bytes:
                     "message": f"Alerta {k}", "value": 1.5, "limit": "1 V"} for d, k, s in alerts]})
 
 
+def retain(broker: Any, site: str, *payloads: bytes) -> None:
+    """Publish retained lists on the site's alerts topic, as the replicas do (an empty payload clears it)."""
+    pub = Publisher(broker)
+    try:
+        for p in payloads:
+            pub.publish(f"cds/v1/{site}/alerts", p, retain=True)
+        pub.wait_all_acked()
+    finally:
+        pub.close()
+
+
+def clear(broker: Any, site: str) -> None:
+    retain(broker, site, b"")
+
+
 class Receiver(http.server.ThreadingHTTPServer):
     """A webhook receiver on a real socket: checks the HMAC of every body, records the accepted ones, answers
-    ``status`` (503 while 'down'); ``hold`` names alert kinds whose requests are held until ``release``."""
+    ``status`` (503 while 'down'); ``hold`` names alert kinds whose requests are held until ``release`` (the
+    sender is then provably mid-send: its request arrived, its answer has not left)."""
 
     daemon_threads = True
 
     def __init__(self, secret: str = SECRET) -> None:
         self.secret = secret
         self.bodies: list[dict[str, Any]] = []
+        """The accepted bodies, in the order their answers were decided (a held one after its release)."""
+        self.arrived: list[str] = []
+        """``X-CDS-Delivery`` of every signed request as it arrived, before any hold: what was in flight."""
+        self.mismatched_ids = 0
+        """Requests whose body ``id`` differs from their ``X-CDS-Delivery`` header (must stay 0)."""
         self.bad_signatures = 0
         self.status = 200
         self.hold: set[str] = set()
@@ -73,6 +95,10 @@ class Receiver(http.server.ThreadingHTTPServer):
         with self.lock:
             return [b["id"] for b in self.bodies]
 
+    def arrivals(self) -> list[str]:
+        with self.lock:
+            return list(self.arrived)
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Receiver
@@ -86,7 +112,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         body = msgspec.json.decode(raw)
-        assert body["id"] == self.headers["X-CDS-Delivery"]
+        with srv.lock:
+            srv.arrived.append(self.headers.get("X-CDS-Delivery", ""))
+            srv.mismatched_ids += body["id"] != self.headers.get("X-CDS-Delivery")
         if body["alerta"]["kind"] in srv.hold:
             srv.release.wait(60)
         status = srv.status

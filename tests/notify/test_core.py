@@ -1,20 +1,23 @@
-"""The sans-IO core: transitions, routing and quiet hours, the retry schedule, rendering, signatures, secrets,
-the budget alert."""
+"""The sans-IO core: transitions, routing and quiet hours, the retry schedule, rendering (every alert kind the
+analytics publish), signatures, secrets, the budget alert."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
 
+import msgspec
 import pytest
 
+from backend.analytics.alert_rules import AlertList, check_bandeira, check_gateway_queue, check_stale
 from backend.notify.budget import CycleProjection, budget_alert, project_bill
 from backend.notify.channels import sign
 from backend.notify.outbox import retry_delay_ms
 from backend.notify.preferences import Canal, Preferencias, RegraSite, Silencio, keep_secrets
 from backend.notify.render import render
 from backend.notify.routing import route
-from backend.notify.transitions import AlertIn, step
+from backend.notify.transitions import AlertIn, parse_list, step
+from protocol.mqtt import GatewayStatus
 from protocol.timebase import TZ
 from tests.analytics.test_billing_month import SITES, books
 
@@ -101,3 +104,31 @@ def test_budget_alert_when_projected_bill_exceeds_the_budget() -> None:
     assert opened.user == "ana"
     _, (closed,) = step(s, [], 2, 0, user="ana")
     assert closed.type == "resolvido"
+
+
+def test_gateway_stale_data_and_bandeira_alerts_read_from_a_published_list_and_rendered_in_pt_br() -> None:
+    _, flags = books()
+    status = GatewayStatus(online=True, gateway="gw1", site="s", queued=1200, oldest_queued_ms=3 * 3_600_000,
+                           ts=NOON)
+    made = [check_gateway_queue("s", "gw1", status, [], age_s=900, critical_s=7200, rows=5000, window_s=1800),
+            check_stale("s", "aneel", NOON - 3 * 86_400_000, True, NOON, 86_400),
+            check_bandeira("s", flags, dt.date(2026, 4, 28))]  # May's Amarela published, April is Verde
+    alerts = [a for a in made if a is not None]
+    assert [a.kind for a in alerts] == ["fila_gateway", "dados_desatualizados", "bandeira"]
+    when = dt.datetime.fromtimestamp(NOON / 1000, TZ).isoformat()
+    lst, at = parse_list("cds/v1/s/alerts", msgspec.json.encode(AlertList(site="s", evaluated_at=when,
+                                                                           alerts=alerts)))
+    assert [(a.kind, a.device, a.gateway) for a in lst.alerts] == [
+        ("fila_gateway", "", "gw1"), ("dados_desatualizados", "", ""), ("bandeira", "", "")]
+    _, events = step(None, lst.alerts, at, 0)
+    msgs = {e.alert.kind: render(e) for e in events}
+    queue = msgs["fila_gateway"]
+    assert queue.subject == "[CDS] ALERTA CRÍTICO em s: Gateway com leituras represadas"
+    assert "\nGateway: gw1\n" in queue.body and "Medidor" not in queue.body
+    assert queue.body.startswith("Fila do gateway gw1: 1.200 leitura(s)") and "Valor medido: 1.200" in queue.body
+    stale = msgs["dados_desatualizados"]
+    assert stale.subject == "[CDS] Alerta em s: Dados de tarifas ou da rede desatualizados"
+    assert stale.body.startswith("Tarifas e bandeiras da ANEEL sem atualização há 3 dias")
+    flag = msgs["bandeira"]
+    assert flag.subject == "[CDS] Alerta em s: Mudança de bandeira tarifária"
+    assert flag.body.startswith("Bandeira tarifária de 05/2026: amarela") and "Gateway" not in flag.body

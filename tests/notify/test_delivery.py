@@ -10,8 +10,7 @@ import msgspec
 import pytest
 
 from backend.notify.preferences import Canal, Preferencias, RegraSite, Silencio
-from tests.backend.conftest import Publisher
-from tests.notify.conftest import SECRET, T0, Mailbox, Receiver, Rig, alert_list
+from tests.notify.conftest import SECRET, T0, Mailbox, Receiver, Rig, alert_list, clear, retain
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio]
 
@@ -27,13 +26,7 @@ async def follow(rig: Rig, site: str, *channels: Canal, **rule: Any) -> None:
 
 async def publish(rig: Rig, broker: Any, site: str, payloads: list[bytes], wait_for_async: Any) -> None:
     """Publish retained lists (as the replicas do) and wait until the notifier took the last one."""
-    pub = Publisher(broker)
-    try:
-        for p in payloads:
-            pub.publish(f"cds/v1/{site}/alerts", p, retain=True)
-        pub.wait_all_acked()
-    finally:
-        pub.close()
+    retain(broker, site, *payloads)
     last = msgspec.json.decode(payloads[-1])["evaluated_at"]
     want = int(dt.datetime.fromisoformat(last).timestamp() * 1000)
 
@@ -42,13 +35,6 @@ async def publish(rig: Rig, broker: Any, site: str, payloads: list[bytes], wait_
         return state is not None and state.last_evaluated_ms >= want
 
     await wait_for_async(taken, what=f"the notifier took the list of {last}")
-
-
-def clear(broker: Any, site: str) -> None:
-    pub = Publisher(broker)
-    pub.publish(f"cds/v1/{site}/alerts", b"", retain=True)
-    pub.wait_all_acked()
-    pub.close()
 
 
 async def test_two_replicas_same_list_one_message_per_transition_and_resolved_once(
