@@ -8,8 +8,10 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiosmtpd.controller import Controller
 
 from backend.notify.preferences import Canal, Preferencias, RegraSite, Silencio
+from devstack.processes import HOST, free_port
 from tests.notify.conftest import SECRET, T0, Mailbox, Receiver, Rig, alert_list, clear, retain
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio]
@@ -126,4 +128,34 @@ async def test_quiet_hours_hold_a_warning_until_they_end_and_let_a_critical_thro
         await rig.cycle()
         assert [b["alerta"]["kind"] for b in receiver.bodies] == ["offline", "tensao"]
     finally:
+        clear(broker, site)
+
+
+async def test_smtp_server_down_is_retried_then_the_mail_delivered_once(
+        rig: Rig, broker: Any, unique_id: str, wait_for_async: Any) -> None:
+    """No SMTP server listens on the configured port (connection refused): the e-mail is retried with backoff,
+    and delivered once when a server answers there."""
+    site = unique_id.replace("_", "-")
+    port = free_port()
+    rig.notifier.senders.settings = msgspec.structs.replace(
+        rig.settings, notify_smtp_host=HOST, notify_smtp_port=port, notify_smtp_security="none")
+    await follow(rig, site, Canal(nome="mail", tipo="email", destino="ana@example.com"))
+    box = Mailbox()
+    server = Controller(box, hostname=HOST, port=port)
+    try:
+        await publish(rig, broker, site, [alert_list(site, T0, ("00000000000000a1", "offline", "critico"))],
+                      wait_for_async)
+        await rig.cycle()
+        (seen,) = await rig.records.recent("ana")
+        assert seen.situacao == "pendente" and seen.tentativas == 1 and seen.ultimo_erro.startswith("SMTP")
+        assert rig.notifier.metrics.deliveries.labels("email", "retried")._value.get() == 1
+        server.start()
+        rig.clock.ms = T0 + 15_000
+        await rig.cycle()
+        await rig.cycle()
+        assert len(box.messages) == 1 and box.messages[0]["X-CDS-Delivery"] == seen.id
+        (seen,) = await rig.records.recent("ana")
+        assert seen.situacao == "entregue" and seen.tentativas == 2
+    finally:
+        server.stop(no_assert=True)
         clear(broker, site)
