@@ -343,6 +343,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     homeassistant_state_interval_s: float = 10.0
     """Each meter's state goes to Home Assistant at most this often (the latest reading then); discovery is
     published at once. Default 10 s."""
+    homeassistant_metrics_port: int = 0
+    """Port of the bridge's Prometheus ``/metrics`` on ``host`` (readings taken, configs and states published,
+    input dropped by reason, connected); 0 = not served."""
 
     def resolved_client_id(self) -> str:
         """The MQTT client id of this replica (see ``mqtt_client_id``)."""

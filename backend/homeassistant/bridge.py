@@ -21,6 +21,7 @@ import signal
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -30,6 +31,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from backend.errors import ConfigError
 from backend.homeassistant.site import Outgoing, SiteMirror
@@ -59,7 +63,7 @@ class HomeAssistantBridge:
         self.mirror = SiteMirror(site, root=root, interval_s=settings.homeassistant_state_interval_s,
                                  max_power_w=settings.analytics_max_power_w)
         self.connected = threading.Event()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._status = ha.bridge_status_topic(site)
@@ -90,7 +94,7 @@ class HomeAssistantBridge:
         log.info("connected", extra={"site": self.site})
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.mirror.subscriptions()])
         client.publish(self._status, ha.ONLINE.encode(), qos=1, retain=True)
-        with self._lock:
+        with self.lock:
             self._send(self.mirror.everything(time.monotonic()))
         self.connected.set()
 
@@ -101,7 +105,7 @@ class HomeAssistantBridge:
             log.warning("disconnected from the broker: %s", rc, extra={"site": self.site})
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        with self._lock:
+        with self.lock:
             rejected = sum(self.mirror.stats.rejected.values())
             self._send(self.mirror.handle(msg.topic, bytes(msg.payload), time.monotonic()))
             if sum(self.mirror.stats.rejected.values()) != rejected:
@@ -119,7 +123,7 @@ class HomeAssistantBridge:
     def _publish_due(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()  # before looking: a reading arriving from here on wakes the wait below
-            with self._lock:
+            with self.lock:
                 self._send(self.mirror.due(time.monotonic()))
                 next_due = self.mirror.next_due()
             timeout = None if next_due is None else max(next_due - time.monotonic(), 0.0)
@@ -150,6 +154,37 @@ class HomeAssistantBridge:
                                     "states": self.mirror.stats.states, "configs": self.mirror.stats.configs})
 
 
+class BridgeMetrics(Collector):
+    """``cds_homeassistant_*`` read from the core's counters at scrape time (one set of books, not two)."""
+
+    def __init__(self, bridge: HomeAssistantBridge) -> None:
+        self.bridge = bridge
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        b = self.bridge
+        with b.lock:
+            stats = b.mirror.stats
+            figures = {"readings": stats.readings, "replays": stats.replays, "configs": stats.configs,
+                       "states": stats.states}
+            rejected = dict(stats.rejected)
+            meters = len(b.mirror.meters)
+        helps = {"readings": "readings taken from the site's batches", "replays": "readings older than the one "
+                 "shown (sent again by a gateway), ignored", "configs": "discovery configs published",
+                 "states": "states published"}
+        for name, value in figures.items():
+            family = CounterMetricFamily(f"cds_homeassistant_{name}", helps[name], labels=["site"])
+            family.add_metric([b.site], value)
+            yield family
+        dropped = CounterMetricFamily("cds_homeassistant_rejected", "input dropped, by reason",
+                                      labels=["site", "reason"])
+        for reason, value in sorted(rejected.items()):
+            dropped.add_metric([b.site, reason], value)
+        yield dropped
+        yield GaugeMetricFamily("cds_homeassistant_meters", "meters the bridge shows", value=meters)
+        yield GaugeMetricFamily("cds_homeassistant_connected", "1 while connected to the broker",
+                                value=1 if b.connected.is_set() else 0)
+
+
 def read_password(settings: Settings) -> str:
     path = settings.homeassistant_password_file
     if not path:
@@ -174,6 +209,10 @@ def run(settings: Settings, site: str) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.homeassistant_metrics_port:
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(BridgeMetrics(bridge))
+        start_http_server(settings.homeassistant_metrics_port, addr=settings.host, registry=registry)
     bridge.start()
     done.wait()
     bridge.stop()

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from backend.homeassistant.bridge import HomeAssistantBridge
+from devstack.processes import HOST, free_port
 from protocol import homeassistant as ha
 from protocol import mqtt
 from protocol.mqtt import DeviceInfo, GatewayStatus, Reading, ReadingBatch
@@ -211,15 +214,29 @@ def test_hostile_readings_are_counted_and_the_bridge_keeps_going(
     assert bridge.connected.is_set()
 
 
+def _scrape(port: int) -> dict[str, float]:
+    """The bridge's /metrics as {sample with labels: value}; empty while it does not answer yet."""
+    try:
+        text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return {}
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("cds_homeassistant_")}
+
+
 def test_cli_runs_the_bridge_until_sigterm_and_says_offline(
         ha_broker: HaBroker, clients: Callable[..., Client], tmp_path: Path, wait_for: Any) -> None:
+    """The real process: online, its counters on /metrics (a hostile batch counted, a good reading taken),
+    offline after SIGTERM."""
     hb = ha_broker
     watcher = home_assistant(clients, hb)
     follow(watcher, hb)
     password_file = hb.passwords_dir / ha.bridge_username(hb.site)
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
     env.update(BACKEND_MQTT_HOST=hb.broker.host, BACKEND_MQTT_PORT=str(hb.broker.port),
-               BACKEND_HOMEASSISTANT_PASSWORD_FILE=str(password_file), BACKEND_LOG_LEVEL="INFO")
+               BACKEND_HOMEASSISTANT_PASSWORD_FILE=str(password_file), BACKEND_LOG_LEVEL="INFO",
+               BACKEND_HOST=HOST, BACKEND_HOMEASSISTANT_METRICS_PORT=str(port))
     log = tmp_path / "bridge.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "backend", "homeassistant", "--site", hb.site], cwd=REPO,
@@ -227,6 +244,15 @@ def test_cli_runs_the_bridge_until_sigterm_and_says_offline(
     try:
         wait_for(lambda: watcher.last(ha.bridge_status_topic(hb.site)) == b"online", timeout=30,
                  what=lambda: f"the bridge online; log: {log.read_text()[-2000:]}")
+        gw = gateway(clients, hb)
+        gw.publish(mqtt.readings_topic(hb.site, "gw1"), b"{")
+        send(gw, hb, reading(1, 42_000_000))
+        site = f'site="{hb.site}"'
+        wait_for(lambda: _scrape(port).get(f"cds_homeassistant_readings_total{{{site}}}") == 1, timeout=30,
+                 what=lambda: f"the reading counted: {_scrape(port)}")
+        figures = _scrape(port)
+        assert figures.get(f'cds_homeassistant_rejected_total{{reason="invalid",{site}}}') == 1, figures
+        assert figures["cds_homeassistant_connected"] == 1 and figures["cds_homeassistant_meters"] == 1
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
