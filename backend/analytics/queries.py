@@ -7,13 +7,14 @@ a caller sends reaches InfluxQL unescaped. The maths applied to what comes back 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Sequence
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from backend.store.energy_series import LOOK_MS
-from backend.store.influx import InfluxClient
+from backend.store.influx import InfluxClient, Series
 from backend.store.layout import ENERGY_D, ENERGY_GAP, ENERGY_Q, RP_1H, RP_1M, SITE_ENERGY, table
 from backend.store.registers import (
     WINDOW_MS,
@@ -200,6 +201,10 @@ def _series_where(start_ms: int, end_ms: int, site: str | None, devices: Sequenc
     return f"{scope} AND time >= {int(start_ms)}ms AND time < {int(end_ms)}ms", params
 
 
+async def _no_series() -> list[Series]:
+    return []
+
+
 async def series_consumption(
     influx: InfluxClient,
     db: str,
@@ -250,7 +255,24 @@ async def series_consumption(
         q = f"SELECT {col}, est, resets, spikes, jumps FROM {table(db, rp, SITE_ENERGY)} WHERE {where}"
     else:
         q = f"SELECT {agg} FROM {table(db, RP_1H, SITE_ENERGY)} WHERE {where} {local_days}"
-    for s in await influx.query(q, db=db, params=params):
+    # Gap points sit at the gap's end (that is when the gap becomes known), so a gap that starts inside the range
+    # may be stored up to LOOK_MS after it: look that far ahead and keep those that start before the end.
+    gap_where, _ = _series_where(start_ms, end_ms + LOOK_MS, site, devices)
+    gap_where = gap_where.replace(f"time >= {int(start_ms)}ms", f"time > {int(start_ms)}ms")
+    peak_q = None
+    if with_peak and end_ms - start_ms <= PEAK_MAX_SPAN_MS and granularity != "15min":
+        # 15-min buckets collect their quarters below; otherwise read them once more: the peak is a 15-min
+        # quantity whatever the bucket size.
+        peak_q = (f"SELECT sum(mwh), max(est) FROM {table(db, RP_1M, ENERGY_Q)} WHERE {where} "
+                  "GROUP BY time(15m) fill(none)" if devices else
+                  f"SELECT max(mwh) FROM {table(db, RP_1M, SITE_ENERGY)} WHERE {where} AND est = 0")
+    # The energy, its gaps and the peak's quarters are independent reads: one round trip's time, not three.
+    energy, gap_rows, peak_rows = await asyncio.gather(
+        influx.query(q, db=db, params=params),
+        influx.query(f"SELECT t0_ms FROM {table(db, RP_1M, ENERGY_GAP)} WHERE {gap_where} AND t0_ms < {int(end_ms)}",
+                     db=db, params=params),
+        influx.query(peak_q, db=db, params=params) if peak_q else _no_series())
+    for s in energy:
         for t, mwh, e, r, sp, j in s.values:
             if mwh is None:
                 continue
@@ -263,29 +285,13 @@ async def series_consumption(
             counts["resets"] += int(r or 0)
             counts["spikes"] += int(sp or 0)
             counts["jumps"] += int(j or 0)
-    # Gap points sit at the gap's end (that is when the gap becomes known), so a gap that starts inside the range
-    # may be stored up to LOOK_MS after it: look that far ahead and keep those that start before the end.
-    gap_where, _ = _series_where(start_ms, end_ms + LOOK_MS, site, devices)
-    gap_where = gap_where.replace(f"time >= {int(start_ms)}ms", f"time > {int(start_ms)}ms")
-    gap_rows = await influx.query(
-        f"SELECT t0_ms FROM {table(db, RP_1M, ENERGY_GAP)} WHERE {gap_where} AND t0_ms < {int(end_ms)}",
-        db=db, params=params)
     gaps = sorted((int(t0), int(t1)) for s in gap_rows for t1, t0 in s.values if t0 is not None)
     peak_kw: float | None = None
     peak_at: str | None = None
+    if peak_q is not None:  # a site's peak query reads only quarters not touched by a gap (no est column)
+        quarters = [(int(v[0]), float(v[1]), bool(v[2]) if devices else False)
+                    for s in peak_rows for v in s.values if v[1] is not None]
     if with_peak and end_ms - start_ms <= PEAK_MAX_SPAN_MS:
-        # 15-min buckets already collected their quarters above; otherwise read them once more: the peak is a
-        # 15-min quantity whatever the bucket size.
-        if devices and granularity != "15min":
-            rows = await influx.query(
-                f"SELECT sum(mwh), max(est) FROM {table(db, RP_1M, ENERGY_Q)} WHERE {where} "
-                "GROUP BY time(15m) fill(none)", db=db, params=params)
-            quarters = [(int(t), float(m), bool(e)) for s in rows for t, m, e in s.values if m is not None]
-        elif not devices and granularity != "15min":
-            rows = await influx.query(
-                f"SELECT max(mwh) FROM {table(db, RP_1M, SITE_ENERGY)} WHERE {where} AND est = 0",
-                db=db, params=params)
-            quarters = [(int(t), float(m), False) for s in rows for t, m in s.values if m is not None]
         best: tuple[float, int] | None = None
         for t, m, e in quarters:
             if not e and (best is None or m > best[0]):

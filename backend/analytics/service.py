@@ -7,6 +7,7 @@ HTTP by the bench and the tests; ``backend/api/analytics.py`` is a thin pt-BR la
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -49,7 +50,7 @@ from backend.store.registers import (
     gap_for,
     min_dt_for,
 )
-from backend.store.rollups import energy_from_ms
+from backend.store.rollups import SeriesStart
 from protocol.ids import is_device_id, is_ident
 from protocol.timebase import DAY_MS, FIRST_DATE, HOUR_MS, LAST_DATE, TZ
 
@@ -139,6 +140,8 @@ class AnalyticsService:
     """The sites the caller may see (None: every site); see :meth:`restricted`."""
     device_site: Callable[[str], str | None] | None = None
     """The site a meter belongs to (None when unknown), for a restricted view."""
+    series_start: SeriesStart = dataclasses.field(default_factory=SeriesStart)
+    """Where the energy series begin, read at most every few seconds (shared with the restricted views)."""
 
     def restricted(self, visible: frozenset[str], device_site: Callable[[str], str | None]) -> AnalyticsService:
         """This service as a caller with site grants sees it: only the ``visible`` sites are configured, and a
@@ -203,16 +206,19 @@ class AnalyticsService:
             gen_devs, devices = [], scope.devices
 
         async def energy(register: Register, peak: bool) -> tuple[Consumption, Consumption | None]:
-            got = await self._register(scope.site_id, devices, start_ms, end_ms, granularity, register,
-                                       with_peak=peak, series=series, raw=raw)
             if not gen_devs:
-                return got, None
-            gen = await self._register(None, gen_devs, start_ms, end_ms, granularity, register, with_peak=False,
-                                       series=series, raw=raw)
+                return await self._register(scope.site_id, devices, start_ms, end_ms, granularity, register,
+                                            with_peak=peak, series=series, raw=raw), None
+            got, gen = await asyncio.gather(
+                self._register(scope.site_id, devices, start_ms, end_ms, granularity, register, with_peak=peak,
+                               series=series, raw=raw),
+                self._register(None, gen_devs, start_ms, end_ms, granularity, register, with_peak=False,
+                               series=series, raw=raw))
             return (without(got, gen) if whole_site else got), gen
 
-        cons, generated = await energy("import", with_peak)
-        exported, gen_export = await energy("export", False)
+        # The two registers (and the generation meters') are independent reads: run them side by side.
+        (cons, generated), (exported, gen_export) = await asyncio.gather(energy("import", with_peak),
+                                                                         energy("export", False))
         if gen_export is not None:  # what a generation meter exported (its standby draw at night) is not injection
             exported = without(exported, gen_export) if whole_site else exported
         return combine(cons, exported, generated)
@@ -261,7 +267,7 @@ class AnalyticsService:
 
     async def _site_series_cover(self, start_ms: int) -> bool:
         """Whether the energy series are complete from ``start_ms`` (their backfill may still be running)."""
-        since = await energy_from_ms(self.influx, self.settings)
+        since = await self.series_start.read(self.influx, self.settings)
         return since is not None and since <= start_ms - DAY_MS
 
     def site_of(self, scope: Scope) -> SiteConfig:
@@ -316,8 +322,8 @@ class AnalyticsService:
             export = [(b.start_ms, b.end_ms, b.injecao_kwh or 0.0) for b in hourly.buckets]
             gaps = bool(hourly.gaps)
         else:
-            cons = await self._raw_hourly(scope, site, start_ms, end_ms, "import")
-            exp = await self._raw_hourly(scope, site, start_ms, end_ms, "export")
+            cons, exp = await asyncio.gather(self._raw_hourly(scope, site, start_ms, end_ms, "import"),
+                                             self._raw_hourly(scope, site, start_ms, end_ms, "export"))
             hourly, gaps = cons, bool(cons.gaps or exp.gaps)
             export = [(b.start_ms, b.end_ms, b.kwh) for b in exp.buckets]
         consumed = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), windows)
@@ -339,8 +345,9 @@ class AnalyticsService:
         """The SCEE bill of a GD site's cycle, with the credits carried in from the stored ledger."""
         site = self.site_of(scope)
         await self._books()
-        cons, inj, notes = await self._energy_by_posto(scope, site, start_ms, end_ms)
-        opening = await self.ledger_store().balance_before(site.id, end.replace(day=1))
+        (cons, inj, notes), opening = await asyncio.gather(
+            self._energy_by_posto(scope, site, start_ms, end_ms),
+            self.ledger_store().balance_before(site.id, end.replace(day=1)))
         if opening is None:
             notes.append("sem histórico de créditos armazenado: saldo anterior considerado zero "
                          "(reconstrua em /api/v1/analytics/creditos?reconstruir=true)")
@@ -408,8 +415,9 @@ class AnalyticsService:
         saving = conv.total - branca.total
         scee_c = scee_b = None
         if site.gd is not None:  # what the unit really pays: the SCEE bills under each modality
-            scee_c = await self.custo_scee(scope, start, end, start_ms, end_ms, modality="Convencional")
-            scee_b = await self.custo_scee(scope, start, end, start_ms, end_ms, modality="Branca")
+            scee_c, scee_b = await asyncio.gather(
+                self.custo_scee(scope, start, end, start_ms, end_ms, modality="Convencional"),
+                self.custo_scee(scope, start, end, start_ms, end_ms, modality="Branca"))
             saving = scee_c.total - scee_b.total
         rec = ("A Tarifa Branca seria mais barata neste período." if saving > 0 else
                "A Tarifa Convencional continua mais vantajosa neste período.")
@@ -462,10 +470,12 @@ class AnalyticsService:
     async def relatorio(self, scope: Scope, kind: ReportKind, start_ms: int, end_ms: int) -> Report:
         """Rows that add up to the period's bill: the total is what ``custo`` and ``tarifa-branca`` print for the
         same energy and days (its energy lines, without the availability charge), shared out over the rows."""
-        hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
-        peaks = []
-        if end_ms - start_ms <= 40 * DAY_MS:
-            peaks = (await self.consumo(scope, start_ms, end_ms, "15min", with_peak=False)).buckets
+        if end_ms - start_ms <= 40 * DAY_MS:  # the hours and the 15-min peaks are independent reads
+            hourly, quarters = await asyncio.gather(self.consumo(scope, start_ms, end_ms, "hour", with_peak=False),
+                                                    self.consumo(scope, start_ms, end_ms, "15min", with_peak=False))
+            peaks = quarters.buckets
+        else:
+            hourly, peaks = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False), []
         site = scope.site
         price_fn = flag_fn = windows = None
         total: Decimal | None = None

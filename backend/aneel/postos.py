@@ -31,12 +31,10 @@ class PostoWindows(msgspec.Struct, frozen=True):
     intermediario: list[tuple[str, str]]
     source: str = ""
 
-    def minutes(self) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-        def m(hhmm: str) -> int:
-            h, mm = hhmm.split(":")
-            return int(h) * 60 + int(mm)
 
-        return (m(self.ponta[0]), m(self.ponta[1])), [(m(a), m(b)) for a, b in self.intermediario]
+def _minute_of(hhmm: str) -> int:
+    h, mm = hhmm.split(":")
+    return int(h) * 60 + int(mm)
 
 
 def _w(p: tuple[str, str], i: list[tuple[str, str]], src: str) -> PostoWindows:
@@ -83,13 +81,30 @@ def posto_at(local: dt.datetime, windows: PostoWindows) -> Posto:
     """The posto of a local wall-clock instant."""
     if not is_working_day(local.date()):
         return "Fora ponta"
-    minute = local.hour * 60 + local.minute
-    (p0, p1), inter = windows.minutes()
-    if p0 <= minute < p1:
-        return "Ponta"
-    if any(a <= minute < b for a, b in inter):
-        return "Intermediário"
-    return "Fora ponta"
+    return working_day_postos(windows)[local.hour * 60 + local.minute]
+
+
+def working_day_postos(windows: PostoWindows) -> tuple[Posto, ...]:
+    """The posto of each minute (0-1439) of a working day under ``windows``.
+
+    A month of hourly buckets is ~3 000 slices, each of which used to parse the ``"HH:MM"`` windows again (half of
+    a bill's time in Python); the table is built once per distinct set of windows."""
+    return _minute_table(tuple(windows.ponta), tuple(tuple(w) for w in windows.intermediario))
+
+
+@lru_cache(maxsize=64)
+def _minute_table(ponta: tuple[str, ...], inter: tuple[tuple[str, ...], ...]) -> tuple[Posto, ...]:
+    p0, p1 = _minute_of(ponta[0]), _minute_of(ponta[1])
+    spans = [(_minute_of(a), _minute_of(b)) for a, b in inter]
+
+    def at(minute: int) -> Posto:
+        if p0 <= minute < p1:
+            return "Ponta"
+        if any(a <= minute < b for a, b in spans):
+            return "Intermediário"
+        return "Fora ponta"
+
+    return tuple(at(m) for m in range(24 * 60))
 
 
 class PostoSplit(msgspec.Struct):
@@ -119,16 +134,33 @@ def split_by_posto(
     kwh: dict[str, float] = {p: 0.0 for p in POSTOS}
     by_hour: dict[int, dict[str, float]] = {}
     n = 0
+    table = working_day_postos(windows)
+    working: dict[dt.date, bool] = {}
     for start_ms, end_ms, energy in buckets:
         slices = list(_slices(start_ms, end_ms))
         if not slices:
             continue
         share = energy / len(slices)
-        for t in slices:
-            local = dt.datetime.fromtimestamp(t / 1000, tz)
-            posto = posto_at(local, windows)
+        first = dt.datetime.fromtimestamp(start_ms / 1000, tz)
+        last = dt.datetime.fromtimestamp(slices[-1] / 1000, tz) if len(slices) > 1 else first
+        m0, day = first.hour * 60 + first.minute, first.date()
+        # An hour's slices are its start's wall clock plus 15, 30 and 45 minutes, unless the bucket crosses a
+        # change of UTC offset (DST) or midnight: then each slice's own clock (the time zone conversion is the
+        # costly part of a month's ~3 000 slices).
+        steady = last.utcoffset() == first.utcoffset() and last.date() == day
+        for k, t in enumerate(slices):
+            if steady:
+                minute = m0 + k * SLICE_MINUTES
+            else:
+                local = dt.datetime.fromtimestamp(t / 1000, tz)
+                minute, day = local.hour * 60 + local.minute, local.date()
+            if day not in working:
+                working[day] = is_working_day(day)
+            posto = table[minute] if working[day] else "Fora ponta"
             kwh[posto] += share
-            hour = by_hour.setdefault(local.hour, {p: 0.0 for p in POSTOS})
+            hour = by_hour.get(minute // 60)
+            if hour is None:
+                hour = by_hour[minute // 60] = {p: 0.0 for p in POSTOS}
             hour[posto] += share
             n += 1
     return PostoSplit(kwh=kwh, by_hour=by_hour, slices=n)

@@ -174,8 +174,9 @@ class AneelStore:
         await self.write([point(ANEEL_SYNC, {}, fields, int(time.time() * 1000))])
 
     async def status(self) -> SyncStatus:
-        ok = await self.influx.rows(f"SELECT last(tariffs) FROM {self._t(ANEEL_SYNC)} WHERE ok = true", db=self.db)
-        last = await self.influx.rows(f"SELECT last(error) AS error FROM {self._t(ANEEL_SYNC)}", db=self.db)
+        ok, last = await asyncio.gather(  # two independent reads, side by side (every bill shows this status)
+            self.influx.rows(f"SELECT last(tariffs) FROM {self._t(ANEEL_SYNC)} WHERE ok = true", db=self.db),
+            self.influx.rows(f"SELECT last(error) AS error FROM {self._t(ANEEL_SYNC)}", db=self.db))
         last_ok = int(ok[0]["time"]) if ok else None
         now = time.time() * 1000
         return SyncStatus(

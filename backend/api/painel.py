@@ -24,6 +24,7 @@ which keeps the call under 100 ms whatever the number of meters.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import math
@@ -50,7 +51,7 @@ from backend.api.names import meter_names
 from backend.api.openapi import local_day
 from backend.api.state import Services, book_of
 from backend.errors import BadRequestError, NotFoundError, UnavailableError
-from backend.ingest.fleet import DeviceOut, device_statuses, gateway_statuses
+from backend.ingest.fleet import DeviceOut, device_statuses, gateway_statuses, recent_readings
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import RP_RAW, table
@@ -151,7 +152,8 @@ class SummaryOut(msgspec.Struct):
     nota_projecao: str
     injecao_hoje_kwh: float | None = None
     """Energy injected into the grid today (exported register), as ``consumo`` reports it for a site with
-    generation; None when no meter of the site exported today."""
+    generation; None when no meter of the site exported today nor reports an export register above zero now (a
+    meter whose first readings with the register just came in: 0, not None)."""
 
 
 class HourPosto(msgspec.Struct):
@@ -185,18 +187,18 @@ class PainelController(Controller):
         if site is not None:
             svc.scope(site, None, None)  # 404 for a hidden or unknown site, as everywhere
         caller = await caller_of(request)
-        devices = [d for d in await device_statuses(influx, settings, services.registry, book_of(services))
+        # One read of the newest raw reading of every meter gives both its status (last seen) and its power now;
+        # the names come from memory (or their own read), side by side.
+        recent, names = await asyncio.gather(recent_readings(influx, settings), meter_names(request).names())
+        statuses = await device_statuses(influx, settings, services.registry, book_of(services), recent=recent)
+        devices = [d for d in statuses
                    if sees_device(caller, services, d.device, d.site) and (site is None or d.site == site)]
         gateways = [g for g in gateway_statuses(services.registry, devices)
                     if caller.can_see(g.site) and (site is None or g.site == site)]
         now_ms = int(time.time() * 1000)
-        rows = await influx.rows(f"SELECT last(p) AS p, last(energy_export_mwh) AS e "
-                                 f"FROM {table(settings.influx_db, RP_RAW)} "
-                                 f"WHERE time > now() - {LIVE_MAX_AGE_MS}ms GROUP BY device",
-                                 db=settings.influx_db)
+        rows = [r for r in recent.values() if int(r["time"]) > now_ms - LIVE_MAX_AGE_MS]
         live = {r["device"]: (float(r["p"]), int(r["time"])) for r in rows if r.get("p") is not None}
         exporting = {r["device"] for r in rows if r.get("e")}
-        names = await meter_names(request).names()
         by_site: dict[str, list[MeterNow]] = {}
         known = {d.device for d in devices}
         for conf in svc.sites.values():  # a configured meter never heard of is shown, offline
@@ -261,18 +263,25 @@ class PainelController(Controller):
         c0, c1 = cfg.cycle_for(today)
         hist_start = min(today - dt.timedelta(days=HISTORY_DAYS), c0)
         _, _, a, b = local_range(hist_start.isoformat(), today.isoformat())
-        daily = await svc.consumo(scope, a, b, "day", with_peak=False)
+        _, _, y0, h1 = local_range((today - dt.timedelta(days=1)).isoformat(), today.isoformat())
+        _, _, ca, _ = local_range(c0.isoformat(), today.isoformat())
+        midnight_ms = h1 - DAY_MS
+        # A site without generation gets no injection from consumo(): its export register is read apart (a meter
+        # may export before its site is configured with generation).
+        plain = cfg.gd is None and not cfg.generation
+        # The reads are independent: side by side, so the call costs the slowest of them rather than their sum.
+        # One hourly read covers yesterday, today and the cycle so far, from the site's series rather than the raw
+        # readings: the same kWh the consumption chart shows, and 24 rows a day instead of 86 400 per meter.
+        daily, hourly, export, exporting, prices = await asyncio.gather(
+            svc.consumo(scope, a, b, "day", with_peak=False),
+            svc.consumo(scope, min(ca, y0), b, "hour", with_peak=False, raw=False),
+            svc.exported(scope, midnight_ms, h1, "hour") if plain else _nothing(),
+            _exporting_now(svc, cfg.id) if plain else _nothing(),
+            _prices(svc, cfg, today))
         # A day without data is absent (None below), never 0 kWh.
         by_day = {dt.datetime.fromtimestamp(x.start_ms / 1000, TZ).date(): x.kwh for x in daily.buckets
                   if has_data([x])}
-        _, _, y0, h1 = local_range((today - dt.timedelta(days=1)).isoformat(), today.isoformat())
-        _, _, ca, _ = local_range(c0.isoformat(), today.isoformat())
-        # One hourly read covers yesterday, today and the cycle so far, from the site's series rather than the raw
-        # readings: the same kWh the consumption chart shows, and 24 rows a day instead of 86 400 per meter.
-        hourly = await svc.consumo(scope, min(ca, y0), b, "hour", with_peak=False, raw=False)
         cycle_buckets = [x for x in hourly.buckets if x.start_ms >= ca]
-
-        prices = await _prices(svc, cfg, today)
         windows = svc._windows(cfg)  # the service's own posto windows of this site (its overrides included)
 
         def cost(first: dt.date, buckets: list[Any]) -> Decimal | None:
@@ -285,7 +294,6 @@ class PainelController(Controller):
             except TariffError:
                 return None
 
-        midnight_ms = h1 - DAY_MS
         today_b = [x for x in hourly.buckets if x.start_ms >= midnight_ms]
         elapsed_ms = int(now.timestamp() * 1000) - midnight_ms
         yest = [x for x in hourly.buckets if midnight_ms - DAY_MS <= x.start_ms < midnight_ms]
@@ -318,14 +326,30 @@ class PainelController(Controller):
             note = "Tarifas da ANEEL ainda não sincronizadas: sem projeção em R$."
         else:
             projection = await _project(svc, cfg, history, today, today_kwh, c0, c1, cycle_buckets, windows)
-        exported = [x.injecao_kwh for x in today_b if x.injecao_kwh is not None]
-        injected = round(sum(exported), 3) if exported else None
-        if injected is None:  # a meter may export before its site is configured with generation
-            export = await svc.exported(scope, midnight_ms, h1, "hour")
-            injected = round(export.kwh_total, 3) if export.kwh_total > 0 else None
+        if export is None:
+            injected: float | None = round(sum(x.injecao_kwh or 0.0 for x in today_b), 3)
+        else:
+            # A meter that exports now has injected a number today, 0 until its register moves: the step from its
+            # older readings, stored without the register (absent, or 0 from an old gateway), to the register's
+            # first value is not energy of today, so a meter whose first readings with it just came in counts 0.
+            injected = round(export.kwh_total, 3) if export.kwh_total > 0 or exporting else None
         return SummaryOut(site=cfg.id, hoje=hoje, ciclo_inicio=c0.isoformat(), ciclo_fim=c1.isoformat(),
                           ciclo_dias=(c1 - c0).days + 1, ciclo_dias_decorridos=whole + 1, ciclo=ciclo,
                           projecao=projection, nota_projecao=note, injecao_hoje_kwh=injected)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _exporting_now(svc: AnalyticsService, site: str) -> bool:
+    """Whether a meter of ``site`` reported an export register above zero in the last minute: what ``/agora``
+    calls a site with generation (``com_geracao``), so the two calls agree on whether the site injects."""
+    db = svc.settings.influx_db
+    rows = await svc.influx.rows(f"SELECT max(energy_export_mwh) AS e FROM {table(db, RP_RAW)} "
+                                 f"WHERE site = $site AND time > now() - {LIVE_MAX_AGE_MS}ms", db=db,
+                                 params={"site": site})
+    return any(r.get("e") for r in rows)
 
 
 async def _prices(svc: AnalyticsService, cfg: SiteConfig, day: dt.date) -> dict[str, Decimal] | None:

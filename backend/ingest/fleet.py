@@ -50,23 +50,28 @@ class GatewayOut(msgspec.Struct):
 
 
 async def recent_readings(influx: InfluxClient, settings: Settings, device: str | None = None) -> dict[str, Any]:
-    """Newest raw reading time (ms) per device over the last 15 minutes, with its site/gateway tags."""
+    """Newest raw reading per device over the last 15 minutes: its ``time`` (ms), site/gateway tags, active power
+    ``p`` and export register ``e`` (one selector, so InfluxDB returns the newest reading's own time and fields);
+    a meter seen through two gateways keeps its newest."""
     where = f"time > now() - {RECENT_WINDOW}"
     params: dict[str, str] = {}
     if device is not None:
         where += " AND device = $device"
         params["device"] = device
-    rows = await influx.rows(f"SELECT last(seq) FROM {table(settings.influx_db, RP_RAW)} WHERE {where} "
+    rows = await influx.rows(f"SELECT last(seq) AS seq, p, energy_export_mwh AS e "
+                             f"FROM {table(settings.influx_db, RP_RAW)} WHERE {where} "
                              "GROUP BY device, site, gateway", db=settings.influx_db, params=params)
-    return {r["device"]: r for r in rows}
+    return {r["device"]: r for r in sorted(rows, key=lambda r: int(r["time"]))}
 
 
 async def device_statuses(influx: InfluxClient, settings: Settings, registry: Registry, book: Book,
-                          device: str | None = None) -> list[DeviceOut]:
+                          device: str | None = None, recent: dict[str, Any] | None = None) -> list[DeviceOut]:
     """Status of every provisioned or recently seen meter (or one): owner, DeviceInfo, gateway status, newest
     reading. A meter's site and gateway are its owner's in the device book; the tags of its newest readings
-    only for a meter the book does not know (data stored before it was provisioned)."""
-    recent = await recent_readings(influx, settings, device)
+    only for a meter the book does not know (data stored before it was provisioned). ``recent``: the
+    :func:`recent_readings` the caller already has (the dashboard's live power comes from the same read)."""
+    if recent is None:
+        recent = await recent_readings(influx, settings, device)
     now = int(time.time() * 1000)
     names = set(registry.devices) | {d for d, r in book.devices.items() if not r.disabled} | set(recent)
     if device is not None:

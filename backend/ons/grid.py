@@ -9,6 +9,7 @@ after being checked against :data:`~backend.ons.datasets.SUBSYSTEMS`; the SIN is
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -131,9 +132,10 @@ class GridData:
             latest = await self.latest_hours()
             if not latest:
                 raise NoGridData("sem dados do ONS")
-            rows = await self.store.influx.rows(
+            # The newest hours and the sync status are independent reads (age() keeps its own errors).
+            rows, age = await asyncio.gather(self.store.influx.rows(
                 f"SELECT mwh FROM {self.store.t(ONS_BALANCE)} WHERE time >= {min(latest.values())}ms AND "
-                f"time <= {max(latest.values())}ms GROUP BY subsystem, source", db=self.store.db)
+                f"time <= {max(latest.values())}ms GROUP BY subsystem, source", db=self.store.db), self.age(latest))
         except InfluxError:
             if self._last_now is None:
                 raise
@@ -150,7 +152,7 @@ class GridData:
                 for source, value in at.get((s, common), {}).items():
                     total[source] = total.get(source, 0.0) + value
             views.append(now_view(SIN, SUBSYSTEM_NAMES[SIN], common, total))
-        out = NowOut(subsistemas=views, unidade="MWmed", idade_dos_dados=await self.age(latest))
+        out = NowOut(subsistemas=views, unidade="MWmed", idade_dos_dados=age)
         self._last_now, self._last_now_at = out, time.time()
         return out
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -294,3 +295,29 @@ async def energy_from_ms(influx: InfluxClient, settings: Settings) -> int | None
     rows = await influx.rows(f"SELECT last({FROM_FIELD}) FROM {table(settings.influx_db, RP_MARKS, STATE)}",
                              db=settings.influx_db)
     return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else None
+
+
+SERIES_START_MAX_AGE_S: Final = 5.0
+"""How long a read of where the energy series begin is reused: one pass of the rollup worker (its default
+``rollup_interval_s``)."""
+
+
+@dataclass
+class SeriesStart:
+    """The time from which the energy series are complete (:func:`energy_from_ms`), reused for
+    :data:`SERIES_START_MAX_AGE_S`.
+
+    Every consumption read asks it first, to choose between the series and the per-meter rollups: five times in one
+    ``painel/resumo``, a round trip to InfluxDB each. It is not a number shown to anyone but the choice of a path,
+    and both paths give the same kWh (tests/analytics/test_query_paths.py). The value only moves back in time as
+    the worker backfills, so a reused value at worst sends a query to the rollups a few seconds longer than needed.
+    "Not yet" (None) is never reused, so the first read after the backfill begins sees it at once."""
+
+    value: int | None = None
+    read_at: float = -math.inf
+
+    async def read(self, influx: InfluxClient, settings: Settings) -> int | None:
+        if self.value is not None and time.monotonic() - self.read_at < SERIES_START_MAX_AGE_S:
+            return self.value
+        self.value, self.read_at = await energy_from_ms(influx, settings), time.monotonic()
+        return self.value

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+from litestar.testing import AsyncTestClient
 
 from backend.aneel.sites import SiteConfigError, parse_sites
+from backend.api.app import create_app
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
+from backend.store.layout import ensure_schema
 from backend.store.lineprotocol import reading_line
 from backend.store.readings import ReadingStore
 from backend.store.rollups import RollupWorker, energy_from_ms
@@ -126,3 +131,55 @@ async def test_injection_net_and_self_consumption_agree_on_every_path(env: tuple
     assert (await svc._raw_hourly(scope, site, t0, t0 + DAY, "export")).kwh_total == 0.0
     cons, inj, _ = await svc._energy_by_posto(scope, site, t0 - 2 * DAY, t0 + DAY)  # past the raw range
     assert (round(sum(cons.values()), 6), round(sum(inj.values()), 6)) == (12.0 + 14.4, 4.78)
+
+
+SOLAR = "00000000000000a9"
+JWT = "injection-test-secret-" + "z" * 20
+
+
+@pytest.mark.asyncio
+async def test_injected_today_is_a_number_once_a_meter_reports_its_export_register(
+        influx: Any, unique_id: str, tmp_path: Path) -> None:
+    """The "injetado hoje" tile: a solar meter of a site without ``[site.gd]`` whose older readings were stored
+    without the export register (absent, as before the field existed, then 0, as an old gateway sends it) and
+    whose newest ones carry it. Before the register moves, today's injection is 0 kWh (the step to its first value
+    is not energy of today), not None, which hid the tile while ``/agora`` showed the meter injecting; once it
+    moves, the kWh counted from the raw readings."""
+    now = int(time.time() * 1000)
+    if now - ms(dt.datetime.combine(dt.datetime.now(TZ).date(), dt.time(), TZ)) < 40 * MIN:
+        pytest.skip("too close to midnight: the older readings would be yesterday's")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(f'[[site]]\nid = "casa"\ndistributor = "LIGHT SESA"\ndevices = ["{SOLAR}"]\n', encoding="utf-8")
+    settings = Settings(influx_url=influx.url, influx_db=unique_id, jwt_secret=JWT, ingest_enabled=False,
+                        rollup_enabled=False, aneel_sync_enabled=False, alerts_enabled=False, ons_sync_enabled=False,
+                        retention_raw="INF", log_level="WARNING", sites_file=str(sites))
+
+    def reading(seq: int, ts: int, export: int | None) -> str:
+        line = reading_line("casa", "gw", Reading(device=SOLAR, boot=1, seq=seq, ts=ts, vrms=127.0, irms=6.4,
+                                                  p=-812.0, s=844.0, pf=0.96, freq=60.0, energy_mwh=5_000_000 + seq,
+                                                  energy_export_mwh=export or 0))
+        return line if export is not None else line.replace(",energy_export_mwh=0i", "")
+
+    async def write(lines: list[str], t0: int, t1: int) -> None:
+        await ReadingStore(client, settings).write(lines, {SOLAR: (t0, t1)})
+
+    async with InfluxClient(influx.url) as client:
+        await ensure_schema(client, settings)
+        old = now - 30 * MIN
+        await write([reading(i, old + i * MIN, None if i < 15 else 0) for i in range(28)], old, now - 2 * MIN)
+        await write([reading(100, now - 10_000, 8_500_000)], now - 10_000, now - 9_999)
+        app = create_app(settings)
+        async with AsyncTestClient(app) as api:
+            headers = {"Authorization": f"Bearer {app.state.authenticator.issue('tester', 'viewer')}"}
+
+            async def injected() -> float | None:
+                r = await api.get("/api/v1/painel/resumo", params={"site": "casa"}, headers=headers)
+                assert r.status_code == 200, r.text
+                return r.json()["injecao_hoje_kwh"]  # type: ignore[no-any-return]
+
+            now_view = (await api.get("/api/v1/painel/agora", params={"site": "casa"}, headers=headers)).json()
+            assert now_view["sites"][0]["com_geracao"]
+            assert await injected() == 0.0
+            await write([reading(101, now - 2_000, 8_520_000)], now - 2_000, now - 1_999)
+            assert await injected() == 0.02
+        await client.execute(f'DROP DATABASE "{unique_id}"', epoch=None)
