@@ -208,6 +208,10 @@ class System:
             "BACKEND_SITES_FILE": str(self.sites_file()),
             "BACKEND_ANEEL_BASE_URL": f"http://127.0.0.1:{self.aneel_port}",
             "BACKEND_ONS_BASE_URL": f"http://127.0.0.1:{self.ons_port}",
+            # The demo's one gateway carries every meter: an operator would raise its limits the same way
+            # (docs/security.md), else a demo of more than 64 meters would see the rest refused as a flood.
+            "BACKEND_PROVISIONING_MAX_DEVICES_PER_GATEWAY": str(max(64, self.args.meters)),
+            "BACKEND_PROVISIONING_NEW_DEVICES_PER_HOUR": str(max(16, self.args.meters)),
         }
 
     def start(self) -> None:
