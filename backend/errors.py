@@ -32,6 +32,11 @@ class InfluxUnavailableError(InfluxError):
     """Transport failure, timeout or 5xx: worth retrying later."""
 
 
+class InfluxTimeoutError(InfluxUnavailableError):
+    """No answer within the client's timeout. InfluxDB may still be working on the request (a ``SELECT ... INTO``
+    runs on after the client gave up), so repeating the same request only adds to its load: ask for less."""
+
+
 class InfluxRejectedError(InfluxError):
     """A 4xx answer (bad line protocol, field type conflict, bad query): retrying the same request is useless."""
 

@@ -160,6 +160,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Pause between rollup passes."""
     rollup_settle_s: float = 2.0
     """Dirty marks younger than this are left for the next pass (writes still becoming visible)."""
+    rollup_chunk_s: float = 3600.0
+    """Longest stretch of time one rollup step covers (whole minutes; the devices of its window, all of them for the
+    energy backfill). A longer catch-up (a day of history loaded at once, a gateway back after a day offline) is
+    rolled up chunk by chunk, what is left recorded after each, so every query stays well inside
+    ``influx_timeout_s``; a chunk that times out halves the size (down to a minute) until a pass leaves nothing
+    behind. Lower it if InfluxDB is slow for this many meters (100 meters at one reading a second: ~360 000 raw
+    points an hour)."""
 
     # --- API and auth --------------------------------------------------------------------------------------
     jwt_secret: str = ""
@@ -407,6 +414,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{ENV_PREFIX}INFLUXQL_MAX_ROWS, _MAX_RAW_RANGE_S and _TIMEOUT_S must be positive")
         if self.accounts_db and not re.fullmatch(r"^[A-Za-z0-9_-]{1,64}$", self.accounts_db):
             raise ConfigError(f"{ENV_PREFIX}ACCOUNTS_DB: {self.accounts_db!r} must match [A-Za-z0-9_-]{{1,64}}")
+        if self.rollup_chunk_s < 60:
+            raise ConfigError(f"{ENV_PREFIX}ROLLUP_CHUNK_S must be at least 60 (the 1-minute rollup's bucket)")
         if self.export_chunk_rows < 1:
             raise ConfigError(f"{ENV_PREFIX}EXPORT_CHUNK_ROWS must be >= 1")
         if self.accounts_refresh_s <= 0:

@@ -73,7 +73,7 @@ LOOK_MS: Final = 40 * DAY_MS
 PAD_MS: Final = QUARTER_MS
 """1-minute rollups read beyond each side of the recomputed quarters (the neighbouring register values)."""
 BACKFILL_MS: Final = 6 * HOUR_MS
-"""Backfill chunk per worker pass (all devices)."""
+"""Backfill per worker pass (all devices), in the worker's chunks (``rollup_chunk_s``)."""
 _FIELDS: Final = ("energy_first, energy_last, boot_min, boot_max, energy_max, energy_pre, energy_post, energy_reset, "
            "export_first, export_last, export_max, export_pre, export_post, export_reset")
 _KINDS: Final = ("resets", "spikes", "jumps")
@@ -185,7 +185,10 @@ class EnergySeries:
         return out
 
     async def _neighbours(self, devs: list[str], lo: int, hi: int, *, last: bool) -> dict[str, DeviceSeries]:
-        """The samples of each device's last (or first) 1-minute window in ``[lo, hi)``."""
+        """The samples of each device's last (or first) 1-minute window in ``[lo, hi)``, with the rest of that
+        window's quarter (and the pad beyond it): a gap widens the recomputed quarters to the one holding the
+        neighbour, which must be recomputed from all of its readings, not from the neighbour's minute alone (a
+        meter back after an outage that began at 17:14 would leave the 17:00 quarter only the gap's share)."""
         if not devs:
             return {}
         s = self.settings
@@ -197,7 +200,9 @@ class EnergySeries:
         out: dict[str, DeviceSeries] = {}
         for row in rows:
             minute = int(row["time"])
-            out.update(await self._fetch(minute, minute + MINUTE_MS, {row["device"]}))
+            a, b = ((_floor(minute, QUARTER_MS) - PAD_MS, minute + MINUTE_MS) if last
+                    else (minute, _ceil(minute + MINUTE_MS, QUARTER_MS) + PAD_MS))
+            out.update(await self._fetch(a, b, {row["device"]}))
         return out
 
     async def recompute(self, ds: int, de: int, devices: set[str] | None) -> int:

@@ -5,7 +5,8 @@ The same calls work against InfluxDB 1.x, the v1 compatibility endpoints of 2.x 
 (``query("... WHERE device = $device", params={"device": d})``, InfluxQL's ``params`` form field). Identifiers
 that must be in the text (database, retention policy) go through :func:`quote_ident`.
 
-Errors: :class:`~backend.errors.InfluxUnavailableError` (transport, timeout, 5xx — retry later) and
+Errors: :class:`~backend.errors.InfluxUnavailableError` (transport, timeout, 5xx — retry later; a query's timeout is
+its subclass :class:`~backend.errors.InfluxTimeoutError`, so a caller can ask for less next time) and
 :class:`~backend.errors.InfluxRejectedError` / :class:`~backend.errors.InfluxQueryError` (4xx, statement error —
 do not retry the same request).
 """
@@ -18,7 +19,13 @@ from typing import Any, Final
 import httpx
 import msgspec
 
-from backend.errors import InfluxError, InfluxQueryError, InfluxRejectedError, InfluxUnavailableError
+from backend.errors import (
+    InfluxError,
+    InfluxQueryError,
+    InfluxRejectedError,
+    InfluxTimeoutError,
+    InfluxUnavailableError,
+)
 
 PRECISIONS: Final = frozenset({"ns", "u", "ms", "s", "m", "h"})
 EPOCHS: Final = PRECISIONS
@@ -171,6 +178,8 @@ class InfluxClient:
         try:
             # credentials in the URL: InfluxDB 1.x reads u/p from the query string, not from a form body
             response = await self._http.post("/query", data=form, params=self._auth)
+        except httpx.TimeoutException as exc:
+            raise InfluxTimeoutError(f"query timed out: {exc!r}", db=db or "") from exc
         except httpx.HTTPError as exc:
             raise InfluxUnavailableError(f"query failed: {exc!r}", db=db or "") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):

@@ -5,18 +5,31 @@ back after a day offline) or are replayed would never reach the rollups. Instead
 is followed by a *dirty mark* (store/readings.py: minute range + devices, timestamped with the write time)
 and this worker recomputes exactly the marked windows:
 
-1. read the watermark (``marks.rollup_state``; the write time up to which marks were processed);
-2. read marks written in ``(watermark - overlap, now - settle]`` — the overlap re-reads marks of writes that
+1. read the newest state point (``marks.rollup_state``): the watermark (the write time up to which marks were
+   processed) and the windows the previous pass left to do (``marks.rollup_todo``);
+2. advance the energy series' backfill by ``BACKFILL_MS`` of all devices, in chunks (store/energy_series.py);
+3. read marks written in ``(watermark - overlap, now - settle]`` — the overlap re-reads marks of writes that
    became visible late (a slow /write), the settle delay leaves in-progress writes for the next pass;
-3. merge them into windows (minute-aligned, at most a day each) with their device sets;
-4. ``SELECT ... INTO r1m FROM raw ... GROUP BY time(1m), *`` per window, then the same from ``r1m`` into
-   ``r1h`` for the enclosing hours;
-5. recompute the 15-min energy series per device and per site for the same windows
-   (store/energy_series.py), and advance their backfill by one chunk;
-6. store the new watermark (and ``energy_v3_from_ms``, the time from which the energy series are complete).
+4. merge them and the windows left to do into windows (minute-aligned) with their device sets, cut into chunks
+   of at most ``rollup_chunk_s`` on a grid of that size, oldest first;
+5. per chunk: ``SELECT ... INTO r1m FROM raw ... GROUP BY time(1m), *``, the boot edges, the same from ``r1m``
+   into ``r1h`` for the enclosing hours, and the 15-min energy series per device and per site;
+6. store the new watermark, the chunks not done yet (none at the end of a pass) and ``energy_v3_from_ms`` (the
+   time from which the energy series are complete) — after every chunk, so a crash costs at most one chunk.
 
 Every step is idempotent: a recomputed window overwrites the same points (measurement + tags + bucket time),
-so two replicas running the worker, or a pass repeated after a crash, never corrupt data.
+so two replicas running the worker, or a pass repeated after a crash, never corrupt data; a state point written
+by another replica at the same time at worst makes a window be done twice (each pass's state holds everything it
+read and did not finish, and the watermark it stores re-reads the marks written since).
+
+Why chunks. A pass used to send a whole window — a day of 100 meters, 8.6 million raw points, when a day of
+history arrives at once — as one query; it could not finish within the client's timeout, the pass failed before
+storing anything, and the next pass sent the same query again, forever (InfluxDB may go on executing the
+abandoned ones, adding load). Now the work of one query is bounded by ``rollup_chunk_s``, what is done is
+recorded chunk by chunk, and a query that times out (:class:`~backend.errors.InfluxTimeoutError`) ends the pass
+after halving the chunk size (down to a minute) and recording the chunk as still to do, so the next pass asks
+InfluxDB for less rather than the same again. The size comes back when a pass leaves nothing behind (the worker
+of each replica keeps its own: after a restart a catch-up starts at ``rollup_chunk_s`` again).
 
 Rollup fields (both ``r1m`` and ``r1h``, measurement ``readings``, tags site/gateway/device):
 ``n`` (readings), ``energy_first``/``energy_last``/``energy_min``/``energy_max`` (register, mWh, integers),
@@ -37,15 +50,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from backend.errors import InfluxError
+from backend.errors import InfluxError, InfluxTimeoutError
 from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.store.energy_series import BACKFILL_MS, FROM_FIELD, EnergySeries
 from backend.store.influx import InfluxClient
-from backend.store.layout import DIRTY, READINGS, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, table
-from backend.store.lineprotocol import escape_key
+from backend.store.layout import DIRTY, READINGS, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, TODO, table
+from backend.store.lineprotocol import escape_key, escape_string_field
 from backend.store.registers import Sample, edge_reset
 from protocol.ids import is_device_id
 from protocol.timebase import DAY_MS, HOUR_MS, MINUTE_MS
@@ -58,6 +71,8 @@ EDGE_PAD_MS: Final = 15 * MINUTE_MS
 EXPORT_FIELD: Final = "energy_export_mwh"
 MAX_DEVICE_FILTER: Final = 200
 """Windows touching more devices than this are recomputed for all devices (cheaper than a huge regex)."""
+ALL_DEVICES: Final = "*"
+"""``devices`` of a window left to do (``TODO``) that covers every device; never a device id (ids are hex)."""
 
 _SUMMED: Final = ("vrms", "irms", "p", "s", "pf", "freq")
 
@@ -105,28 +120,54 @@ class Window:
     devices: set[str] | None
 
 
-def merge_windows(marks: list[tuple[int, int, set[str]]], align: int, max_len: int = DAY_MS) -> list[Window]:
-    """Overlapping or touching ranges merged (device sets united), aligned to ``align``, split at ``max_len``."""
-    aligned = sorted((s - s % align, e if e % align == 0 else e - e % align + align, d) for s, e, d in marks)
+def merge_windows(marks: list[tuple[int, int, set[str] | None]], align: int, max_len: int = DAY_MS) -> list[Window]:
+    """Overlapping or touching ranges merged (device sets united; None = all devices), aligned to ``align``, split
+    on a grid of ``max_len`` (so hour-sized chunks are whole hours)."""
+    aligned = sorted(((s - s % align, e if e % align == 0 else e - e % align + align, d) for s, e, d in marks),
+                     key=lambda m: (m[0], m[1]))
     merged: list[Window] = []
     for start, end, devs in aligned:
         if merged and start <= merged[-1].end:
             last = merged[-1]
             last.end = max(last.end, end)
-            if last.devices is not None:
-                last.devices |= devs
+            last.devices = None if last.devices is None or devs is None else last.devices | devs
         else:
-            merged.append(Window(start, end, set(devs)))
+            merged.append(Window(start, end, None if devs is None else set(devs)))
     out: list[Window] = []
     for w in merged:
         if w.devices is not None and len(w.devices) > MAX_DEVICE_FILTER:
             w.devices = None
         s = w.start
         while s < w.end:
-            e = min(w.end, s + max_len)
+            e = min(w.end, s - s % max_len + max_len)
             out.append(Window(s, e, w.devices))
             s = e
     return out
+
+
+def _window_rows(rows: list[dict[str, Any]]) -> list[tuple[int, int, set[str] | None]]:
+    """Dirty marks or windows left to do, read back: (start, end, devices or None for all)."""
+    return [(int(r["start_ms"]), int(r["end_ms"]),
+             None if r.get("devices") == ALL_DEVICES else set(str(r["devices"]).split(",")))
+            for r in rows if r.get("start_ms") is not None and r.get("end_ms") is not None]
+
+
+def shrunk_chunk_ms(chunk_ms: int, failed_ms: int) -> int:
+    """The chunk size after a chunk ``failed_ms`` long timed out: half of it (shorter than the size when it was the
+    end of its window), in whole minutes, never below one minute — so the same query is not sent again, except at
+    the floor, where no smaller one exists."""
+    half = min(chunk_ms, failed_ms) // 2
+    return max(MINUTE_MS, half - half % MINUTE_MS)
+
+
+@dataclass(slots=True)
+class _State:
+    """The newest state point: the watermark and where its windows left to do are (``TODO`` points timestamped
+    ``todo_ns`` .. ``todo_ns + todo_n - 1``)."""
+
+    watermark_ns: int
+    todo_ns: int
+    todo_n: int
 
 
 def _device_filter(devices: set[str] | None) -> str:
@@ -150,6 +191,9 @@ class RollupWorker:
         self.passes = 0
         self.energy = EnergySeries(influx, settings)
         self._earliest: int | None = None
+        self.chunk_ms = self._configured_chunk_ms()
+        """Current chunk size: ``rollup_chunk_s``, halved after each timeout until a pass leaves nothing behind."""
+        self._todo_ns = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="rollups")
@@ -171,17 +215,53 @@ class RollupWorker:
                 log.warning("rollup pass failed", extra={"error": str(exc)[:300]})
             await asyncio.sleep(self.settings.rollup_interval_s)
 
-    async def _watermark(self) -> int:
+    def _configured_chunk_ms(self) -> int:
+        ms = int(self.settings.rollup_chunk_s * 1000)
+        return max(MINUTE_MS, ms - ms % MINUTE_MS)
+
+    async def _state(self) -> _State:
+        """The newest state point as a whole (``last()`` per field would pair one point's watermark with an older
+        point's windows left to do)."""
         db = self.settings.influx_db
-        rows = await self.influx.rows(f"SELECT last(watermark_ns) FROM {table(db, RP_MARKS, STATE)}", db=db, epoch="ns")
-        return int(rows[0]["last"]) if rows and rows[0].get("last") is not None else 0
+        rows = await self.influx.rows(f"SELECT watermark_ns, todo_ns, todo_n FROM {table(db, RP_MARKS, STATE)} "
+                                      "ORDER BY time DESC LIMIT 1", db=db, epoch="ns")
+        row = rows[0] if rows else {}
+        return _State(*(int(row.get(k) or 0) for k in ("watermark_ns", "todo_ns", "todo_n")))
+
+    async def _todo(self, state: _State) -> list[tuple[int, int, set[str] | None]]:
+        if not state.todo_n:
+            return []
+        db = self.settings.influx_db
+        rows = await self.influx.rows(
+            f"SELECT start_ms, end_ms, devices FROM {table(db, RP_MARKS, TODO)} WHERE time >= $a AND time < $b",
+            db=db, params={"a": state.todo_ns, "b": state.todo_ns + state.todo_n}, epoch="ns")
+        return _window_rows(rows)
+
+    async def _record(self, hi: int, todo: list[Window], energy_from: int) -> None:
+        """The state after a chunk: marks up to ``hi`` read, ``todo`` still to do. The windows go first, so a crash
+        between the two writes leaves the previous state (its work done again), never a state without them."""
+        db = self.settings.influx_db
+        left = merge_windows([(w.start, w.end, w.devices) for w in todo], MINUTE_MS)
+        # Timestamps unique across records of this worker, so a later record never overwrites an earlier one's.
+        gen = max(time.time_ns(), self._todo_ns)
+        self._todo_ns = gen + len(left)
+        if left:
+            await self.influx.write(
+                [f"{TODO} start_ms={w.start}i,end_ms={w.end}i,devices="
+                 f"{escape_string_field(ALL_DEVICES if w.devices is None else ','.join(sorted(w.devices)))} {gen + i}"
+                 for i, w in enumerate(left)], db, rp=RP_MARKS, precision="ns")
+        # A new point per record (the marks RP expires old ones); the newest is the state.
+        await self.influx.write([f"{STATE} watermark_ns={hi}i,{FROM_FIELD}={energy_from}i,todo_ns={gen}i,"
+                                 f"todo_n={len(left)}i {time.time_ns()}"], db, rp=RP_MARKS, precision="ns")
 
     async def energy_from(self) -> int | None:
         """``FROM_FIELD`` of the newest state point: None before the first pass of this version."""
         return await energy_from_ms(self.influx, self.settings)
 
-    async def _backfill(self, now_ms: int) -> int:
-        """One backfill chunk of the energy series going back in time; returns the new ``FROM_FIELD`` value."""
+    async def _backfill(self, now_ms: int, state: _State, todo: list[Window]) -> int:
+        """This pass's stretch of the energy series' backfill, going back in time: ``BACKFILL_MS`` of all devices
+        in chunks; returns the new ``FROM_FIELD`` value. A chunk that times out is raised after the chunks before
+        it are recorded (with the previous watermark and windows left to do: nothing else has moved yet)."""
         cursor = await self.energy_from()
         if cursor is None:  # first pass of this version: everything up to a day ahead is to be backfilled
             cursor = now_ms - now_ms % HOUR_MS + DAY_MS
@@ -191,55 +271,74 @@ class RollupWorker:
             self._earliest = await self.energy.earliest_ms()
         if self._earliest is None or cursor <= self._earliest:
             return 0
-        start = cursor - BACKFILL_MS
-        # Rolled up again from the raw readings while they are kept (a SELECT INTO over expired raw data writes
-        # nothing, so older rollups stay): rollups written by an older version gain the fields added since
-        # (the export register, the boot edges) before the series are recomputed from them.
-        chunk = Window(start, cursor, None)
-        await self._recompute(chunk, RP_RAW, RP_1M, RAW_TO_1M, "1m")
-        await self._boot_edges(chunk)
-        await self._recompute(chunk, RP_1M, RP_1H, M1_TO_1H, "1h")
-        await self.energy.recompute(start, cursor, None)
-        if self.metrics:
-            self.metrics.rollup_windows.labels("energy").inc()
-        return 0 if start <= self._earliest else start
+        stop = cursor - BACKFILL_MS
+        while cursor > stop:
+            start = max(stop, cursor - self.chunk_ms)
+            # Rolled up again from the raw readings while they are kept (a SELECT INTO over expired raw data writes
+            # nothing, so older rollups stay): rollups written by an older version gain the fields added since
+            # (the export register, the boot edges) before the series are recomputed from them.
+            try:
+                await self._roll(Window(start, cursor, None))
+            except InfluxTimeoutError:
+                self._timed_out(cursor - start, "energy backfill")
+                await self._record(state.watermark_ns, todo, cursor)
+                raise
+            if start <= self._earliest:
+                return 0
+            cursor = start
+        return cursor
 
     async def run_once(self, now_ns: int | None = None) -> int:
-        """One pass; returns the number of windows recomputed (1m + 1h)."""
+        """One pass; returns the number of windows recomputed (1m + 1h) for dirty marks. A query that timed out is
+        raised (:class:`~backend.errors.InfluxTimeoutError`) after the chunk size was halved and the state recorded
+        with that chunk still to do."""
         async with self._lock:
             s = self.settings
             db = s.influx_db
             hi = (now_ns or time.time_ns()) - int(s.rollup_settle_s * 1e9)
-            lo = max(0, await self._watermark() - OVERLAP_NS)
+            state = await self._state()
+            lo = max(0, state.watermark_ns - OVERLAP_NS)
             if hi <= lo:
                 return 0
-            energy_from = await self._backfill(hi // 1_000_000)
+            todo = await self._todo(state)
+            energy_from = await self._backfill(hi // 1_000_000, state, merge_windows(todo, MINUTE_MS))
             rows = await self.influx.rows(
                 f"SELECT start_ms, end_ms, devices FROM {table(db, RP_MARKS, DIRTY)} WHERE time > $lo AND time <= $hi",
                 db=s.influx_db, params={"lo": lo, "hi": hi}, epoch="ns")
-            marks = [(int(r["start_ms"]), int(r["end_ms"]), set(str(r["devices"]).split(",")))
-                     for r in rows if r.get("start_ms") is not None and r.get("end_ms") is not None]
-            windows_1m = merge_windows(marks, MINUTE_MS)
-            for w in windows_1m:
-                await self._recompute(w, RP_RAW, RP_1M, RAW_TO_1M, "1m")
-                await self._boot_edges(w)
-            windows_1h = merge_windows([(w.start, w.end, w.devices or set()) for w in windows_1m
-                                        if w.devices is not None], HOUR_MS)
-            windows_1h += merge_windows([(w.start, w.end, set()) for w in windows_1m if w.devices is None], HOUR_MS)
-            for w in windows_1h:
-                if w.devices is not None and not w.devices:
-                    w.devices = None
-                await self._recompute(w, RP_1M, RP_1H, M1_TO_1H, "1h")
-            for w in windows_1m:
-                await self.energy.recompute(w.start, w.end, w.devices)
-                if self.metrics:
-                    self.metrics.rollup_windows.labels("energy").inc()
-            # A new point per pass (the marks RP expires old ones); last() finds the newest.
-            await self.influx.write([f"{STATE} watermark_ns={hi}i,{FROM_FIELD}={energy_from}i {time.time_ns()}"],
-                                    s.influx_db, rp=RP_MARKS, precision="ns")
+            chunks = merge_windows(_window_rows(rows) + todo, MINUTE_MS, self.chunk_ms)
+            done = 0
+            for i, chunk in enumerate(chunks):
+                try:
+                    await self._roll(chunk)
+                except InfluxTimeoutError:
+                    self._timed_out(chunk.end - chunk.start, "chunk")
+                    await self._record(hi, chunks[i:], energy_from)
+                    raise
+                done += 2
+                if i + 1 < len(chunks):  # the last chunk's record is the pass's, below
+                    await self._record(hi, chunks[i + 1:], energy_from)
+            await self._record(hi, [], energy_from)
+            if energy_from == 0:  # nothing left behind: the next catch-up starts at the configured size again
+                self.chunk_ms = self._configured_chunk_ms()
             self.passes += 1
-            return len(windows_1m) + len(windows_1h)
+            return done
 
+    def _timed_out(self, failed_ms: int, what: str) -> None:
+        before, self.chunk_ms = self.chunk_ms, shrunk_chunk_ms(self.chunk_ms, failed_ms)
+        log.warning("rollup query timed out: smaller chunks from now on",
+                    extra={"what": what, "failed_ms": failed_ms, "chunk_ms_before": before,
+                           "chunk_ms_after": self.chunk_ms})
+
+    async def _roll(self, chunk: Window) -> None:
+        """Everything of one chunk: its minutes, their boot edges, its hours (from the minutes, so an hour cut by a
+        chunk boundary is recomputed again with the next chunk and ends up whole) and its energy series."""
+        await self._recompute(chunk, RP_RAW, RP_1M, RAW_TO_1M, "1m")
+        await self._boot_edges(chunk)
+        hours = Window(chunk.start - chunk.start % HOUR_MS, -(-chunk.end // HOUR_MS) * HOUR_MS, chunk.devices)
+        await self._recompute(hours, RP_1M, RP_1H, M1_TO_1H, "1h")
+        await self.energy.recompute(chunk.start, chunk.end, chunk.devices)
+        if self.metrics:
+            self.metrics.rollup_windows.labels("energy").inc()
 
     async def _boot_edges(self, w: Window) -> None:
         """``energy_pre``/``energy_post``/``energy_reset`` (and ``export_*``) on the 1-minute rollup of each minute
@@ -254,13 +353,15 @@ class RollupWorker:
         where = f"time >= $lo AND time < $end{_device_filter(w.devices)}"
         series = await self.influx.query(
             f"SELECT d FROM (SELECT difference(boot) AS d FROM {table(db, RP_RAW)} WHERE {where} GROUP BY *) "
-            f"WHERE time >= $start AND d != 0 GROUP BY *", db=db, epoch="ms",
-            params={"lo": (w.start - EDGE_PAD_MS) * 1_000_000, "start": w.start * 1_000_000,
-                    "end": w.end * 1_000_000})
+            f"WHERE d != 0 GROUP BY *", db=db, epoch="ms",
+            params={"lo": (w.start - EDGE_PAD_MS) * 1_000_000, "end": w.end * 1_000_000})
         lines: dict[tuple[str, int], str] = {}
         for ser in series:
             tags = ",".join(f"{k}={escape_key(v)}" for k, v in sorted(ser.tags.items()) if v)
-            for t, _ in ser.values:
+            # The window's start is applied here, not in the outer WHERE: InfluxDB 1.x narrows the subquery to the
+            # outer query's time range, which dropped the pad and with it a boot on the window's first reading (a
+            # chunk that starts at a reboot).
+            for t, _ in (v for v in ser.values if int(v[0]) >= w.start):
                 rows = await self.influx.rows(
                     f"SELECT energy_mwh, {EXPORT_FIELD}, boot FROM {table(db, RP_RAW)} WHERE device = $d "
                     "AND time <= $t ORDER BY time DESC LIMIT 2", db=db, epoch="ms",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import msgspec
 import pytest
 
 from backend.aneel.client import AneelClient
@@ -106,3 +107,27 @@ async def test_raw_series_and_hourly_fallback_give_the_same_kwh_per_posto(env: t
     assert note in out.convencional.warnings and note in out.branca.warnings
     assert out.kwh == pytest.approx(POSTOS, abs=1e-3)
     assert note in (await svc.custo(scope, day, day, t0, t0 + DAY)).warnings
+
+
+@pytest.mark.asyncio
+async def test_a_meter_back_after_an_outage_keeps_the_energy_before_it_in_the_series(
+        env: tuple[Settings, InfluxClient]) -> None:
+    """The day's readings up to 17:14 are rolled up first, those from 18:30 in a later pass (the meter came back,
+    or a catch-up reached them in a later chunk). The later pass widens its quarters back to the one of the last
+    reading before the gap, 17:00-17:15, and must recompute it from all its readings: 140 Wh of steps plus the
+    gap's share, the same 1,06 kWh for the 17:00 hour as one pass over the day (it kept only the gap's share)."""
+    settings, client = env
+    settings = msgspec.structs.replace(settings, rollup_chunk_s=2 * 86_400.0)  # one chunk per pass: late data only
+    t0 = ms(dt.datetime(2026, 6, 2, tzinfo=TZ))
+    lines = day_lines(t0)
+    back = t0 + (18 * 60 + 30) * MIN
+    before = [line for line in lines if int(line.rsplit(" ", 1)[1]) < back]
+    for part, span in ((before, (t0, back - MIN)), (lines[len(before):], (back, t0 + DAY))):
+        await ReadingStore(client, settings).write(part, {DEV: span})
+        await RollupWorker(client, settings).run_once(now_ns=time.time_ns() + 10 * 10**9)
+    svc = service(settings, client, parse_sites(f'[[site]]\nid = "{SITE}"\ndistributor = "LIGHT SESA"\n'
+                                                f'devices = ["{DEV}"]\n'))
+    series = await svc.consumo(svc.scope(SITE, None, None), t0 - 2 * DAY, t0 + DAY, "hour", with_peak=False)
+    hours = [b.kwh for b in series.buckets[-24:]]
+    assert hours[17] == pytest.approx(1.06, abs=1e-6) and hours[18] == pytest.approx(0.9, abs=1e-6)
+    assert series.kwh_total == pytest.approx(15.16, abs=1e-6)

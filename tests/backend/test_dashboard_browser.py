@@ -32,6 +32,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from backend.api.auth import hash_password
+from backend.api.painel import LIVE_MAX_AGE_MS
 from backend.settings import Settings, User
 from backend.store.influx import InfluxClient
 from backend.store.lineprotocol import reading_line
@@ -55,6 +56,27 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium
                                 "/usr/bin/chromium (bash scripts/setup.sh installs it)")
 
 
+def history_end(now: dt.datetime) -> dt.datetime:
+    """Where the fixture's history ends: the last quarter hour (``load_readings`` writes quarters) at least
+    :data:`~backend.api.painel.LIVE_MAX_AGE_MS` before ``now``. The history is the past, never "power now": the
+    live readings are the ones each test publishes itself (:func:`write_power`), so what the dashboard shows live
+    does not depend on where in its quarter hour the clock happens to be."""
+    edge = now - dt.timedelta(milliseconds=LIVE_MAX_AGE_MS)
+    return edge.replace(minute=edge.minute - edge.minute % 15, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize("after_quarter_s", [0, 0.5, 1, 59, 60, 61, 899.9])
+def test_history_ends_before_the_live_window(after_quarter_s: float) -> None:
+    """However soon after a quarter hour the test starts, the history's newest reading is not "power now", so the
+    dashboard starts with "sem leitura" until the test itself publishes a live reading (a run that started within a
+    minute of a quarter hour used to see the history's last quarter as live: "1.000 W")."""
+    now = dt.datetime(2026, 5, 4, 10, 15, tzinfo=TZ) + dt.timedelta(seconds=after_quarter_s)
+    end = history_end(now)
+    assert (end.minute % 15, end.second, end.microsecond) == (0, 0, 0)  # load_readings' quarters
+    assert now - end >= dt.timedelta(milliseconds=LIVE_MAX_AGE_MS)
+    assert now - end < dt.timedelta(minutes=15) + dt.timedelta(milliseconds=LIVE_MAX_AGE_MS)
+
+
 @pytest.fixture
 def fakes() -> Iterator[tuple[FakeCkan, FakeOns]]:
     """ANEEL's portal and ONS's, published up to yesterday as the real ONS is (a day or two late)."""
@@ -70,7 +92,7 @@ def fakes() -> Iterator[tuple[FakeCkan, FakeOns]]:
 def backend(influx: Any, fakes: tuple[FakeCkan, FakeOns], unique_id: str, tmp_path: Path,
             backend_process: Callable[..., BackendProcess], wait_for: Callable[..., Any]) -> BackendProcess:
     """The backend with a site in the Sudeste (LIGHT SESA) whose two meters used energy in the last
-    :data:`HISTORY_DAYS` days, after its first ONS pull."""
+    :data:`HISTORY_DAYS` days (up to :func:`history_end`: none of it live), after its first ONS pull."""
     ckan, ons = fakes
     sites = tmp_path / "sites.toml"
     sites.write_text(sites_toml("casa"), encoding="utf-8")
@@ -81,9 +103,9 @@ def backend(influx: Any, fakes: tuple[FakeCkan, FakeOns], unique_id: str, tmp_pa
                         ons_base_url=ons.url, ons_first_year=ons.until.year, ons_attempts=2, ons_backoff_max_s=0.05,
                         users=(User(USER, "viewer", hash_password(PASSWORD)),
                                User(OPERATOR, "operator", hash_password(OPERATOR_PASSWORD))))
-    quarter = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    end = history_end(now)
     for dev in (DEV1, DEV2):
-        asyncio.run(load_readings(settings, {"casa": dev}, quarter - dt.timedelta(days=HISTORY_DAYS), quarter))
+        asyncio.run(load_readings(settings, {"casa": dev}, end - dt.timedelta(days=HISTORY_DAYS), end))
     process = backend_process(settings)
     process.start(timeout=60)
     base = f"http://127.0.0.1:{process.port}"
@@ -206,7 +228,8 @@ def test_dashboard_live_breakdown_csv_session_and_phone_in_chromium(
         first_view_s = time.perf_counter() - started
         expect(page.locator("#who")).to_have_text(f"{USER} (viewer)")
 
-        # Live power: nothing in the last minute is a gap, then each new reading shows up by itself.
+        # Live power: the history ends before the live window (history_end), so it starts as a gap; then each
+        # reading the test publishes shows up by itself.
         expect(page.locator("#potencia-total")).to_have_text("sem leitura")
         in_thread(write_power(backend.settings, DEV1, 500.0, 50_000_000, 10_000))
         expect(page.locator("#potencia-total")).to_have_text("500 W", timeout=15_000)
