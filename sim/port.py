@@ -201,12 +201,21 @@ class VirtualMeter:
                 self._open_pty()
         self._runner.wake()
 
-    def reboot(self, off_ms: int = 0, *, save_energy: bool = True) -> None:
+    def reboot(self, off_ms: int = 0, *, save_energy: bool = True, lose_hello: bool = False) -> None:
         """Reset the meter (boot count +1, seq from 1, RAM queue lost); ``off_ms`` of darkness first. The energy
-        register is kept (``save_energy=False``: back to the last once-a-minute save, like a watchdog reset)."""
+        register is kept (``save_energy=False``: back to the last once-a-minute save, like a watchdog reset).
+        ``lose_hello``: the HELLO of the new boot is lost on the wire (only with ``off_ms=0``)."""
+        if lose_hello and off_ms:
+            raise ValueError("lose_hello needs off_ms=0: after a dark period the HELLO comes later")
         with self._runner.lock:
-            self.model.reboot(self._runner.now_ms(), off_ms=off_ms, save_energy=save_energy)
-            self._emit(self.model.advance_frames(self._runner.now_ms()))
+            now = self._runner.now_ms()
+            if lose_hello:
+                # What was due before the reset goes out first, so the one frame dropped is the HELLO itself (a
+                # drop armed before the call would hit whatever frame a lagging runner emitted next).
+                self._emit(self.model.advance_frames(now))
+                self.tx_faults.drop_next += 1
+            self.model.reboot(now, off_ms=off_ms, save_energy=save_energy)
+            self._emit(self.model.advance_frames(now))
         self._runner.wake()
 
     def corrupt_next(self, n: int = 1, direction: str = "tx") -> None:

@@ -256,8 +256,7 @@ def test_meter_reboot_with_its_hello_lost_is_detected_and_resynced(
     gw = gateway_factory(unique_id, [str(sim.link_dir / "*")])
     gw.start()
     wait_for(lambda: collector.count() >= 100, 10, what="readings of boot 1")
-    meter.drop_next(1, "tx")
-    meter.reboot()
+    meter.reboot(lose_hello=True)
     wait_for(lambda: any(b == 2 for _, b, _ in collector.keys(None)), 10, what="readings of boot 2")
     figures = check_delivery([meter], collector, gw, wait_for)
     assert gw.status()["errors"].get("boot_mismatch", 0) >= 1
