@@ -64,9 +64,9 @@ from protocol.mqtt import Reading, ReadingBatch  # noqa: E402
 DAY_MS = 86_400_000
 
 FLOORS = {
-    "batched / raw": 0.35,  # 2.: 0.51-0.52 (docs/operations.md, 2026-12-01)
-    "batched with receipts / without": 0.8,  # 2.: 0.98 (same run)
-    "one per message / raw": 0.03,  # 3.: not yet measured as a ratio; a guess to revisit after a --check run
+    "batched / raw": 0.35,  # 2.: 0.51-0.52 (2026-12-01), 0.42-0.43 (2026-12-02 --quick, raw 172-203 k/s)
+    "batched with receipts / without": 0.8,  # 2.: 0.98 (2026-12-01), 1.06 and once 0.62 (2026-12-02 --quick, noise)
+    "one per message / raw": 0.015,  # 3.: 0.023 and 0.027 (2026-12-02 --quick): per-message cost, raw ~190 k/s
     "latency: seen / sent": 0.99,  # 4.: every reading published must become queryable
 }
 """``--check``: ratio name -> the lowest value that passes."""
