@@ -57,7 +57,7 @@ AGGREGATED_RPS: Final = frozenset({RP_1M, RP_1H, RP_MARKS, RP_ANEEL, RP_ONS})
 READINGS: Final = "readings"
 DIRTY: Final = "rollup_dirty"
 STATE: Final = "rollup_state"
-TODO: Final = "rollup_todo"
+LEFT_TO_DO: Final = "rollup_todo"
 """Windows a rollup pass left for the next one (what remains of a catch-up), named by the newest state point."""
 ENERGY_Q: Final = "energy_q"
 SITE_ENERGY: Final = "site_energy"

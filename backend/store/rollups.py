@@ -57,7 +57,7 @@ from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.store.energy_series import BACKFILL_MS, FROM_FIELD, EnergySeries
 from backend.store.influx import InfluxClient
-from backend.store.layout import DIRTY, READINGS, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, TODO, table
+from backend.store.layout import DIRTY, LEFT_TO_DO, READINGS, RP_1H, RP_1M, RP_MARKS, RP_RAW, STATE, table
 from backend.store.lineprotocol import escape_key, escape_string_field
 from backend.store.registers import Sample, edge_reset
 from protocol.ids import is_device_id
@@ -72,7 +72,7 @@ EXPORT_FIELD: Final = "energy_export_mwh"
 MAX_DEVICE_FILTER: Final = 200
 """Windows touching more devices than this are recomputed for all devices (cheaper than a huge regex)."""
 ALL_DEVICES: Final = "*"
-"""``devices`` of a window left to do (``TODO``) that covers every device; never a device id (ids are hex)."""
+"""``devices`` of a window left to do (``LEFT_TO_DO``) that covers every device; never a device id (ids are hex)."""
 
 _SUMMED: Final = ("vrms", "irms", "p", "s", "pf", "freq")
 
@@ -162,7 +162,7 @@ def shrunk_chunk_ms(chunk_ms: int, failed_ms: int) -> int:
 
 @dataclass(slots=True)
 class _State:
-    """The newest state point: the watermark and where its windows left to do are (``TODO`` points timestamped
+    """The newest state point: the watermark and where its windows left to do are (``LEFT_TO_DO`` points timestamped
     ``todo_ns`` .. ``todo_ns + todo_n - 1``)."""
 
     watermark_ns: int
@@ -233,7 +233,7 @@ class RollupWorker:
             return []
         db = self.settings.influx_db
         rows = await self.influx.rows(
-            f"SELECT start_ms, end_ms, devices FROM {table(db, RP_MARKS, TODO)} WHERE time >= $a AND time < $b",
+            f"SELECT start_ms, end_ms, devices FROM {table(db, RP_MARKS, LEFT_TO_DO)} WHERE time >= $a AND time < $b",
             db=db, params={"a": state.todo_ns, "b": state.todo_ns + state.todo_n}, epoch="ns")
         return _window_rows(rows)
 
@@ -247,7 +247,7 @@ class RollupWorker:
         self._todo_ns = gen + len(left)
         if left:
             await self.influx.write(
-                [f"{TODO} start_ms={w.start}i,end_ms={w.end}i,devices="
+                [f"{LEFT_TO_DO} start_ms={w.start}i,end_ms={w.end}i,devices="
                  f"{escape_string_field(ALL_DEVICES if w.devices is None else ','.join(sorted(w.devices)))} {gen + i}"
                  for i, w in enumerate(left)], db, rp=RP_MARKS, precision="ns")
         # A new point per record (the marks RP expires old ones); the newest is the state.
