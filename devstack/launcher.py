@@ -139,7 +139,7 @@ class System:
         argv = [self.python, "-m", "sim", "meters", "--count", str(self.args.meters), "--seed", str(self.args.seed),
                 "--voltage", str(self.args.voltage), "--period-ms", str(self.args.period_ms),
                 "--link-dir", str(link_dir), "--solar", str(self.solar_meters), "--pv-kwp", str(self.args.pv_kwp),
-                "--firmware", str(self.args.firmware_meters)]
+                "--firmware", str(self.args.firmware_meters), "--eeprom-dir", str(self.state / "eeprom")]
         # The meters print one METER line each on stdout: read those, then let the rest go to the log.
         log = (self.logs / "meters.log").open("ab")
         proc = subprocess.Popen(argv, cwd=REPO, env=self._env(), stdout=subprocess.PIPE, stderr=log,

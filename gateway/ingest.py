@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 _SYNC = frames.encode(frames.Sync())
 _reading_check = msgspec.json.Decoder(mqtt.Reading)
+RESYNC_WARN_S: Final = 60.0
+"""A link's boot-mismatch warning is logged at most this often (every mismatch is still counted)."""
 
 
 class Publisher(Protocol):
@@ -299,10 +301,18 @@ class Ingest:
         the old boot).
         """
         self.stats.error("boot_mismatch")
-        log.warning("%s: %s: the meter must have rebooted unheard; sending SYNC", link.port, why)
+        mono = time.monotonic()
         session.hello = None
         session.status = None
-        session.last_sync_mono = time.monotonic()
+        # A meter whose boot counter went back (EEPROM replaced or wiped) answers every SYNC with the same HELLO
+        # and a STATUS below what we committed: without these limits that is a SYNC/HELLO loop at line speed,
+        # a warning per turn. Its readings wait for the next HELLO (readings without one SYNC once per interval).
+        if mono - session.resync_warned_mono >= RESYNC_WARN_S:
+            session.resync_warned_mono = mono
+            log.warning("%s: %s: the meter must have rebooted unheard; sending SYNC", link.port, why)
+        if mono - session.last_resync_mono < self.settings.serial.sync_interval_s:
+            return
+        session.last_resync_mono = session.last_sync_mono = mono
         if link.write(_SYNC):
             self.stats.inc("syncs_sent")
 

@@ -141,6 +141,9 @@ class Session:
     hello: frames.Hello | None = None
     status: frames.Status | None = None
     last_sync_mono: float = float("-inf")
+    last_resync_mono: float = float("-inf")
+    """When a boot mismatch last made us SYNC (the next one waits ``sync_interval_s``)."""
+    resync_warned_mono: float = float("-inf")
 
     @property
     def device(self) -> str | None:

@@ -25,7 +25,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sim.eeprom import EepromDir
     from sim.firmware import FirmwareBuild, FirmwareMeter
+    from sim.port import VirtualMeter
     from sim.runner import MeterRunner
 
 log = logging.getLogger("sim")
@@ -39,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     meters.add_argument("--count", type=int, default=1, help="number of meters (default 1)")
     meters.add_argument("--seed", default="0", help="seed for households and device ids (default 0)")
     meters.add_argument("--voltage", type=int, choices=(127, 220), default=127, help="nominal voltage")
-    meters.add_argument("--period-ms", type=int, default=1000, help="report period, ms (default 1000)")
+    meters.add_argument("--period-ms", type=int, default=1000,
+                        help="report period, ms, of a meter without a saved EEPROM (default 1000)")
     meters.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
     meters.add_argument("--link-dir", default="/tmp/cds-sim", help="directory for the stable ttyAICSS-* links")
     meters.add_argument("--queue", type=int, default=16, help="meter RAM queue capacity (default 16)")
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     meters.add_argument("--firmware", type=int, default=0,
                         help="the first N meters run the real firmware ELF in simavr, when the toolchain is "
                              "installed (simulated meters otherwise, with a warning)")
+    meters.add_argument("--eeprom-dir",
+                        help="keep each meter's EEPROM (boot counter, energy registers, period, calibration) here, "
+                             "so a restart of the simulator is a power cycle (default: forgotten at exit)")
 
     profile = sub.add_parser("profile", help="print a household's hourly energy for one day")
     profile.add_argument("--seed", default="0")
@@ -69,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_meters(args: argparse.Namespace) -> int:
     # pty and subprocess machinery only when it is used
+    from sim.eeprom import EepromDir
     from sim.firmware import FirmwareMeter
+    from sim.frontend import Calibration
     from sim.runner import MeterRunner, device_id_for
 
     if args.count < 1 or args.period_ms < 1 or args.speed <= 0 or args.pv_kwp <= 0:
@@ -85,28 +93,40 @@ def _run_meters(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     runner = MeterRunner(speed=args.speed, start_ms=start_ms, link_dir=args.link_dir, seed=args.seed)
     workdir = tempfile.TemporaryDirectory(prefix="cds-simavr-")
+    eeproms = EepromDir(Path(args.eeprom_dir)) if args.eeprom_dir else None
     avr: list[FirmwareMeter] = []
     try:
         build = _firmware_build(args, Path(workdir.name))
         if build is not None:
+            # the harness loads its EEPROM image from its work folder and writes it back at every reset and exit
+            fw_dir = eeproms.path if eeproms else Path(workdir.name)
             for index in range(min(args.firmware, args.count)):
-                avr.append(FirmwareMeter(build, Path(workdir.name), runner.link_dir, device_id_for(args.seed, index),
+                avr.append(FirmwareMeter(build, fw_dir, runner.link_dir, device_id_for(args.seed, index),
                                          vrms=float(args.voltage)).start())  # fmt: skip
         for index in range(len(avr), args.count):
+            device = device_id_for(args.seed, index)
+            saved = eeproms.load(device) if eeproms else None
             meter = runner.add_meter(
-                device_id_for(args.seed, index),
+                device,
                 seed=f"{args.seed}/{index}",
                 pv_kwp=args.pv_kwp if index >= args.count - args.solar else 0.0,
                 bidirectional=index >= args.import_only,
                 nominal_v=args.voltage,
-                report_period_ms=args.period_ms,
+                report_period_ms=saved.report_period_ms if saved else args.period_ms,
                 queue_capacity=args.queue,
                 integration_step_ms=args.integration_step_ms,
                 drift_ppm=args.drift_ppm,
                 record_truth=False,
+                boot_count=saved.boot_count if saved else 0,
+                energy_mwh=saved.energy_mwh if saved else 0,
+                export_mwh=saved.export_mwh if saved else 0,
+                calibration=Calibration(*saved.calibration) if saved and saved.calibration else None,
+                uncalibrated=saved is not None and saved.calibration is None,
             )
             meter.set_corrupt_rate(args.corrupt_rate)
             meter.set_drop_rate(args.drop_rate)
+        if eeproms:
+            _save_eeproms(eeproms, runner.meters)  # the firmware saves its boot counter before the first reading
         runner.start()
         for index, fw in enumerate(avr):
             print(f"METER index={index} device={fw.device} pty={fw.pty_path} link={fw.link_path} firmware=simavr")
@@ -115,10 +135,12 @@ def _run_meters(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         log.info("%d meter(s) running at %gx, %d of them the firmware in simavr; Ctrl-C to stop",
                  args.count, args.speed, len(avr))  # fmt: skip
-        _fault_schedule(runner, args, stop, avr)
+        _fault_schedule(runner, args, stop, avr, eeproms)
         failed = [fw.error for fw in avr if fw.error]  # before the stop below ends the harnesses
     finally:
         runner.stop()
+        if eeproms:
+            _save_eeproms(eeproms, runner.meters, brown_out=True)  # a clean stop is a power-off the meter saw coming
         for fw in avr:
             fw.stop()
         workdir.cleanup()
@@ -146,9 +168,16 @@ def _firmware_build(args: argparse.Namespace, workdir: Path) -> FirmwareBuild | 
     return build
 
 
+def _save_eeproms(eeproms: EepromDir, meters: Sequence[VirtualMeter], *, brown_out: bool = False) -> None:
+    for meter in meters:
+        eeproms.save(meter.device, meter.eeprom(brown_out=brown_out))
+
+
 def _fault_schedule(runner: MeterRunner, args: argparse.Namespace, stop: threading.Event,
-                    avr: list[FirmwareMeter]) -> None:  # fmt: skip
-    """Inject the scheduled faults until ``stop`` (or a firmware meter dies). Intervals are in simulated seconds."""
+                    avr: list[FirmwareMeter], eeproms: EepromDir | None) -> None:  # fmt: skip
+    """Inject the scheduled faults until ``stop`` (or a firmware meter dies), and keep the EEPROM images current
+    (a new boot counter within a second; the registers change at the meters' once-a-minute saves). Intervals are
+    in simulated seconds."""
     rng = random.Random(f"{args.seed}/cli-faults")
     meters = runner.meters
     now = time.monotonic()
@@ -174,6 +203,8 @@ def _fault_schedule(runner: MeterRunner, args: argparse.Namespace, stop: threadi
                 meters[index].replug()
                 del replug_at[index]
                 log.info("fault: replugged %s on %s", meters[index].device, meters[index].pty_path)
+        if eeproms:
+            _save_eeproms(eeproms, meters)
         if runner.error is not None or any(fw.error for fw in avr):
             return
         wake = min([next_reboot, next_unplug, *replug_at.values(), now + 1.0])

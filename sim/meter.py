@@ -25,6 +25,7 @@ from typing import Final
 import msgspec
 
 from protocol import frames
+from sim.eeprom import MeterEeprom
 from sim.frontend import FACTORY, PAIR_RATE_HZ, Calibration, FrontEnd
 from sim.loads import Household
 from sim.truth import GroundTruth, ProducedReading
@@ -181,6 +182,24 @@ class MeterModel:
         self._log(1, note)
         if not self.calibration_stored:
             self._log(2, LOG_FACTORY_CAL)
+
+    def eeprom(self, *, brown_out: bool = False) -> MeterEeprom:
+        """The EEPROM as it stands: what the next power-on starts from. ``brown_out``: as it would be after the
+        supply went away now (the brown-out warning saves the registers; without it they are the last periodic
+        save)."""
+        cal = self._eeprom_cal
+        return MeterEeprom(
+            boot_count=self._eeprom_boot,
+            energy_mwh=self.energy_mwh if brown_out else self._eeprom_mwh,
+            export_mwh=self.export_mwh if brown_out else self._eeprom_export_mwh,
+            report_period_ms=self._eeprom_period,
+            calibration=(cal.v_gain, cal.i_gain, cal.phase_cdeg) if cal is not None else None,
+        )
+
+    def wipe_eeprom(self) -> None:
+        """The boot counter and energy registers blank, as on a replaced EEPROM: the next power-on is boot 1 from
+        0 mWh, reusing keys a gateway may already hold (the fault the gateway must not loop on)."""
+        self._eeprom_boot = self._eeprom_mwh = self._eeprom_export_mwh = 0
 
     def reboot(self, now_ms: int, off_ms: int = 0, *, save_energy: bool = True) -> None:
         """Reset the meter: boot count +1, seq from 1, the RAM queue lost (recorded in ground truth as lost).

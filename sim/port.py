@@ -26,6 +26,7 @@ from sim.meter import MeterModel
 from sim.truth import GroundTruth
 
 if TYPE_CHECKING:
+    from sim.eeprom import MeterEeprom
     from sim.runner import MeterRunner
 
 LINK_PREFIX = "ttyAICSS-"
@@ -217,6 +218,19 @@ class VirtualMeter:
             self.model.reboot(now, off_ms=off_ms, save_energy=save_energy)
             self._emit(self.model.advance_frames(now))
         self._runner.wake()
+
+    def wipe_eeprom_and_reboot(self) -> None:
+        """Replace the meter's EEPROM (boot counter and registers blank) and reset it: it comes back as boot 1."""
+        with self._runner.lock:
+            self.model.wipe_eeprom()
+            self.model.reboot(self._runner.now_ms(), save_energy=False)
+            self._emit(self.model.advance_frames(self._runner.now_ms()))
+        self._runner.wake()
+
+    def eeprom(self, *, brown_out: bool = False) -> MeterEeprom:
+        """The meter's EEPROM image now (see :meth:`sim.meter.MeterModel.eeprom`)."""
+        with self._runner.lock:
+            return self.model.eeprom(brown_out=brown_out)
 
     def corrupt_next(self, n: int = 1, direction: str = "tx") -> None:
         """Flip one bit in each of the next ``n`` frames (``tx`` meter -> gateway, ``rx`` gateway -> meter)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import msgspec
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -122,6 +123,10 @@ def test_local_system_runs_and_serves_readings(stack: Stack) -> None:
     assert "leituras consultáveis pela API para todos os medidores" in out
     assert "histórico de demonstração" in out and "kWh" in out
     assert "sem acesso anônimo" in out and "com autenticação" in out  # the banner says how to get in
+    # the simulated meter's EEPROM is kept in the state folder (saved at boot): restarting the demo power-cycles it
+    # instead of bringing it back as boot 1 under keys the gateway has committed
+    images = [msgspec.json.decode(p.read_bytes()) for p in (stack.state / "eeprom").glob("*.json")]
+    assert images and all(i["boot_count"] == 1 for i in images), images
 
 
 class Mqtt5:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -261,6 +262,38 @@ def test_meter_reboot_with_its_hello_lost_is_detected_and_resynced(
     figures = check_delivery([meter], collector, gw, wait_for)
     assert gw.status()["errors"].get("boot_mismatch", 0) >= 1
     assert figures["dropped_full"] == 0
+
+
+def test_meter_with_a_wiped_eeprom_is_resynced_at_a_bounded_rate_and_the_others_keep_flowing(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    """A replaced EEPROM brings a meter back as boot 1 with seq from 1: keys the gateway already committed. The
+    meter answers every SYNC with the same HELLO and a STATUS below the committed seq, so the gateway used to SYNC
+    it again at line speed (a restarted demo logged 480 000 warnings a minute) until the new seq passed the old
+    one. Now it SYNCs such a meter at most twice per ``sync_interval_s`` and warns once, and the other meter's
+    readings keep flowing. (The wiped meter's readings below the old seq reuse committed keys: they are taken for
+    resends, as they must be without a new boot counter; those above are filed again.)"""
+    wiped, other = add_meters(sim, 2)
+    collector = collector_factory(unique_id)
+    interval = 0.2
+    gw = gateway_factory(unique_id, [str(sim.link_dir / "*")], serial={"sync_interval_s": interval})
+    gw.start()
+    wait_for(lambda: len(collector.keys(wiped.device)) >= 150, 20, what="readings of boot 1")
+    syncs_before = gw.counter("syncs_sent")
+    others_before = len(collector.keys(other.device))
+    started = time.monotonic()
+    wiped.wipe_eeprom_and_reboot()
+    old_seq = max(seq for _, boot, seq in collector.keys(wiped.device) if boot == 1)
+    last = max(r.seq for r in wiped.truth().produced if r.boot == 1)  # the boot before the wipe, as produced
+    assert wiped.truth().boot_count == 1 and last >= old_seq
+    wait_for(lambda: any(s > last for _, _, s in collector.keys(wiped.device)), 30,
+             what="the wiped meter's readings past the old seq")  # fmt: skip
+    elapsed = time.monotonic() - started
+    syncs = gw.counter("syncs_sent") - syncs_before
+    assert gw.status()["errors"].get("boot_mismatch", 0) >= 1
+    assert syncs <= 2 * elapsed / interval + 2, (syncs, elapsed)
+    wait_for(lambda: len(collector.keys(other.device)) >= others_before + 100, 20, what="the other meter's readings")
 
 
 def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(

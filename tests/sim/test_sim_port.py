@@ -17,16 +17,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 import pytest
 import serial
 
 from protocol import frames
+from sim.eeprom import MeterEeprom
 from sim.port import VirtualMeter
 from sim.runner import MeterRunner, device_id_for
 
 T = TypeVar("T")
 TIMEOUT = 10.0
 REPO = Path(__file__).resolve().parents[2]
+EEPROM_DECODER = msgspec.json.Decoder(MeterEeprom)
 
 
 class Gateway:
@@ -315,6 +318,55 @@ def test_cli_scheduled_faults_reboot_and_corrupt(tmp_path: Path, gateways: list[
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_eeprom_dir_makes_a_restart_a_power_cycle(tmp_path: Path, gateways: list[Gateway]) -> None:
+    """With ``--eeprom-dir`` (the demo passes it) a restart of the simulator, clean or kill -9, brings each meter
+    back as the next boot with its energy register kept, as a real meter's power cycle does, instead of boot 1
+    from 0 mWh: keys the gateway had already committed, so it took the new readings for resends."""
+    eeprom = tmp_path / "eeprom"
+    device = device_id_for("e", 0)
+
+    def run() -> tuple[subprocess.Popen[str], Gateway, frames.Hello]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sim", "meters", "--count", "1", "--seed", "e", "--period-ms", "200",
+             "--speed", "20", "--start", "2026-06-01T12:00:00-03:00", "--link-dir", str(tmp_path / "links"),
+             "--eeprom-dir", str(eeprom)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        procs.append(proc)
+        fields = dict(part.split("=", 1) for part in line_reader(proc)().split()[1:])
+        gw = Gateway(fields["link"])
+        gateways.append(gw)
+        gw.send(frames.Sync())
+        return proc, gw, gw.until(gw.hellos, "HELLO")[0]
+
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        proc, gw, hello = run()
+        assert (hello.device, hello.boot_count) == (device, 1)
+        gw.until(lambda: gw.readings() and gw.readings()[-1].energy_mwh >= 3, "energy counted")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 0
+        image = EEPROM_DECODER.decode((eeprom / f"{device}.json").read_bytes())
+        assert image.boot_count == 1 and image.energy_mwh >= gw.readings()[-1].energy_mwh >= 3
+        assert oct((eeprom / f"{device}.json").stat().st_mode & 0o777) == "0o600"
+
+        proc, gw, hello = run()
+        assert hello.boot_count == 2
+        first = gw.until(gw.readings, "readings of boot 2")[0]
+        assert first.energy_mwh >= image.energy_mwh  # the register carried over the power cycle
+        proc.kill()  # the boot counter was saved at boot: a kill -9 does not take it back
+        proc.wait(timeout=TIMEOUT)
+
+        proc, gw, hello = run()
+        assert hello.boot_count == 3
+        assert gw.until(gw.readings, "readings of boot 3")[0].energy_mwh >= image.energy_mwh
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_cli_profile_prints_a_day() -> None:
