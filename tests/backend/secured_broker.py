@@ -8,6 +8,7 @@ operator generates, not for a hand-written one.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,21 +72,26 @@ def start_secured_broker(
 
 
 class Probe:
-    """An MQTT 5 client that records the broker's answers. ``session_expiry`` > 0 keeps a persistent session
-    (``clean_start=False``), which is what an attacker needs to stay in a share group while offline."""
+    """An MQTT 5 client that records the broker's answers (CONNACK, SUBACK and PUBACK codes) and every message it
+    is delivered. ``session_expiry`` > 0 keeps a persistent session (``clean_start=False``), which is what an
+    attacker needs to stay in a share group while offline; ``will`` (topic, payload) is published retained by the
+    broker when the connection drops without a DISCONNECT (:meth:`drop_connection`)."""
 
     def __init__(self, broker: MosquittoService, username: str, password: str, client_id: str, *,
-                 session_expiry: int = 0, on_message: Callable[[Probe, paho.MQTTMessage], None] | None = None) -> None:
+                 session_expiry: int = 0, on_message: Callable[[Probe, paho.MQTTMessage], None] | None = None,
+                 will: tuple[str, bytes] | None = None) -> None:  # fmt: skip
         self.connack: Any = None
         self._handler = on_message
         self.subacks: list[int] = []
         self.pubacks: dict[int, int] = {}
-        self.topics: list[str] = []
+        self.messages: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._suback = threading.Event()
         self._c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         self._c.username_pw_set(username, password)
+        if will is not None:
+            self._c.will_set(will[0], will[1], qos=1, retain=True)
         self._c.on_connect = self._on_connect
         self._c.on_subscribe = self._on_subscribe
         self._c.on_publish = self._on_publish
@@ -116,7 +122,7 @@ class Probe:
 
     def _on_message(self, c: paho.Client, u: Any, m: paho.MQTTMessage) -> None:
         with self._lock:
-            self.topics.append(m.topic)
+            self.messages.append((m.topic, bytes(m.payload), bool(m.retain)))
         if self._handler is not None:
             self._handler(self, m)  # e.g. a fake gateway answering a CONFIG request
 
@@ -133,17 +139,35 @@ class Probe:
         with self._lock:
             return list(self.subacks)
 
-    def publish(self, topic: str, payload: bytes) -> int:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         """QoS 1 publish; the PUBACK reason code arrives in ``pubacks[mid]``."""
-        return self._c.publish(topic, payload, qos=1).mid
+        return self._c.publish(topic, payload, qos=1, retain=retain).mid
 
     def puback(self, mid: int) -> int | None:
         with self._lock:
             return self.pubacks.get(mid)
 
-    def received(self) -> list[str]:
+    def topics(self) -> list[str]:
+        """The topics of the messages delivered so far, in order."""
         with self._lock:
-            return list(self.topics)
+            return [t for t, _, _ in self.messages]
+
+    def received(self, topic: str | None = None) -> list[tuple[str, bytes, bool]]:
+        """The messages delivered so far (on ``topic`` only, when given): (topic, payload, retain)."""
+        with self._lock:
+            return [m for m in self.messages if topic is None or m[0] == topic]
+
+    def last(self, topic: str) -> bytes | None:
+        got = self.received(topic)
+        return got[-1][1] if got else None
+
+    def drop_connection(self) -> None:
+        """Vanish without a DISCONNECT, as a gateway that lost power does: the broker publishes the will."""
+        self._c.loop_stop()
+        sock = self._c.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
     def close(self) -> None:
         """Disconnect; a persistent session stays on the broker (and in any share group it joined)."""

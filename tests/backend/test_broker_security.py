@@ -83,7 +83,7 @@ async def test_share_group_join_refused_and_all_100_readings_stored(
                                  what=lambda: f"100 readings stored (have {count_points(influx, unique_id)})")
             await wait_for_async(lambda: app.state.services.ingest.unacked == 0, timeout=10, what="all acked")
             assert _stored_seqs(influx, unique_id) == set(range(1, 101))
-            assert probe.received() == []
+            assert probe.topics() == []
         finally:
             probe.close()
 
@@ -125,7 +125,7 @@ async def test_share_group_join_loses_readings_with_an_acl_file_control(
             await wait_for_async(lambda: app.state.services.ingest.unacked == 0, timeout=10, what="all acked")
             lost = 100 - len(_stored_seqs(influx, unique_id) & set(range(1, 101)))
             assert lost >= 30, f"expected the attacker's share to be dropped, lost {lost} of 100"
-            assert probe.received() == []
+            assert probe.topics() == []
         finally:
             probe.close()
 
@@ -237,9 +237,9 @@ async def test_backend_end_to_end_with_generated_users_config_reaches_only_its_g
             pub.close()  # the probes below take over these client ids: the gateways' own, the only ones allowed
         await wait_for_async(lambda: count_points(influx, unique_id) >= 100, timeout=30, what="100 readings stored")
         dead = f"{mqtt.DEAD_LETTER_ROOT}/{mqtt.readings_topic(site, 'gw2')}"
-        await wait_for_async(lambda: dead in ops.received(), timeout=10, what="the dead letter, seen by ops")
+        await wait_for_async(lambda: dead in ops.topics(), timeout=10, what="the dead letter, seen by ops")
         presence = f"cds/v1/_backend/{group}/{settings.resolved_client_id()}"
-        assert presence in ops.received()
+        assert presence in ops.topics()
 
         def answer(probe: Probe, msg: paho.MQTTMessage) -> None:
             req = mqtt.config_request_decoder.decode(msg.payload)
@@ -259,8 +259,8 @@ async def test_backend_end_to_end_with_generated_users_config_reaches_only_its_g
                                        json={"device": device_id(1), "report_period_ms": 2000, "timeout_s": 10})
             assert applied.status_code == 200, applied.text
             assert applied.json()["status"] == "applied"
-            assert gw1.received() == [mqtt.config_topic(site, "gw1", device_id(1))]
-            assert gw2.received() == []
+            assert gw1.topics() == [mqtt.config_topic(site, "gw1", device_id(1))]
+            assert gw2.topics() == []
         finally:
             gw1.close()
             gw2.close()

@@ -20,7 +20,8 @@ from devstack.processes import HOST, free_port
 from protocol import homeassistant as ha
 from protocol import mqtt
 from protocol.mqtt import DeviceInfo, GatewayStatus, Reading, ReadingBatch
-from tests.homeassistant.conftest import Client, HaBroker, gateway, home_assistant, now_ms
+from tests.backend.secured_broker import Probe
+from tests.homeassistant.conftest import HaBroker, gateway, home_assistant, now_ms
 
 REPO = Path(__file__).resolve().parents[2]
 NOT_AUTHORIZED = 0x87
@@ -33,12 +34,12 @@ def reading(seq: int, energy_mwh: int, *, p: float = 410.5, export: int = 0) -> 
                    pf=0.95, freq=60.0, energy_mwh=energy_mwh, energy_export_mwh=export)
 
 
-def send(gw: Client, hb: HaBroker, *readings: Reading) -> None:
+def send(gw: Probe, hb: HaBroker, *readings: Reading) -> None:
     gw.publish(mqtt.readings_topic(hb.site, "gw1"),
                mqtt.json_encoder.encode(ReadingBatch(site=hb.site, gateway="gw1", readings=list(readings))))
 
 
-def announce(gw: Client, hb: HaBroker) -> None:
+def announce(gw: Probe, hb: HaBroker) -> None:
     """What a gateway publishes when it connects and a meter says HELLO (both retained)."""
     gw.publish(mqtt.status_topic(hb.site, "gw1"),
                mqtt.json_encoder.encode(GatewayStatus(online=True, gateway="gw1", site=hb.site)), retain=True)
@@ -47,22 +48,22 @@ def announce(gw: Client, hb: HaBroker) -> None:
         retain=True)
 
 
-def follow(ha_client: Client, hb: HaBroker) -> None:
+def follow(ha_client: Probe, hb: HaBroker) -> None:
     """Subscribe to what the configs point at, as Home Assistant does after discovery."""
     assert ha_client.subscribe(ha.site_state_filter(hb.site), mqtt.status_topic(hb.site, "gw1"),
                                mqtt.device_topic(hb.site, "gw1", DEV)) == [1, 1, 1]
 
 
-def config_topics(c: Client) -> set[str]:
+def config_topics(c: Probe) -> set[str]:
     return {t for t, _, _ in c.received() if t.endswith("/config")}
 
 
-def state(c: Client, hb: HaBroker) -> dict[str, Any] | None:
+def state(c: Probe, hb: HaBroker) -> dict[str, Any] | None:
     payload = c.last(ha.state_topic(hb.site, DEV))
     return json.loads(payload) if payload else None
 
 
-def available(c: Client, hb: HaBroker) -> bool:
+def available(c: Probe, hb: HaBroker) -> bool:
     """Home Assistant's verdict with ``availability_mode: all``, from the last payload of each topic."""
     config = json.loads(c.last(ha.config_topic(ROOT, hb.site, DEV, "energy")) or b"{}")
     verdicts = []
@@ -81,7 +82,7 @@ def available(c: Client, hb: HaBroker) -> bool:
 
 
 def test_home_assistant_sees_retained_discovery_then_state_updates(
-        ha_broker: HaBroker, clients: Callable[..., Client], bridges: Callable[..., HomeAssistantBridge],
+        ha_broker: HaBroker, clients: Callable[..., Probe], bridges: Callable[..., HomeAssistantBridge],
         wait_for: Any) -> None:
     hb = ha_broker
     gw = gateway(clients, hb)
@@ -111,7 +112,7 @@ def test_home_assistant_sees_retained_discovery_then_state_updates(
 
 
 def test_meter_unavailable_when_the_gateways_will_fires_and_when_the_bridge_stops(
-        ha_broker: HaBroker, clients: Callable[..., Client], bridges: Callable[..., HomeAssistantBridge],
+        ha_broker: HaBroker, clients: Callable[..., Probe], bridges: Callable[..., HomeAssistantBridge],
         wait_for: Any) -> None:
     hb = ha_broker
     gw = gateway(clients, hb)
@@ -135,7 +136,7 @@ def test_meter_unavailable_when_the_gateways_will_fires_and_when_the_bridge_stop
 
 
 def test_home_assistant_user_reads_only_its_site_and_writes_nothing_but_its_birth(
-        ha_broker: HaBroker, clients: Callable[..., Client], wait_for: Any) -> None:
+        ha_broker: HaBroker, clients: Callable[..., Probe], wait_for: Any) -> None:
     hb = ha_broker
     c = clients(hb.broker, ha.ha_username(hb.site), hb.password(ha.ha_username(hb.site)), ha.ha_client_id(hb.site))
     other, o = hb.other_site, hb.other_site
@@ -158,7 +159,7 @@ def test_home_assistant_user_reads_only_its_site_and_writes_nothing_but_its_birt
 
 
 def test_bridge_user_cannot_publish_readings_nor_join_the_share_group(
-        ha_broker: HaBroker, clients: Callable[..., Client], wait_for: Any) -> None:
+        ha_broker: HaBroker, clients: Callable[..., Probe], wait_for: Any) -> None:
     hb = ha_broker
     user = ha.bridge_username(hb.site)
     c = clients(hb.broker, user, hb.password(user), ha.bridge_client_id(hb.site))
@@ -171,13 +172,13 @@ def test_bridge_user_cannot_publish_readings_nor_join_the_share_group(
     assert codes[:3] == [NOT_AUTHORIZED] * 3 and codes[3] in (0x00, 0x10)
 
 
-def pubacks(c: Client, mids: list[int], wait_for: Any) -> list[int]:
+def pubacks(c: Probe, mids: list[int], wait_for: Any) -> list[int]:
     wait_for(lambda: all(c.puback(mid) is not None for mid in mids), what="every PUBACK")
     return [c.puback(mid) or 0 for mid in mids]
 
 
 def test_restart_and_home_assistant_birth_republish_discovery(
-        ha_broker: HaBroker, clients: Callable[..., Client], bridges: Callable[..., HomeAssistantBridge],
+        ha_broker: HaBroker, clients: Callable[..., Probe], bridges: Callable[..., HomeAssistantBridge],
         wait_for: Any) -> None:
     hb = ha_broker
     gw = gateway(clients, hb)
@@ -197,7 +198,7 @@ def test_restart_and_home_assistant_birth_republish_discovery(
 
 
 def test_hostile_readings_are_counted_and_the_bridge_keeps_going(
-        ha_broker: HaBroker, clients: Callable[..., Client], bridges: Callable[..., HomeAssistantBridge],
+        ha_broker: HaBroker, clients: Callable[..., Probe], bridges: Callable[..., HomeAssistantBridge],
         wait_for: Any) -> None:
     hb = ha_broker
     gw = gateway(clients, hb)
@@ -225,7 +226,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 def test_cli_runs_the_bridge_until_sigterm_and_says_offline(
-        ha_broker: HaBroker, clients: Callable[..., Client], tmp_path: Path, wait_for: Any) -> None:
+        ha_broker: HaBroker, clients: Callable[..., Probe], tmp_path: Path, wait_for: Any) -> None:
     """The real process: online, its counters on /metrics (a hostile batch counted, a good reading taken),
     offline after SIGTERM."""
     hb = ha_broker
