@@ -42,7 +42,6 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.chaoslib.avrmeter import build_firmware  # noqa: E402
 from bench.chaoslib.energy import check_energy, wait_rollups  # noqa: E402
 from bench.chaoslib.faults import FaultRunner, plan  # noqa: E402
 from bench.chaoslib.fleet import Fleet  # noqa: E402
@@ -53,6 +52,7 @@ from bench.chaoslib.tap import Tap  # noqa: E402
 from bench.chaoslib.watch import GatewayCounters, ProcessPeaks  # noqa: E402
 from devstack.processes import ServiceError  # noqa: E402
 from devstack.security import OPS_MQTT_USER, PRIVATE_UMASK  # noqa: E402
+from sim.firmware import build_firmware  # noqa: E402
 
 SAMPLE_S = 1.0
 CUT_TIMEOUT_S = 30.0

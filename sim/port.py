@@ -1,13 +1,11 @@
 """A virtual meter on a pseudo-terminal: the I/O shell around :class:`sim.meter.MeterModel`.
 
-The gateway opens the pty's slave side like a USB serial port, through a stable symlink
-(``<link_dir>/ttyAICSS-<device>``, the simulator's ``/dev/serial/by-id/...``). The simulator keeps only the master.
-It writes to the master only while someone has the slave open (the master reports POLLHUP otherwise): a real
-USB-serial adapter also discards what the meter says while the port is closed, and the meter's queue and resends
-recover it once the gateway opens the port and sends SYNC.
-
-Unplug closes the master (the gateway's reads fail with EIO / "device disconnected") and removes the link; the
-meter keeps measuring into its RAM queue. Replug creates a new pty and re-points the link.
+The port itself is a :class:`sim.pty_port.PtyPort`, as for the firmware meters of :mod:`sim.firmware`: a pty
+behind the stable link ``<link_dir>/ttyAICSS-<device>`` that the gateway opens like a USB serial port, unplug and
+replug, and nothing written while nobody holds it open. This module moves frames across it: the model's frames
+through the link faults onto the pty, what the gateway writes through the faults into the model, counted in
+:class:`LinkStats`. What the meter says while the port is closed or unplugged is lost on the wire; the meter keeps
+measuring into its RAM queue, and its resends recover the readings once the gateway opens the port and sends SYNC.
 
 Every public method is thread-safe: it takes the owning :class:`sim.runner.MeterRunner`'s lock and wakes its loop.
 """
@@ -17,19 +15,18 @@ from __future__ import annotations
 import errno
 import os
 import select
-import tty
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from sim.faults import LinkFaults
 from sim.meter import MeterModel
+from sim.pty_port import PtyPort
 from sim.truth import GroundTruth
 
 if TYPE_CHECKING:
     from sim.eeprom import MeterEeprom
     from sim.runner import MeterRunner
 
-LINK_PREFIX = "ttyAICSS-"
 TX_BUFFER_MAX = 64 * 1024
 """Bytes the simulator holds for a slow reader before it drops whole frames (counted in ``tx_overflow``)."""
 
@@ -58,71 +55,42 @@ class VirtualMeter:
         self._runner = runner
         self.model = model
         self.device = model.device_id.hex()
-        self.link_path = Path(link_dir) / f"{LINK_PREFIX}{self.device}"
+        self._port = PtyPort(Path(link_dir), self.device)
+        self.link_path = self._port.link_path
         self.tx_faults = LinkFaults(f"{seed}/{self.device}/tx")
         self.rx_faults = LinkFaults(f"{seed}/{self.device}/rx")
-        self._master: int | None = None
-        self._pty_path = ""
-        self._connected = False
-        self._txbuf = bytearray()
         self._tx_frames = self._tx_bytes = self._rx_bytes = self._tx_overflow = 0
         self._replugs = 0
-        self._open_pty()
+        self._port.open()
 
-    # ----- pty plumbing (called with the runner's lock held) ------------------------------------------------
+    @property
+    def plugged(self) -> bool:
+        """The cable is in (a pty exists, whether or not the gateway holds it open). A plain read: the runner asks
+        with its lock held, a test without it."""
+        return self._port.plugged
 
-    def _open_pty(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line discipline: a byte pipe like a USB CDC port
-        self._pty_path = os.ttyname(slave)
-        os.close(slave)
-        os.set_blocking(master, False)
-        self._master = master
-        self._connected = False
-        tmp = self.link_path.with_name(f".{self.link_path.name}.new")  # hidden: a gateway's glob never sees it
-        tmp.unlink(missing_ok=True)
-        os.symlink(self._pty_path, tmp)
-        os.replace(tmp, self.link_path)  # atomic: the link never dangles between two ptys
+    # ----- the pty (called with the runner's lock held) -----------------------------------------------------
 
     def _close_pty(self) -> None:
-        if self._master is not None:
-            os.close(self._master)
-            self._master = None
-        self._connected = False
-        self._txbuf.clear()
-        self.rx_faults.reset_stream()
-        try:
-            if os.readlink(self.link_path) == self._pty_path:
-                self.link_path.unlink()
-        except OSError:
-            pass
+        self._port.close()
+        self.rx_faults.reset_stream()  # a frame the gateway had half written is gone with the port
 
     def _check_peer(self) -> None:
-        """Notice whether someone holds the slave open (POLLHUP on the master says nobody does), then read what
-        the gateway sent meanwhile: a SYNC written right after opening the port must get its answer."""
-        if self._master is None:
-            return
-        poller = select.poll()
-        poller.register(self._master, select.POLLIN)
-        events = poller.poll(0)
-        flags = events[0][1] if events else 0
-        present = not flags & (select.POLLHUP | select.POLLERR)
-        if not present:
-            self._txbuf.clear()
-        self._connected = present
-        if flags & select.POLLIN:
+        """Notice whether someone holds the slave open, then read what the gateway sent meanwhile: a SYNC written
+        right after opening the port must get its answer."""
+        if self._port.check_peer() & select.POLLIN:
             self._read()
 
     def _read(self) -> None:
-        assert self._master is not None
+        assert self._port.master is not None
         while True:
             try:
-                data = os.read(self._master, 4096)
+                data = os.read(self._port.master, 4096)
             except BlockingIOError:
                 return
             except OSError as exc:
                 if exc.errno == errno.EIO:  # the slave side was closed
-                    self._connected = False
+                    self._port.connected = False
                     self.rx_faults.reset_stream()
                     return
                 raise
@@ -135,50 +103,37 @@ class VirtualMeter:
 
     def _emit(self, out: list[bytes]) -> None:
         """Frames the meter wrote on its UART: through the fault injector onto the pty (if anyone listens)."""
-        if not out or not self._connected or self._master is None:
+        if not out or not self._port.connected or not self._port.plugged:
             return  # nobody has the port open: the bytes go nowhere (and no fault is spent on them)
         out = self.tx_faults.apply(out)
         for frame in out:
-            if len(self._txbuf) + len(frame) > TX_BUFFER_MAX:
+            if len(self._port.txbuf) + len(frame) > TX_BUFFER_MAX:
                 self._tx_overflow += 1
                 continue
-            self._txbuf += frame
+            self._port.txbuf += frame
             self._tx_frames += frame != b"\x00"
         self._flush()
 
     def _flush(self) -> None:
-        while self._txbuf and self._master is not None:
-            try:
-                n = os.write(self._master, self._txbuf)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno == errno.EIO:
-                    self._connected = False
-                    self._txbuf.clear()
-                    return
-                raise
-            self._tx_bytes += n
-            del self._txbuf[:n]
+        self._tx_bytes += self._port.flush()
 
     def _service(self, now_ms: int) -> tuple[int, int | None, bool]:
         """One loop turn: notice the peer, run the meter to ``now_ms``, write. Returns (next deadline in
         simulated ms, fd to poll or None, whether the fd also waits for writability)."""
         self._check_peer()
         self._emit(self.model.advance_frames(now_ms))
-        fd = self._master if self._connected else None
-        return self.model.next_deadline_ms(), fd, bool(self._txbuf)
+        fd = self._port.master if self._port.connected else None
+        return self.model.next_deadline_ms(), fd, bool(self._port.txbuf)
 
     def _on_ready(self, revents: int) -> None:
-        if self._master is None:
+        if not self._port.plugged:
             return
         if revents & select.POLLIN:
             self._read()
         if revents & select.POLLOUT:
             self._flush()
         if revents & (select.POLLHUP | select.POLLERR):
-            self._connected = False
-            self._txbuf.clear()
+            self._port.peer_gone()
 
     # ----- public, thread-safe -------------------------------------------------------------------------------
 
@@ -186,7 +141,7 @@ class VirtualMeter:
     def pty_path(self) -> str:
         """The current slave device (/dev/pts/N); changes on replug. Empty while unplugged."""
         with self._runner.lock:
-            return self._pty_path if self._master is not None else ""
+            return self._port.path if self._port.plugged else ""
 
     def unplug(self) -> None:
         """Pull the USB cable: the gateway's port fails, the link disappears, the meter keeps queueing."""
@@ -197,9 +152,9 @@ class VirtualMeter:
     def replug(self) -> None:
         """Plug it back: a new pty, the stable link re-pointed to it. No-op while plugged."""
         with self._runner.lock:
-            if self._master is None:
+            if not self._port.plugged:
                 self._replugs += 1
-                self._open_pty()
+                self._port.open()
         self._runner.wake()
 
     def reboot(self, off_ms: int = 0, *, save_energy: bool = True, lose_hello: bool = False) -> None:
@@ -285,8 +240,8 @@ class VirtualMeter:
     def stats(self) -> LinkStats:
         with self._runner.lock:
             return LinkStats(
-                plugged=self._master is not None,
-                connected=self._connected,
+                plugged=self._port.plugged,
+                connected=self._port.connected,
                 tx_frames=self._tx_frames,
                 tx_bytes=self._tx_bytes,
                 rx_bytes=self._rx_bytes,

@@ -195,7 +195,7 @@ class MeterRunner:
                 due, fd, want_write = meter._service(now)
                 deadline = min(deadline, due)
                 if fd is None:
-                    idle_port = idle_port or meter._master is not None
+                    idle_port = idle_port or meter.plugged
                     continue
                 by_fd[fd] = meter
                 poller.register(fd, select.POLLIN | (select.POLLOUT if want_write else 0))

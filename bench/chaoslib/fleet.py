@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from sim.firmware import FirmwareBuild
 from sim.port import VirtualMeter
 from sim.runner import MeterRunner, device_id_for
 
-from .avrmeter import AvrMeter, FirmwareBuild
+from .avrmeter import AvrMeter
 from .truth import DROPPED, RESET, UNACKED, MeterRecord, Produced
 
 REPORT_PERIOD_MS = 1000
