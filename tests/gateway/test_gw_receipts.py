@@ -82,7 +82,8 @@ def test_readings_deleted_only_after_their_receipt_never_before_influxdb_has_the
             base = gw.counter("readings_published")
             wait_for(lambda: gw.counter("readings_published") >= base + 500, 20, what="5 s of readings PUBACKed")
             assert gw.counter("readings_confirmed") == confirmed, "confirmed while InfluxDB was down"
-            assert gw.status()["queue"]["unconfirmed_rows"] >= 500
+            queue = gw.status()["queue"]
+            assert queue["unconfirmed_rows"] + queue["rows"] >= 500, queue  # settling batches are among the rows
         finally:
             influx.start(timeout=60)
         check_stored(c, wait_for)
@@ -115,8 +116,11 @@ def test_backend_down_longer_than_every_window_deletes_nothing_then_everything_i
         base = gw.counter("readings_published")
         wait_for(lambda: gw.counter("readings_published") >= base + 600, 20, what="6 s of readings PUBACKed")
         outage = gw.counter("readings_published") - base
-        held = gw.status()["queue"]["unconfirmed_rows"]
-        assert gw.counter("readings_confirmed") == confirmed and held >= outage, (held, outage)
+        queue = gw.status()["queue"]
+        # a PUBACKed batch waits SETTLE_S (0.5 s) among the queued rows for an early receipt before it joins the
+        # unconfirmed ones, longer when the gateway is starved of CPU: held, it is in one or the other
+        held = queue["unconfirmed_rows"] + queue["rows"]
+        assert gw.counter("readings_confirmed") == confirmed and held >= outage, (queue, outage)
         # probes after 1, 2 and 4 s (plus what was in flight at the kill), not a re-send of everything every second
         probes = gw.counter("resends") - resends
         assert 1 <= probes <= 5, f"{probes} batches re-sent in a 6 s outage"
