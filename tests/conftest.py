@@ -24,6 +24,9 @@ Helpers:
   synchronises with these, never with sleeps.
 - ``mqtt_recorder``: ``mqtt_recorder(topic_filter, qos=1) -> MqttRecorder`` subscribes a paho client on
   ``broker`` and records every message (``.messages``, ``.payloads``, ``.wait_count(n)``); closed after the test.
+- ``figure``: ``figure(text)`` records a measured figure (firmware accuracy, sizes, rates), printed in the terminal
+  summary so CI logs show it. It travels as a user property of the test's report, which pytest-xdist sends from
+  its workers to the controller that prints the summary (``scripts/test.sh`` runs the suite on every core).
 
 Tests that use a service fixture get the ``services`` marker automatically (``-m "not services"`` skips them).
 """
@@ -56,6 +59,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
+
+
+_FIGURE = "figure"
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    def record(text: str) -> None:
+        request.node.user_properties.append((_FIGURE, text))
+
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _FIGURES.extend(str(value) for key, value in report.user_properties if key == _FIGURE)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.line(line)
 
 
 def _require(binary: Callable[[], str]) -> None:

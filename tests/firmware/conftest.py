@@ -3,7 +3,6 @@
 - ``fw_build`` (session): runs ``make -C firmware O=<tmp>`` (avr-gcc firmware, gcc host library, libsimavr
   harness) once and returns the paths; it also writes the avr-size figures to ``<tmp>/size.json``.
 - ``cds`` (session): the host build of the portable C core (``libcds.so``) loaded with ctypes.
-- ``figure`` (function): ``figure(text)`` records a measured figure for the terminal summary.
 - ``simmeter`` (function): ``simmeter(*args, eeprom=None) -> SimMeter`` starts the harness on the real AVR ELF
   with a pseudo-terminal; the test talks to it with ``protocol.frames``. Every harness is stopped after the test.
 
@@ -34,22 +33,6 @@ def _sections(size_a: str) -> dict[str, int]:
         if m:
             out[m.group(1)] = int(m.group(2))
     return out
-
-
-FIGURES: list[str] = []
-
-
-@pytest.fixture
-def figure() -> Callable[[str], None]:
-    """Record a measured figure (accuracy, size, rates): printed in the terminal summary so CI logs show it."""
-    return FIGURES.append
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FIGURES:
-        terminalreporter.section("firmware figures")
-        for line in FIGURES:
-            terminalreporter.line(line)
 
 
 @pytest.fixture(scope="session")
