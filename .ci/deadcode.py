@@ -31,7 +31,7 @@ ENTRY_POINTS = {
     # aiosmtpd calls an SMTP handler's hooks by name
     "handle_DATA",
     # pytest hooks and markers
-    "pytest_collection_modifyitems", "pytest_terminal_summary", "pytestmark",
+    "pytest_collection_modifyitems", "pytest_runtest_logreport", "pytest_terminal_summary", "pytestmark",
 }
 DECORATORS = [
     "@get", "@post", "@put", "@delete",  # Litestar routes
