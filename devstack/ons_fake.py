@@ -11,7 +11,8 @@ the research notes record (docs/ons.md), on one port:
   resources are listed but not served (CDS never reads them): they answer NoSuchKey.
 
 The files are made on first request from :class:`~devstack.ons_model.SinModel` (seeded) in the vintage formats of
-:mod:`devstack.ons_files`, up to ``until`` (the last day published: yesterday by default). Tests drive it through
+:mod:`devstack.ons_files`, up to ``until`` (the last day published: yesterday by default), and kept for the other
+fakes of the process (the same parameters make the same bytes). Tests drive it through
 methods: :meth:`FakeOns.publish` moves ``until`` (the current year's file grows), :meth:`FakeOns.revise` rewrites
 a file with revised values (new ETag and Last-Modified), :meth:`FakeOns.fail` makes the next requests fail
 (``500``, ``503``, ``drop`` the connection, ``cut`` a download half-way, ``html`` maintenance page),
@@ -32,7 +33,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
@@ -44,6 +45,8 @@ from devstack.ons_model import SinModel
 from protocol.timebase import TZ
 
 PART: Final = 8 * 1024 * 1024
+MADE_BUDGET: Final = 256 * 1024 * 1024
+"""Bytes of generated files kept for other fakes of the same process (:class:`_Made`)."""
 
 
 @dataclass
@@ -51,6 +54,37 @@ class StoredFile:
     body: bytes
     etag: str
     modified: float
+
+
+class _Made:
+    """Generated file bodies and ETags shared by every fake of the process, oldest dropped past
+    :data:`MADE_BUDGET`. A file is a function of the model's parameters, the dataset, year, format, ``until`` and
+    the revisions, so a test suite that starts a fresh fake per test makes each file once, not once per test (a
+    year of the balance takes about half a second). Last-Modified is not shared: each fake dates its own files."""
+
+    def __init__(self) -> None:
+        self._bodies: OrderedDict[tuple[Any, ...], tuple[bytes, str]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> tuple[bytes, str] | None:
+        with self._lock:
+            made = self._bodies.get(key)
+            if made is not None:
+                self._bodies.move_to_end(key)
+            return made
+
+    def put(self, key: tuple[Any, ...], body: bytes, etag: str) -> None:
+        with self._lock:
+            if key in self._bodies:
+                return
+            self._bodies[key] = (body, etag)
+            self._size += len(body)
+            while self._size > MADE_BUDGET and len(self._bodies) > 1:
+                self._size -= len(self._bodies.popitem(last=False)[1][0])
+
+
+_MADE: Final = _Made()
 
 
 @dataclass
@@ -155,13 +189,20 @@ class FakeOns:
                 return stored
             revisions = dict(self.revisions.get((pkg.key, year), {}))
             until = self.until
-        table = pkg.make(self.model, year, until, revisions)
-        body = to_parquet(pkg.key, year, table) if fmt == "parquet" else to_csv(pkg.key, year, table)
-        if len(body) > PART:
-            parts = [hashlib.md5(body[i:i + PART]).digest() for i in range(0, len(body), PART)]
-            etag = f'"{hashlib.md5(b"".join(parts)).hexdigest()}-{len(parts)}"'
+        key = (self.model.seed, self.model.international_mw, pkg.key, year, fmt, until,
+               tuple(sorted(revisions.items())))
+        made = _MADE.get(key)
+        if made is None:
+            table = pkg.make(self.model, year, until, revisions)
+            body = to_parquet(pkg.key, year, table) if fmt == "parquet" else to_csv(pkg.key, year, table)
+            if len(body) > PART:
+                parts = [hashlib.md5(body[i:i + PART]).digest() for i in range(0, len(body), PART)]
+                etag = f'"{hashlib.md5(b"".join(parts)).hexdigest()}-{len(parts)}"'
+            else:
+                etag = f'"{hashlib.md5(body).hexdigest()}"'
+            _MADE.put(key, body, etag)
         else:
-            etag = f'"{hashlib.md5(body).hexdigest()}"'
+            body, etag = made
         if year < until.year and not revisions:
             modified = dt.datetime(year + 1, 1, 2, 15, tzinfo=dt.UTC).timestamp()
         else:

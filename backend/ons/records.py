@@ -67,6 +67,10 @@ class ParseStats(msgspec.Struct):
 
 def parse_number(value: Any) -> float | None:
     """A cell as a float; None for an empty cell. Accepts ``0E-8``, text with spaces, a decimal comma, Decimal."""
+    if type(value) is float:  # Parquet doubles: most cells of most files
+        if math.isinf(value):
+            raise OnsFormatError(f"número infinito: {value!r}")
+        return None if math.isnan(value) else value
     if value is None:
         return None
     if isinstance(value, bool):
@@ -122,23 +126,53 @@ def local_ms(wall: dt.datetime) -> int | None:
     return int(utc.timestamp() * 1000)
 
 
+class _Memo:
+    """The subsystem of each (id, name) pair and the instant of each time cell, worked out once per file: a file
+    repeats both on every row (five subsystems share an hour), and folding names and converting through zoneinfo
+    cost most of a file's parsing. Unhashable cells (none in ONS's files) are worked out every time."""
+
+    def __init__(self) -> None:
+        self.codes: dict[tuple[Any, Any], str | None] = {}
+        self.instants: dict[Any, int | None] = {}
+
+    def code(self, id_value: Any, name_value: Any) -> str | None:
+        key = (id_value, name_value)
+        try:
+            return self.codes[key]
+        except KeyError:
+            code = self.codes[key] = subsystem_code(id_value, name_value)
+            return code
+        except TypeError:
+            return subsystem_code(id_value, name_value)
+
+    def instant(self, cell: Any) -> int | None:
+        try:
+            return self.instants[cell]
+        except KeyError:
+            ts = self.instants[cell] = local_ms(wall_clock(cell))  # a bad cell raises, and is not remembered
+            return ts
+        except TypeError:
+            return local_ms(wall_clock(cell))
+
+
 def to_rows(columns: dict[str, int], time_col: int, id_col: int | None, name_col: int | None,
             cells: list[list[Any]]) -> tuple[list[Row], ParseStats]:
     """Raw cells of one file into rows; ``columns`` maps each stored field to its cell index."""
     stats = ParseStats()
     out: list[Row] = []
+    memo = _Memo()
     for raw in cells:
         stats.rows += 1
         try:
-            code = subsystem_code(raw[id_col] if id_col is not None else None,
-                                  raw[name_col] if name_col is not None else None)
+            code = memo.code(raw[id_col] if id_col is not None else None,
+                             raw[name_col] if name_col is not None else None)
             if code is None:
                 shown = raw[id_col] if id_col is not None else raw[name_col] if name_col is not None else None
                 raise OnsFormatError(f"subsistema desconhecido: {shown!r}")
             if code == SIN:
                 stats.sin_rows += 1
                 continue
-            ts = local_ms(wall_clock(raw[time_col]))
+            ts = memo.instant(raw[time_col])
             if ts is None:
                 stats.dst_placeholders += 1
                 continue

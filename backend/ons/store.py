@@ -67,14 +67,28 @@ class SyncStatus(msgspec.Struct):
 
 
 def month_of(ts_ms: int) -> str:
-    return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).strftime("%Y-%m")
+    """The UTC month (``2026-03``) of an instant (``time.gmtime``: a yearly file asks this of every row)."""
+    t = time.gmtime(ts_ms // 1000)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}"
 
 
-def digests(rows: Iterable[Row]) -> dict[str, str]:
-    """A digest of the rows of each UTC month, to tell which months a revised file changed."""
+def months_of(rows: Iterable[Row]) -> dict[int, str]:
+    """The UTC month of each distinct instant of ``rows`` (the subsystems of a file share each instant)."""
+    out: dict[int, str] = {}
+    for r in rows:
+        if r.ts_ms not in out:
+            out[r.ts_ms] = month_of(r.ts_ms)
+    return out
+
+
+def digests(rows: Iterable[Row], months: dict[int, str] | None = None) -> dict[str, str]:
+    """A digest of the rows of each UTC month, to tell which months a revised file changed (``months``: the
+    rows' :func:`months_of`, when the caller has it)."""
+    ordered = sorted(rows, key=lambda r: (r.ts_ms, r.subsystem))
+    month_at = months if months is not None else months_of(ordered)
     hashes: dict[str, Any] = {}
-    for r in sorted(rows, key=lambda r: (r.ts_ms, r.subsystem)):
-        h = hashes.get(month := month_of(r.ts_ms))
+    for r in ordered:
+        h = hashes.get(month := month_at[r.ts_ms])
         if h is None:
             h = hashes[month] = hashlib.blake2b(digest_size=8)
         h.update(f"{r.ts_ms}|{r.subsystem}|{sorted(r.values.items())}\n".encode())
@@ -109,8 +123,11 @@ def daily_lines(rows: Iterable[Row], days: set[dt.date]) -> Iterator[str]:
     """``ons_balanco_dia`` points of the local ``days``, from every hour of them in ``rows`` (a yearly file holds
     whole local days, so a day's sum is complete whenever one of its hours changed)."""
     sums: dict[tuple[dt.date, str, str], list[Any]] = {}
+    day_at: dict[int, dt.date] = {}  # the subsystems of an hour share its instant: one zoneinfo conversion each
     for r in rows:
-        day = local_day(r.ts_ms)
+        day = day_at.get(r.ts_ms)
+        if day is None:
+            day = day_at[r.ts_ms] = local_day(r.ts_ms)
         if day not in days:
             continue
         for name, value in r.values.items():

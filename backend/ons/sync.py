@@ -34,7 +34,7 @@ from backend.ons.client import FileMeta, OnsClient, OnsError, OnsUnavailable
 from backend.ons.datasets import BALANCE, Dataset
 from backend.ons.files import FileFormat, parse_file
 from backend.ons.records import OnsFormatError, ParseStats
-from backend.ons.store import FileState, OnsStore, daily_lines, digests, lines, local_day, month_of
+from backend.ons.store import FileState, OnsStore, daily_lines, digests, lines, local_day, months_of
 from backend.settings import Settings
 from protocol.timebase import TZ
 
@@ -83,14 +83,16 @@ async def sync_file(client: OnsClient, store: OnsStore, dataset: Dataset, f: Dat
         report.acao, report.erro = "falhou", str(exc)
         return report, stats
     stats = parsed.stats
-    months = digests(parsed.rows)
+    month_at = months_of(parsed.rows)
+    months = digests(parsed.rows, month_at)
     old = previous.digests if previous is not None else {}
     changed = {m for m, d in months.items() if old.get(m) != d}
     report.acao, report.linhas, report.meses_gravados = "lido", len(parsed.rows), sorted(changed)
-    rows = [r for r in parsed.rows if month_of(r.ts_ms) in changed]
+    rows = [r for r in parsed.rows if month_at[r.ts_ms] in changed]
     body = lines(dataset, rows)
     if dataset is BALANCE:
-        body = itertools.chain(body, daily_lines(parsed.rows, {local_day(r.ts_ms) for r in rows}))
+        days = {local_day(ts) for ts, m in month_at.items() if m in changed}
+        body = itertools.chain(body, daily_lines(parsed.rows, days))
     report.pontos = await store.write(body)
     await store.record_file(FileState(
         key=f.key, dataset=dataset.key, url=f.url, etag=meta.etag, last_modified=meta.last_modified, size=meta.size,
