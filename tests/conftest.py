@@ -169,7 +169,7 @@ def _describe(predicate: Callable[..., Any], what: str | Callable[[], str]) -> s
     return what or getattr(predicate, "__qualname__", repr(predicate))
 
 
-def _wait_for(
+def poll_until(
     predicate: Callable[[], T],
     timeout: float = 10.0,
     interval: float = 0.01,
@@ -188,12 +188,13 @@ def _wait_for(
         time.sleep(interval)
 
 
-async def _wait_for_async(
+async def poll_until_async(
     predicate: Callable[[], T | Awaitable[T]],
     timeout: float = 10.0,
     interval: float = 0.01,
     what: str | Callable[[], str] = "",
 ) -> T:
+    """What the ``wait_for_async`` fixture returns, importable for module-scoped fixtures (which cannot use it)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -212,13 +213,13 @@ async def _wait_for_async(
 @pytest.fixture
 def wait_for() -> Callable[..., Any]:
     """``wait_for(predicate, timeout=10, interval=0.01, what="...")`` -> the predicate's first truthy value."""
-    return _wait_for
+    return poll_until
 
 
 @pytest.fixture
 def wait_for_async() -> Callable[..., Any]:
     """``await wait_for_async(predicate, ...)``: like ``wait_for`` without blocking the event loop."""
-    return _wait_for_async
+    return poll_until_async
 
 
 # --- MQTT observation ----------------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ class MqttRecorder:
 
     def wait_count(self, n: int, timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
         """Wait until at least ``n`` messages arrived; return them all."""
-        _wait_for(
+        poll_until(
             lambda: self.count() >= n,
             timeout,
             what=lambda: f"{n} messages on {self.topic_filter!r} (have {self.count()})",

@@ -1,14 +1,20 @@
 """The analytics and ANEEL endpoints end to end: readings in the real InfluxDB, rollups, the scheduled pull from the
-fake CKAN, and the hand-computed month of tests/analytics/test_billing_month.py served by ``/custo``."""
+fake CKAN, and the hand-computed month of tests/analytics/test_billing_month.py served by ``/custo``.
+
+The tests that only read share one server and database for the module (``shared_api``); a test that changes the
+server's state (the admin sync) gets a fresh one of its own (``api``). Both are built by :func:`serving`."""
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from decimal import Decimal as D
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
@@ -19,12 +25,21 @@ from backend.store.lineprotocol import reading_line
 from backend.store.readings import ReadingStore
 from backend.store.rollups import RollupWorker
 from devstack.aneel_fake import FakeCkan
+from devstack.influxdb import InfluxService
+from devstack.mosquitto import MosquittoService
+from protocol.ids import is_ident
 from protocol.mqtt import Reading
+from protocol.timebase import DAY_MS
 from tests.analytics.test_billing_month import register_samples
+from tests.conftest import poll_until_async
 
 DEV1, DEV2 = "00000000000000a1", "00000000000000a2"
 JWT = "analytics-test-secret-" + "y" * 20
 TZ3 = dt.timezone(dt.timedelta(hours=-3))
+SEED_CHUNK_S: Final = 40 * DAY_MS / 1000
+"""Rollup chunk of :func:`load_month`'s pass: longer than the month, so the month is rolled up in two chunks (the
+chunk grid splits it) instead of the default's 720 hours of a dozen queries each (30 s of every fixture here, under
+load 45 s). The chunk size does not change what is rolled up: tests/analytics/test_rollup_chunks.py."""
 
 
 def sites_toml(site: str) -> str:
@@ -55,7 +70,8 @@ def fake() -> Iterator[FakeCkan]:
 
 
 async def load_month(settings: Settings, site: str) -> None:
-    """DEV1: the month of the billing test (15-min register samples, 14 kWh/day); DEV2: idle register."""
+    """DEV1: the month of the billing test (15-min register samples, 14 kWh/day); DEV2: idle register. Written in
+    one batch through the backend's write path, then rolled up by one worker pass (chunks of ``SEED_CHUNK_S``)."""
     from backend.store.influx import InfluxClient
 
     async with InfluxClient(settings.influx_url) as influx:
@@ -72,36 +88,84 @@ async def load_month(settings: Settings, site: str) -> None:
                     freq=60.0, energy_mwh=5_000 if idle else s.energy_mwh)))
             spans[dev] = (samples[0].ts_ms, samples[-1].ts_ms)
         await store.write(lines, spans)
-        await RollupWorker(influx, settings).run_once(now_ns=(int(dt.datetime.now().timestamp()) + 60) * 10**9)
+        seeding = msgspec.structs.replace(settings, rollup_chunk_s=SEED_CHUNK_S)
+        await RollupWorker(influx, seeding).run_once(now_ns=(int(dt.datetime.now().timestamp()) + 60) * 10**9)
+
+
+def app_settings(broker: MosquittoService, influx: InfluxService, db: str, sites: Path, fake: FakeCkan) -> Settings:
+    """The backend of these tests: no MQTT ingest, rollups on, the ANEEL pull from ``fake``, ONS off."""
+    return Settings(mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=db,
+                    mqtt_client_id=f"be-{db}", jwt_secret=JWT, ingest_enabled=False, rollup_enabled=True,
+                    rollup_interval_s=3600, retention_raw="INF", log_level="WARNING", sites_file=str(sites),
+                    aneel_base_url=fake.url, aneel_backoff_max_s=0.05, alerts_enabled=False,
+                    ons_sync_enabled=False)
+
+
+@asynccontextmanager
+async def serving(settings: Settings, site: str) -> AsyncIterator[AsyncTestClient[Any]]:
+    """:func:`load_month` for ``site`` into ``settings.influx_db``, then a client of the app started on it once its
+    first scheduled ANEEL pull succeeded. Afterwards the app is started once more on the same database and stopped,
+    and the database is dropped."""
+    try:
+        await load_month(settings, site)
+        app = create_app(settings)
+        async with AsyncTestClient(app) as client:
+            svc = app.state.services.analytics
+            await poll_until_async(lambda: svc.scheduler.last_report is not None and svc.scheduler.last_report.ok,
+                                  timeout=20, what="first ANEEL sync")
+            yield client
+        async with AsyncTestClient(app):
+            pass
+    finally:
+        await influx_drop(settings.influx_url, settings.influx_db)
+
+
+def module_db(request: pytest.FixtureRequest) -> str:
+    """A database name unique to this run of the requesting module (``unique_id`` is per test)."""
+    stem = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    ident = f"{stem}_module_{secrets.token_hex(3)}"
+    assert is_ident(ident), ident
+    return ident
+
+
+def ensure_running(broker: MosquittoService, influx: InfluxService) -> tuple[MosquittoService, InfluxService]:
+    """The session's services, restarted first if a fault test of an earlier module stopped them (as the
+    ``broker`` and ``influx`` fixtures do for one test)."""
+    if not broker.running:
+        broker.start()
+    if not influx.running:
+        influx.start(timeout=60)
+    return broker, influx
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_api(mosquitto: MosquittoService, influxdb: InfluxService, request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[AsyncTestClient[Any], str]]:
+    """One server with the month for the module's read-only tests (``loop_scope="module"`` on them)."""
+    db = module_db(request)
+    site = db.replace("_", "-")[:40]
+    sites = tmp_path_factory.mktemp("sites") / "sites.toml"
+    sites.write_text(sites_toml(site), encoding="utf-8")
+    with FakeCkan() as fake:
+        async with serving(app_settings(*ensure_running(mosquitto, influxdb), db, sites, fake), site) as client:
+            yield client, site
 
 
 @pytest_asyncio.fixture
-async def api(broker, influx, fake: FakeCkan, unique_id: str, tmp_path: Path,  # type: ignore[no-untyped-def]
-              wait_for_async) -> AsyncIterator[tuple[AsyncTestClient[Any], str]]:
+async def api(broker: MosquittoService, influx: InfluxService, fake: FakeCkan, unique_id: str,
+              tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient[Any], str]]:
+    """A server of its own, with the month, for a test that changes the server's state."""
     sites = tmp_path / "sites.toml"
     site = unique_id.replace("_", "-")[:40]
     sites.write_text(sites_toml(site), encoding="utf-8")
-    settings = Settings(mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=unique_id,
-                        mqtt_client_id=f"be-{unique_id}", jwt_secret=JWT, ingest_enabled=False, rollup_enabled=True,
-                        rollup_interval_s=3600, retention_raw="INF", log_level="WARNING", sites_file=str(sites),
-                        aneel_base_url=fake.url, aneel_backoff_max_s=0.05, alerts_enabled=False,
-                        ons_sync_enabled=False)
-    await load_month(settings, site)
-    app = create_app(settings)
-    async with AsyncTestClient(app) as client:
-        svc = app.state.services.analytics
-        await wait_for_async(lambda: svc.scheduler.last_report is not None and svc.scheduler.last_report.ok,
-                             timeout=20, what="first ANEEL sync")
+    async with serving(app_settings(broker, influx, unique_id, sites, fake), site) as client:
         yield client, site
-    async with AsyncTestClient(app):
-        pass
-    await influx_drop(influx, unique_id)
 
 
-async def influx_drop(influx: Any, db: str) -> None:
+async def influx_drop(url: str, db: str) -> None:
     from backend.store.influx import InfluxClient
 
-    async with InfluxClient(influx.url) as c:
+    async with InfluxClient(url) as c:
         await c.execute(f'DROP DATABASE "{db}"', epoch=None)
 
 
@@ -109,9 +173,9 @@ def auth(client: AsyncTestClient[Any], role: str = "viewer") -> dict[str, str]:
     return {"Authorization": f"Bearer {client.app.state.authenticator.issue('tester', role)}"}
 
 
-@pytest.mark.asyncio
-async def test_analytics_endpoints_over_a_real_month(api: tuple[AsyncTestClient[Any], str]) -> None:
-    client, site = api
+@pytest.mark.asyncio(loop_scope="module")
+async def test_analytics_endpoints_over_a_real_month(shared_api: tuple[AsyncTestClient[Any], str]) -> None:
+    client, site = shared_api
     h = auth(client)
 
     r = await client.get("/api/v1/analytics/consumo", headers=h, params={
@@ -190,9 +254,9 @@ async def test_aneel_endpoints_and_admin_sync(api: tuple[AsyncTestClient[Any], s
     assert r.status_code == 401
 
 
-@pytest.mark.asyncio
-async def test_dashboard_is_served_without_a_token(api: tuple[AsyncTestClient[Any], str]) -> None:
-    client, _ = api
+@pytest.mark.asyncio(loop_scope="module")
+async def test_dashboard_is_served_without_a_token(shared_api: tuple[AsyncTestClient[Any], str]) -> None:
+    client, _ = shared_api
     r = await client.get("/painel/")
     assert r.status_code == 200 and "Consumo de energia" in r.text and 'lang="pt-BR"' in r.text
     js = await client.get("/painel/app.js")

@@ -1,15 +1,22 @@
 """The ONS endpoints and ``/analytics/renovavel`` end to end: the app pulls from the fake ONS into the real
 InfluxDB on start, then answers balance, latest hour and CMO (with the data's age), refuses bad input in pt-BR,
 keeps serving when ONS or InfluxDB is down, and weighs a site's known consumption by its subsystem's renewable
-share hour by hour."""
+share hour by hour.
+
+The tests that only read (GET) share one app, database and fake for the module (``api``: loading the readings,
+the first pull and the app's start cost seconds, every read test paid them before); the tests that change
+something — a pull by the admin, ONS or InfluxDB down — get their own (``fresh_api``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
@@ -21,10 +28,14 @@ from backend.store.layout import ensure_schema
 from backend.store.lineprotocol import reading_line
 from backend.store.readings import ReadingStore
 from backend.store.rollups import RollupWorker
+from devstack.influxdb import InfluxService
 from devstack.ons_fake import FakeOns
 from devstack.ons_model import SinModel
+from protocol.ids import is_ident
 from protocol.mqtt import Reading
 from protocol.timebase import TZ
+from tests.conftest import poll_until_async
+from tests.ons.conftest import UNTIL
 
 JWT = "ons-test-secret-" + "z" * 24
 DEV_SE, DEV_NE = "00000000000000e1", "00000000000000e2"
@@ -39,10 +50,11 @@ def kwh_at(hour: int) -> float:
 READINGS_FROM, READINGS_TO = dt.datetime(2026, 8, 10, tzinfo=TZ), dt.datetime(2026, 8, 28, tzinfo=TZ)
 
 
-async def load_readings(settings: Settings, sites: dict[str, str], start: dt.datetime = READINGS_FROM,
+async def load_readings(settings: Settings, sites: Mapping[str, str], start: dt.datetime = READINGS_FROM,
                         end: dt.datetime = READINGS_TO) -> None:
     """15-minute register samples of the known consumption for each (site, device) from ``start`` to ``end``
-    (aware, on a quarter hour), then the rollups."""
+    (aware, on a quarter hour), then the rollups — in one chunk: the worker's default of an hour per chunk makes
+    an 18-day load ~430 chunks of queries (~25 s); the rollups are the same either way."""
     async with InfluxClient(settings.influx_url) as influx:
         await ensure_schema(influx, settings)
         lines, spans = [], {}
@@ -59,14 +71,12 @@ async def load_readings(settings: Settings, sites: dict[str, str], start: dt.dat
                 t += dt.timedelta(minutes=15)
             spans[dev] = (int(first.timestamp() * 1000), int(t.timestamp() * 1000))
         await ReadingStore(influx, settings).write(lines, spans)
-        await RollupWorker(influx, settings).run_once(now_ns=(int(dt.datetime.now().timestamp()) + 60) * 10**9)
+        span_s = (end - start).total_seconds() + 3600
+        rollups = msgspec.structs.replace(settings, rollup_chunk_s=max(settings.rollup_chunk_s, span_s))
+        await RollupWorker(influx, rollups).run_once(now_ns=(int(dt.datetime.now().timestamp()) + 60) * 10**9)
 
 
-@pytest_asyncio.fixture
-async def api(influx, fake: FakeOns, unique_id: str, tmp_path: Path,  # type: ignore[no-untyped-def]
-              wait_for_async) -> AsyncIterator[AsyncTestClient[Any]]:
-    sites = tmp_path / "sites.toml"
-    sites.write_text(f"""
+SITES = f"""
 [[site]]
 id = "bh"
 distributor = "CEMIG-D"
@@ -79,27 +89,89 @@ devices = ["{DEV_NE}"]
 [[site]]
 id = "sem-subsistema"
 distributor = "COOPERATIVA SEM TABELA"
-""", encoding="utf-8")
-    settings = Settings(influx_url=influx.url, influx_db=unique_id, jwt_secret=JWT, ingest_enabled=False,
-                        rollup_enabled=False, retention_raw="INF", log_level="WARNING", sites_file=str(sites),
-                        aneel_sync_enabled=False, alerts_enabled=False, ons_base_url=fake.url, ons_first_year=2026,
-                        ons_attempts=2, ons_backoff_max_s=0.05)
-    await load_readings(settings, {"bh": DEV_SE, "natal": DEV_NE})
-    app = create_app(settings)
-    async with AsyncTestClient(app) as client:
-        ons = app.state.services.ons
-        await wait_for_async(lambda: ons.scheduler.last_report is not None, timeout=60, what="first ONS pull")
-        assert ons.scheduler.last_report.ok, ons.scheduler.last_report.errors
+"""
+
+
+def app_settings(influx: InfluxService, fake: FakeOns, db: str, sites_file: Path) -> Settings:
+    """The app of these tests: ONS pulls from ``fake`` (2026 on, short retries), everything else that runs on its
+    own switched off."""
+    return Settings(influx_url=influx.url, influx_db=db, jwt_secret=JWT, ingest_enabled=False, rollup_enabled=False,
+                    retention_raw="INF", log_level="WARNING", sites_file=str(sites_file), aneel_sync_enabled=False,
+                    alerts_enabled=False, ons_base_url=fake.url, ons_first_year=2026, ons_attempts=2,
+                    ons_backoff_max_s=0.05)
+
+
+@asynccontextmanager
+async def serving(settings: Settings, readings: Mapping[str, str] | None = None) -> AsyncIterator[
+        AsyncTestClient[Any]]:
+    """The app on ``settings.influx_db`` (a fresh database, dropped on leaving), with the known consumption of
+    ``readings`` (site -> device) loaded, once its own scheduler's first ONS pull has succeeded."""
+    try:
+        if readings:
+            await load_readings(settings, readings)
+        app = create_app(settings)
+        async with AsyncTestClient(app) as client:
+            ons = app.state.services.ons
+            # tests.conftest's helper itself: a module-scoped fixture cannot take the function-scoped fixture
+            await poll_until_async(lambda: ons.scheduler.last_report is not None, timeout=60, what="first ONS pull")
+            assert ons.scheduler.last_report.ok, ons.scheduler.last_report.errors
+            yield client
+    finally:
+        async with InfluxClient(settings.influx_url) as c:
+            await c.execute(f'DROP DATABASE "{settings.influx_db}"', epoch=None)
+
+
+def module_db(stem: str) -> str:
+    """A database name unique to this module's run (``unique_id`` is per test)."""
+    db = f"{stem}_{secrets.token_hex(3)}"
+    assert is_ident(db), db
+    return db
+
+
+@pytest.fixture(scope="module")
+def module_fake() -> Iterator[FakeOns]:
+    """The fake ONS of the module's shared app; no test changes it (those that do use ``fake``)."""
+    with FakeOns(until=UNTIL) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_api(influxdb: InfluxService, module_fake: FakeOns,
+                     tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The app of the tests that only read: sites "bh" (Sudeste by its distributor) and "natal" (Nordeste by the
+    sites file) with their known consumption, and "sem-subsistema"; ONS pulled once."""
+    if not influxdb.running:
+        influxdb.start(timeout=60)
+    sites = tmp_path_factory.mktemp("ons_api") / "sites.toml"
+    sites.write_text(SITES, encoding="utf-8")
+    async with serving(app_settings(influxdb, module_fake, module_db("ons_api"), sites),
+                       {"bh": DEV_SE, "natal": DEV_NE}) as client:
         yield client
-    async with InfluxClient(influx.url) as c:
-        await c.execute(f'DROP DATABASE "{unique_id}"', epoch=None)
+
+
+@pytest.fixture
+def api(shared_api: AsyncTestClient[Any], influx: InfluxService) -> AsyncTestClient[Any]:
+    """The module's shared app, for tests that only read (``@pytest.mark.asyncio(loop_scope="module")``): its
+    data is the same whichever tests ran before; ``influx`` restarts InfluxDB if a fault test left it stopped."""
+    return shared_api
+
+
+@pytest_asyncio.fixture
+async def fresh_api(influx: InfluxService, fake: FakeOns, unique_id: str,
+                    tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
+    """An app of its own, for a test that changes something (pulls, ONS or InfluxDB down); no readings: these
+    tests ask only the ONS endpoints."""
+    sites = tmp_path / "sites.toml"
+    sites.write_text(SITES, encoding="utf-8")
+    async with serving(app_settings(influx, fake, unique_id, sites)) as client:
+        yield client
 
 
 def auth(client: AsyncTestClient[Any], role: str = "viewer") -> dict[str, str]:
     return {"Authorization": f"Bearer {client.app.state.authenticator.issue('tester', role)}"}
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_balance_by_hour_day_and_month_with_sin_as_the_sum_of_the_four(api: AsyncTestClient[Any]) -> None:
     h = auth(api)
     r = await api.get("/api/v1/ons/balanco", headers=h, params={
@@ -134,7 +206,7 @@ async def test_balance_by_hour_day_and_month_with_sin_as_the_sum_of_the_four(api
     assert days["idade_dos_dados"]["hora_mais_recente"] == "2026-08-26T23:00:00-03:00"
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_now_gives_each_subsystem_and_the_sin_with_the_datas_age(api: AsyncTestClient[Any]) -> None:
     r = await api.get("/api/v1/ons/agora", headers=auth(api))
     assert r.status_code == 200, r.text
@@ -151,7 +223,7 @@ async def test_now_gives_each_subsystem_and_the_sin_with_the_datas_age(api: Asyn
     assert age["fonte"] == "influxdb"
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_cmo_half_hourly_per_subsystem(api: AsyncTestClient[Any]) -> None:
     h = auth(api)
     r = await api.get("/api/v1/ons/cmo", headers=h, params={"subsistema": "NE", "inicio": "2026-08-20",
@@ -184,45 +256,12 @@ async def test_cmo_half_hourly_per_subsystem(api: AsyncTestClient[Any]) -> None:
     ("/api/v1/analytics/renovavel", {"site": "bh", "inicio": "ontem"}, "Datas devem estar no formato AAAA-MM-DD."),
 ], ids=["subsystem", "granularity", "date", "reversed", "too-long", "before-2000", "huge-year", "cmo-sin",
         "injection", "unknown-site", "renovavel-date"])
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_bad_input_is_refused_in_portuguese_never_a_500(api: AsyncTestClient[Any], path: str,
                                                               params: dict[str, str], detail: str) -> None:
     r = await api.get(path, headers=auth(api), params=params)
     assert r.status_code in (400, 404), r.text
     assert r.json()["detail"] == detail
-
-
-@pytest.mark.asyncio
-async def test_tokens_roles_and_the_admin_pull(api: AsyncTestClient[Any]) -> None:
-    assert (await api.get("/api/v1/ons/agora")).status_code == 401
-    assert (await api.post("/api/v1/ons/sync", headers=auth(api))).status_code == 403
-    r = await api.post("/api/v1/ons/sync", headers=auth(api, "admin"))
-    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["files_read"] == 0
-    assert {f["acao"] for f in r.json()["files"]} == {"inalterado"}
-
-
-@pytest.mark.asyncio
-async def test_ons_down_then_influxdb_down_the_last_good_data_is_served_with_its_age(
-        api: AsyncTestClient[Any], fake: FakeOns, influx: Any) -> None:
-    fake.down = True
-    r = await api.post("/api/v1/ons/sync", headers=auth(api, "admin"))
-    assert r.status_code == 200 and r.json()["ok"] is False and "ONS indisponível" in r.json()["errors"][0]
-    r = await api.get("/api/v1/ons/agora", headers=auth(api))
-    assert r.status_code == 200 and len(r.json()["subsistemas"]) == 5
-    age = r.json()["idade_dos_dados"]
-    assert "ONS indisponível" in age["erro_ultima_tentativa"] and age["ultima_sincronizacao"]
-    assert age["hora_mais_recente"] == "2026-08-26T23:00:00-03:00"
-
-    influx.stop()
-    try:
-        r = await api.get("/api/v1/ons/agora", headers=auth(api))
-        assert r.status_code == 200, r.text
-        assert r.json()["idade_dos_dados"]["fonte"] == "memoria" and len(r.json()["subsistemas"]) == 5
-        assert r.json()["idade_dos_dados"]["desatualizado"] is True
-        r = await api.get("/api/v1/ons/balanco", headers=auth(api), params={"fim": "2026-08-26"})
-        assert r.status_code == 503 and "indisponível" in r.json()["detail"]
-    finally:
-        influx.start(timeout=60)
 
 
 def expected_renewable(subsystem: str, days: list[dt.date]) -> tuple[float, float]:
@@ -239,7 +278,7 @@ def expected_renewable(subsystem: str, days: list[dt.date]) -> tuple[float, floa
     return kwh, renewable
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_renewable_share_of_a_sites_known_consumption_hour_by_hour(api: AsyncTestClient[Any]) -> None:
     h = auth(api)
     r = await api.get("/api/v1/analytics/renovavel", headers=h, params={"site": "bh", "inicio": "2026-08-10",
@@ -271,3 +310,39 @@ async def test_renewable_share_of_a_sites_known_consumption_hour_by_hour(api: As
     assert {s["id"]: (s["subsistema"], s["nome_subsistema"], s["origem_subsistema"]) for s in r.json()} == {
         "bh": ("SE", "Sudeste/Centro-Oeste", "distribuidora"), "natal": ("NE", "Nordeste", "site"),
         "sem-subsistema": (None, None, None)}
+
+
+# --- tests that change something: an app, a database and a fake ONS of their own ----------------------------
+
+
+@pytest.mark.asyncio
+async def test_tokens_roles_and_the_admin_pull(fresh_api: AsyncTestClient[Any]) -> None:
+    assert (await fresh_api.get("/api/v1/ons/agora")).status_code == 401
+    assert (await fresh_api.post("/api/v1/ons/sync", headers=auth(fresh_api))).status_code == 403
+    r = await fresh_api.post("/api/v1/ons/sync", headers=auth(fresh_api, "admin"))
+    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["files_read"] == 0
+    assert {f["acao"] for f in r.json()["files"]} == {"inalterado"}
+
+
+@pytest.mark.asyncio
+async def test_ons_down_then_influxdb_down_the_last_good_data_is_served_with_its_age(
+        fresh_api: AsyncTestClient[Any], fake: FakeOns, influx: Any) -> None:
+    fake.down = True
+    r = await fresh_api.post("/api/v1/ons/sync", headers=auth(fresh_api, "admin"))
+    assert r.status_code == 200 and r.json()["ok"] is False and "ONS indisponível" in r.json()["errors"][0]
+    r = await fresh_api.get("/api/v1/ons/agora", headers=auth(fresh_api))
+    assert r.status_code == 200 and len(r.json()["subsistemas"]) == 5
+    age = r.json()["idade_dos_dados"]
+    assert "ONS indisponível" in age["erro_ultima_tentativa"] and age["ultima_sincronizacao"]
+    assert age["hora_mais_recente"] == "2026-08-26T23:00:00-03:00"
+
+    influx.stop()
+    try:
+        r = await fresh_api.get("/api/v1/ons/agora", headers=auth(fresh_api))
+        assert r.status_code == 200, r.text
+        assert r.json()["idade_dos_dados"]["fonte"] == "memoria" and len(r.json()["subsistemas"]) == 5
+        assert r.json()["idade_dos_dados"]["desatualizado"] is True
+        r = await fresh_api.get("/api/v1/ons/balanco", headers=auth(fresh_api), params={"fim": "2026-08-26"})
+        assert r.status_code == 503 and "indisponível" in r.json()["detail"]
+    finally:
+        influx.start(timeout=60)

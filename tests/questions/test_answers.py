@@ -4,9 +4,8 @@ CKAN, and every number an answer gives checked against the analytics endpoint it
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,34 +13,29 @@ import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
-from backend.api.app import create_app
 from backend.errors import BadRequestError
 from backend.questions.interpretation import Interpretation
 from backend.questions.service import Contexto, QuestionService, Resposta
-from backend.settings import Settings
 from devstack.aneel_fake import FakeCkan
+from devstack.influxdb import InfluxService
+from devstack.mosquitto import MosquittoService
 from protocol.timebase import TZ
-from tests.analytics.test_api import DEV1, JWT, auth, influx_drop, load_month, sites_toml
+from tests.analytics.test_api import DEV1, app_settings, auth, ensure_running, module_db, serving, sites_toml
 
 OFFICE = "00000000000000c3"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeCkan]:
-    server = FakeCkan().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def api(mosquitto: MosquittoService, influxdb: InfluxService, request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[AsyncTestClient[Any], str, str]]:
+    """Two sites: the month of tests/analytics (DEV1 14 kWh/day, 16/04–15/05/2026) and an office without data.
 
-
-@pytest_asyncio.fixture
-async def api(broker, influx, fake: FakeCkan, unique_id: str, tmp_path: Path,  # type: ignore[no-untyped-def]
-              wait_for_async) -> AsyncIterator[tuple[AsyncTestClient[Any], str, str]]:
-    """Two sites: the month of tests/analytics (DEV1 14 kWh/day, 16/04–15/05/2026) and an office without data."""
-    site = unique_id.replace("_", "-")[:40]
+    One server and database for the whole module: asking questions changes nothing on the server, so every test
+    here only reads (``loop_scope="module"`` on them)."""
+    db = module_db(request)
+    site = db.replace("_", "-")[:40]
     office = f"esc-{site}"[:40]
-    sites = tmp_path / "sites.toml"
+    sites = tmp_path_factory.mktemp("sites") / "sites.toml"
     sites.write_text(sites_toml(site) + f"""
 [[site]]
 id = "{office}"
@@ -50,19 +44,9 @@ distributor = "LIGHT SESA"
 billing_day = 15
 devices = ["{OFFICE}"]
 """, encoding="utf-8")
-    settings = Settings(mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=unique_id,
-                        mqtt_client_id=f"be-{unique_id}", jwt_secret=JWT, ingest_enabled=False, rollup_enabled=True,
-                        rollup_interval_s=3600, retention_raw="INF", log_level="WARNING", sites_file=str(sites),
-                        aneel_base_url=fake.url, aneel_backoff_max_s=0.05, alerts_enabled=False,
-                        ons_sync_enabled=False)
-    await load_month(settings, site)
-    app = create_app(settings)
-    async with AsyncTestClient(app) as client:
-        svc = app.state.services.analytics
-        await wait_for_async(lambda: svc.scheduler.last_report is not None and svc.scheduler.last_report.ok,
-                             timeout=20, what="first ANEEL sync")
-        yield client, site, office
-    await influx_drop(influx, unique_id)
+    with FakeCkan() as fake:
+        async with serving(app_settings(*ensure_running(mosquitto, influxdb), db, sites, fake), site) as client:
+            yield client, site, office
 
 
 async def ask(client: AsyncTestClient[Any], pergunta: str, site: str | None = None,
@@ -89,7 +73,7 @@ def values(answer: dict[str, Any], nome: str) -> list[Decimal]:
     return [Decimal(v["valor"]) for v in answer["valores"] if v["nome"] == nome]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_consumption_answers_equal_the_consumption_endpoint(api: tuple[AsyncTestClient[Any], str, str]) -> None:
     client, site, office = api
     a = await ask(client, "Quanto consumi de 16 de abril a 15 de maio de 2026?", site)
@@ -128,7 +112,7 @@ async def test_consumption_answers_equal_the_consumption_endpoint(api: tuple[Asy
     assert "1,5 kW" in a["resposta"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_bill_tarifa_branca_and_bandeira_answers_equal_their_endpoints(
         api: tuple[AsyncTestClient[Any], str, str]) -> None:
     client, site, _ = api
@@ -180,7 +164,7 @@ async def test_bill_tarifa_branca_and_bandeira_answers_equal_their_endpoints(
     assert values(a, "consumo_previsto") == [Decimal(str(fc["forecast"]["next_7_days"]["kwh"]))]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_knowledge_answers_cite_their_source_and_grid_answers_without_ons_data_give_no_number(
         api: tuple[AsyncTestClient[Any], str, str]) -> None:
     client, _, _ = api
@@ -215,7 +199,7 @@ async def test_knowledge_answers_cite_their_source_and_grid_answers_without_ons_
         assert a["resposta"].startswith("Ainda não há dados da rede elétrica (ONS) neste servidor"), a
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_alerts_meters_and_what_the_server_cannot_answer(api: tuple[AsyncTestClient[Any], str, str]) -> None:
     client, site, _ = api
     a = await ask(client, "quanto consumiu a geladeira ontem?", site)

@@ -1,48 +1,33 @@
 """Grid questions end to end: the app pulls from the fake ONS into the real InfluxDB, then ``POST /api/v1/perguntas``
 answers generation, load, CMO and renewable share — of a subsystem and of a site's own kWh — and every number an
 answer gives is checked against the endpoint it names in ``consulta``. Where ONS has published nothing yet
-("hoje"), the answer says so with the newest hour held instead of giving a number."""
+("hoje"), the answer says so with the newest hour held instead of giving a number.
+
+Asking changes nothing, so the tests share one app, database and fake ONS for the module (loading the readings,
+the first pull and the app's start cost seconds)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
-from backend.api.app import create_app
-from backend.settings import Settings
-from backend.store.influx import InfluxClient
+from devstack.influxdb import InfluxService
 from devstack.ons_fake import FakeOns
 from protocol.timebase import TZ
 from tests.ons.conftest import UNTIL
-from tests.ons.test_api import DEV_NE, DEV_SE, JWT, auth, load_readings
+from tests.ons.test_api import DEV_NE, DEV_SE, app_settings, auth, module_db, serving
 
 NEWEST = "2026-08-26T23:00:00-03:00"
 """The newest hour the fake has published (UNTIL, 23 h)."""
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOns]:
-    server = FakeOns(until=UNTIL).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest_asyncio.fixture
-async def api(influx, fake: FakeOns, unique_id: str, tmp_path: Path,  # type: ignore[no-untyped-def]
-              wait_for_async) -> AsyncIterator[AsyncTestClient[Any]]:
-    """Two sites with the known consumption of tests/ons (2 kWh/h from 10 h to 14 h, 0.5 kWh/h otherwise, from
-    10/08/2026): "bh" in the Sudeste by its distributor, "natal" in the Nordeste by the sites file."""
-    sites = tmp_path / "sites.toml"
-    sites.write_text(f"""
+SITES = f"""
 [[site]]
 id = "bh"
 name = "Casa em BH"
@@ -54,20 +39,33 @@ name = "Casa em Natal"
 distributor = "COOPERATIVA SEM TABELA"
 subsystem = "NE"
 devices = ["{DEV_NE}"]
-""", encoding="utf-8")
-    settings = Settings(influx_url=influx.url, influx_db=unique_id, jwt_secret=JWT, ingest_enabled=False,
-                        rollup_enabled=False, retention_raw="INF", log_level="WARNING", sites_file=str(sites),
-                        aneel_sync_enabled=False, alerts_enabled=False, ons_base_url=fake.url, ons_first_year=2026,
-                        ons_attempts=2, ons_backoff_max_s=0.05)
-    await load_readings(settings, {"bh": DEV_SE, "natal": DEV_NE})
-    app = create_app(settings)
-    async with AsyncTestClient(app) as client:
-        ons = app.state.services.ons
-        await wait_for_async(lambda: ons.scheduler.last_report is not None, timeout=60, what="first ONS pull")
-        assert ons.scheduler.last_report.ok, ons.scheduler.last_report.errors
+"""
+
+
+@pytest.fixture(scope="module")
+def module_fake() -> Iterator[FakeOns]:
+    with FakeOns(until=UNTIL) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_api(influxdb: InfluxService, module_fake: FakeOns,
+                     tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient[Any]]:
+    """Two sites with the known consumption of tests/ons (2 kWh/h from 10 h to 14 h, 0.5 kWh/h otherwise, from
+    10/08/2026): "bh" in the Sudeste by its distributor, "natal" in the Nordeste by the sites file."""
+    if not influxdb.running:
+        influxdb.start(timeout=60)
+    sites = tmp_path_factory.mktemp("grid_answers") / "sites.toml"
+    sites.write_text(SITES, encoding="utf-8")
+    async with serving(app_settings(influxdb, module_fake, module_db("grid_answers"), sites),
+                       {"bh": DEV_SE, "natal": DEV_NE}) as client:
         yield client
-    async with InfluxClient(influx.url) as c:
-        await c.execute(f'DROP DATABASE "{unique_id}"', epoch=None)
+
+
+@pytest.fixture
+def api(shared_api: AsyncTestClient[Any], influx: InfluxService) -> AsyncTestClient[Any]:
+    """The module's app (``influx``: InfluxDB restarted first if an earlier test left it stopped)."""
+    return shared_api
 
 
 async def ask(client: AsyncTestClient[Any], pergunta: str, site: str | None = None) -> dict[str, Any]:
@@ -96,7 +94,7 @@ def named(answer: dict[str, Any]) -> dict[str, Decimal]:
     return {v["nome"]: Decimal(v["valor"]) for v in answer["valores"] if "inicio" not in v}
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_now_answers_are_the_newest_published_hour_of_ons_agora(api: AsyncTestClient[Any]) -> None:
     a = await ask(api, "qual a geração solar no nordeste agora?")
     assert a["disponivel"] is True and a["consulta"] == "GET /api/v1/ons/agora"
@@ -143,7 +141,7 @@ async def test_now_answers_are_the_newest_published_hour_of_ons_agora(api: Async
     assert any("não existe um CMO do SIN" in w for w in a["avisos"])
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_period_answers_equal_the_balance_and_cmo_endpoints(api: AsyncTestClient[Any]) -> None:
     a = await ask(api, "geração eólica no nordeste de 10/08/2026 a 12/08/2026")
     assert a["consulta"] == ("GET /api/v1/ons/balanco?subsistema=NE&inicio=2026-08-10&fim=2026-08-12"
@@ -188,7 +186,7 @@ async def test_period_answers_equal_the_balance_and_cmo_endpoints(api: AsyncTest
     assert (await run(api, a["consulta"]))["buckets"] == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="module")
 async def test_renewable_share_of_my_consumption_equals_analytics_renovavel(api: AsyncTestClient[Any]) -> None:
     a = await ask(api, "quanto do meu consumo foi renovável de 10/08/2026 a 12/08/2026?", "bh")
     assert a["consulta"] == "GET /api/v1/analytics/renovavel?site=bh&inicio=2026-08-10&fim=2026-08-12"
