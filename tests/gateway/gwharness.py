@@ -261,6 +261,9 @@ def check_delivery(
              what=lambda: f"delivery; {len(outstanding())} missing vs {gw.status()['queue']['dropped_full']} dropped "
                           f"by the full queue; missing {sorted(outstanding())[:10]}...")
     status = accepted
+    # what arrived first, then what was produced: the meters go on producing (and the gateway forwarding) while
+    # this runs, so the other order would find readings collected after the truth was taken, "invented"
+    collected = {m.device: collector.keys(m.device) for m in meters}
     truths = {m.device: m.truth() for m in meters}
     missing_total = 0
     dropped_at_meter = 0
@@ -268,7 +271,7 @@ def check_delivery(
     for m in meters:
         t = truths[m.device]
         produced = {(m.device, r.boot, r.seq): r for r in t.produced}
-        got = collector.keys(m.device)
+        got = collected[m.device]
         invented = got - produced.keys()
         assert not invented, f"readings that no meter produced: {sorted(invented)[:10]}"
         # ACKed before the snapshot (later ones may still be on their way); ACKs also pass declared drops
