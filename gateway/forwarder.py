@@ -91,6 +91,8 @@ class Forwarder(Pump):
         self._acks: SimpleQueue[tuple[int, bool]] = SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._draining = threading.Event()
+        """Set by :meth:`stop`: hand out no more batches, and end the pump once those in flight are PUBACKed."""
         self._connected = threading.Event()
         self._status_due = 0.0
         self._replay_reason = ""
@@ -238,7 +240,12 @@ class Forwarder(Pump):
         self._pump_thread.start()
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Publish ``online: false`` (retained), disconnect cleanly and stop the threads."""
+        """Let the batches in flight get their PUBACKs (up to ``timeout``), publish ``online: false`` (retained),
+        disconnect cleanly and stop the threads. Without the wait, a batch the broker had taken but not yet
+        acknowledged stayed queued and went out again after a restart: a duplicate downstream on every upgrade."""
+        self._draining.set()
+        self._wake.set()
+        self._pump_thread.join(timeout)
         self._stop.set()
         self._wake.set()
         self._pump_thread.join(timeout)

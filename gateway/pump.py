@@ -87,6 +87,7 @@ class Pump:
     _acks: SimpleQueue[tuple[int, bool]]
     _wake: threading.Event
     _stop: threading.Event
+    _draining: threading.Event
     _connected: threading.Event
     _replay_requests: int
     _replay_reason: str
@@ -144,6 +145,10 @@ class Pump:
                 self.client.publish(
                     mqtt.status_topic(self._site, self._gw), self._status_payload(True), qos=1, retain=True
                 )
+            if self._draining.is_set() and (not p.inflight or not self._connected.is_set()):
+                # a clean stop: every batch handed out has its PUBACK applied to the queue, so the next start does
+                # not publish it again (or the connection is gone, and with it any hope of those PUBACKs)
+                self._stop.set()
         if p.settling:  # stopping: what waits for its receipt is kept as sent rows, not sent again next start
             self._settle(p, _Done(), final=True)
 
@@ -217,7 +222,8 @@ class Pump:
         m = self.settings.mqtt
         # Nothing is handed to paho while disconnected: paho would hold it (its queue is unbounded) and rows
         # handed out are exempt from drop-oldest and expiry, so an outage would leave the bounds unenforced.
-        while self._connected.is_set() and len(p.inflight) < m.max_inflight and not self._stop.is_set():
+        while (self._connected.is_set() and len(p.inflight) < m.max_inflight and not self._stop.is_set()
+               and not self._draining.is_set()):  # fmt: skip
             # replay and re-sends first: their rows were committed before the unsent ones (but for a rejected
             # batch's), so readings keep arriving oldest first
             batch_id = ""
