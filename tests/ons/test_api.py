@@ -128,6 +128,21 @@ def module_db(stem: str) -> str:
     return db
 
 
+@asynccontextmanager
+async def shared_app(influxdb: InfluxService, fake: FakeOns, stem: str, sites_toml: str,
+                     folder: Path) -> AsyncIterator[AsyncTestClient[Any]]:
+    """A module's shared read-only app: ``sites_toml`` with the known consumption of "bh" (``DEV_SE``) and "natal"
+    (``DEV_NE``), on a database unique to the module's run; InfluxDB started first if a fault test left it stopped
+    (the session fixture, not the per-test ``influx``, is what a module-scoped fixture can take)."""
+    if not influxdb.running:
+        influxdb.start(timeout=60)
+    sites = folder / "sites.toml"
+    sites.write_text(sites_toml, encoding="utf-8")
+    async with serving(app_settings(influxdb, fake, module_db(stem), sites),
+                       {"bh": DEV_SE, "natal": DEV_NE}) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def module_fake() -> Iterator[FakeOns]:
     """The fake ONS of the module's shared app; no test changes it (those that do use ``fake``)."""
@@ -140,12 +155,7 @@ async def shared_api(influxdb: InfluxService, module_fake: FakeOns,
                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient[Any]]:
     """The app of the tests that only read: sites "bh" (Sudeste by its distributor) and "natal" (Nordeste by the
     sites file) with their known consumption, and "sem-subsistema"; ONS pulled once."""
-    if not influxdb.running:
-        influxdb.start(timeout=60)
-    sites = tmp_path_factory.mktemp("ons_api") / "sites.toml"
-    sites.write_text(SITES, encoding="utf-8")
-    async with serving(app_settings(influxdb, module_fake, module_db("ons_api"), sites),
-                       {"bh": DEV_SE, "natal": DEV_NE}) as client:
+    async with shared_app(influxdb, module_fake, "ons_api", SITES, tmp_path_factory.mktemp("ons_api")) as client:
         yield client
 
 

@@ -21,7 +21,7 @@ from devstack.influxdb import InfluxService
 from devstack.ons_fake import FakeOns
 from protocol.timebase import TZ
 from tests.ons.conftest import UNTIL
-from tests.ons.test_api import DEV_NE, DEV_SE, app_settings, auth, module_db, serving
+from tests.ons.test_api import DEV_NE, DEV_SE, auth, shared_app
 
 NEWEST = "2026-08-26T23:00:00-03:00"
 """The newest hour the fake has published (UNTIL, 23 h)."""
@@ -53,12 +53,8 @@ async def shared_api(influxdb: InfluxService, module_fake: FakeOns,
                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient[Any]]:
     """Two sites with the known consumption of tests/ons (2 kWh/h from 10 h to 14 h, 0.5 kWh/h otherwise, from
     10/08/2026): "bh" in the Sudeste by its distributor, "natal" in the Nordeste by the sites file."""
-    if not influxdb.running:
-        influxdb.start(timeout=60)
-    sites = tmp_path_factory.mktemp("grid_answers") / "sites.toml"
-    sites.write_text(SITES, encoding="utf-8")
-    async with serving(app_settings(influxdb, module_fake, module_db("grid_answers"), sites),
-                       {"bh": DEV_SE, "natal": DEV_NE}) as client:
+    folder = tmp_path_factory.mktemp("grid_answers")
+    async with shared_app(influxdb, module_fake, "grid_answers", SITES, folder) as client:
         yield client
 
 
