@@ -115,20 +115,39 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxService
     service.stop()
 
 
-@pytest.fixture
-def broker(mosquitto: MosquittoService) -> MosquittoService:
-    """The session broker, guaranteed running at the start of the test (restarted if a fault test stopped it)."""
+def running_broker(mosquitto: MosquittoService) -> MosquittoService:
+    """The session broker, started again if a fault test stopped it (module-scoped fixtures call this; tests take
+    ``broker``)."""
     if not mosquitto.running:
         mosquitto.start()
     return mosquitto
 
 
-@pytest.fixture
-def influx(influxdb: InfluxService) -> InfluxService:
-    """The session influxd, guaranteed running at the start of the test (restarted if a fault test stopped it)."""
+def running_influx(influxdb: InfluxService) -> InfluxService:
+    """The session influxd, started again if a fault test stopped it (module-scoped fixtures call this; tests take
+    ``influx``)."""
     if not influxdb.running:
         influxdb.start(timeout=60)
     return influxdb
+
+
+def module_db(stem: str) -> str:
+    """A database name unique to one run of a module (for its module-scoped fixtures; ``unique_id`` is per test)."""
+    db = f"{stem}_{secrets.token_hex(3)}"
+    assert is_ident(db), db
+    return db
+
+
+@pytest.fixture
+def broker(mosquitto: MosquittoService) -> MosquittoService:
+    """The session broker, guaranteed running at the start of the test (restarted if a fault test stopped it)."""
+    return running_broker(mosquitto)
+
+
+@pytest.fixture
+def influx(influxdb: InfluxService) -> InfluxService:
+    """The session influxd, guaranteed running at the start of the test (restarted if a fault test stopped it)."""
+    return running_influx(influxdb)
 
 
 @pytest.fixture

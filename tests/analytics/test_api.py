@@ -7,7 +7,6 @@ server's state (the admin sync) gets a fresh one of its own (``api``). Both are 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal as D
@@ -27,11 +26,10 @@ from backend.store.rollups import RollupWorker
 from devstack.aneel_fake import FakeCkan
 from devstack.influxdb import InfluxService
 from devstack.mosquitto import MosquittoService
-from protocol.ids import is_ident
 from protocol.mqtt import Reading
 from protocol.timebase import DAY_MS
 from tests.analytics.test_billing_month import register_samples
-from tests.conftest import poll_until_async
+from tests.conftest import module_db, poll_until_async, running_broker, running_influx
 
 DEV1, DEV2 = "00000000000000a1", "00000000000000a2"
 JWT = "analytics-test-secret-" + "y" * 20
@@ -120,34 +118,17 @@ async def serving(settings: Settings, site: str) -> AsyncIterator[AsyncTestClien
         await influx_drop(settings.influx_url, settings.influx_db)
 
 
-def module_db(request: pytest.FixtureRequest) -> str:
-    """A database name unique to this run of the requesting module (``unique_id`` is per test)."""
-    stem = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
-    ident = f"{stem}_module_{secrets.token_hex(3)}"
-    assert is_ident(ident), ident
-    return ident
-
-
-def ensure_running(broker: MosquittoService, influx: InfluxService) -> tuple[MosquittoService, InfluxService]:
-    """The session's services, restarted first if a fault test of an earlier module stopped them (as the
-    ``broker`` and ``influx`` fixtures do for one test)."""
-    if not broker.running:
-        broker.start()
-    if not influx.running:
-        influx.start(timeout=60)
-    return broker, influx
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_api(mosquitto: MosquittoService, influxdb: InfluxService, request: pytest.FixtureRequest,
+async def shared_api(mosquitto: MosquittoService, influxdb: InfluxService,
                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[AsyncTestClient[Any], str]]:
     """One server with the month for the module's read-only tests (``loop_scope="module"`` on them)."""
-    db = module_db(request)
+    db = module_db("api_module")
     site = db.replace("_", "-")[:40]
     sites = tmp_path_factory.mktemp("sites") / "sites.toml"
     sites.write_text(sites_toml(site), encoding="utf-8")
+    broker, influx = running_broker(mosquitto), running_influx(influxdb)
     with FakeCkan() as fake:
-        async with serving(app_settings(*ensure_running(mosquitto, influxdb), db, sites, fake), site) as client:
+        async with serving(app_settings(broker, influx, db, sites, fake), site) as client:
             yield client, site
 
 

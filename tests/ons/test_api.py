@@ -10,7 +10,6 @@ something — a pull by the admin, ONS or InfluxDB down — get their own (``fre
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,10 +30,9 @@ from backend.store.rollups import RollupWorker
 from devstack.influxdb import InfluxService
 from devstack.ons_fake import FakeOns
 from devstack.ons_model import SinModel
-from protocol.ids import is_ident
 from protocol.mqtt import Reading
 from protocol.timebase import TZ
-from tests.conftest import poll_until_async
+from tests.conftest import module_db, poll_until_async, running_influx
 from tests.ons.conftest import UNTIL
 
 JWT = "ons-test-secret-" + "z" * 24
@@ -121,24 +119,15 @@ async def serving(settings: Settings, readings: Mapping[str, str] | None = None)
             await c.execute(f'DROP DATABASE "{settings.influx_db}"', epoch=None)
 
 
-def module_db(stem: str) -> str:
-    """A database name unique to this module's run (``unique_id`` is per test)."""
-    db = f"{stem}_{secrets.token_hex(3)}"
-    assert is_ident(db), db
-    return db
-
-
 @asynccontextmanager
 async def shared_app(influxdb: InfluxService, fake: FakeOns, stem: str, sites_toml: str,
                      folder: Path) -> AsyncIterator[AsyncTestClient[Any]]:
     """A module's shared read-only app: ``sites_toml`` with the known consumption of "bh" (``DEV_SE``) and "natal"
     (``DEV_NE``), on a database unique to the module's run; InfluxDB started first if a fault test left it stopped
     (the session fixture, not the per-test ``influx``, is what a module-scoped fixture can take)."""
-    if not influxdb.running:
-        influxdb.start(timeout=60)
     sites = folder / "sites.toml"
     sites.write_text(sites_toml, encoding="utf-8")
-    async with serving(app_settings(influxdb, fake, module_db(stem), sites),
+    async with serving(app_settings(running_influx(influxdb), fake, module_db(stem), sites),
                        {"bh": DEV_SE, "natal": DEV_NE}) as client:
         yield client
 

@@ -20,19 +20,20 @@ from devstack.aneel_fake import FakeCkan
 from devstack.influxdb import InfluxService
 from devstack.mosquitto import MosquittoService
 from protocol.timebase import TZ
-from tests.analytics.test_api import DEV1, app_settings, auth, ensure_running, module_db, serving, sites_toml
+from tests.analytics.test_api import DEV1, app_settings, auth, serving, sites_toml
+from tests.conftest import module_db, running_broker, running_influx
 
 OFFICE = "00000000000000c3"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def api(mosquitto: MosquittoService, influxdb: InfluxService, request: pytest.FixtureRequest,
+async def api(mosquitto: MosquittoService, influxdb: InfluxService,
               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[AsyncTestClient[Any], str, str]]:
     """Two sites: the month of tests/analytics (DEV1 14 kWh/day, 16/04–15/05/2026) and an office without data.
 
     One server and database for the whole module: asking questions changes nothing on the server, so every test
     here only reads (``loop_scope="module"`` on them)."""
-    db = module_db(request)
+    db = module_db("answers_module")
     site = db.replace("_", "-")[:40]
     office = f"esc-{site}"[:40]
     sites = tmp_path_factory.mktemp("sites") / "sites.toml"
@@ -44,8 +45,9 @@ distributor = "LIGHT SESA"
 billing_day = 15
 devices = ["{OFFICE}"]
 """, encoding="utf-8")
+    broker, influx = running_broker(mosquitto), running_influx(influxdb)
     with FakeCkan() as fake:
-        async with serving(app_settings(*ensure_running(mosquitto, influxdb), db, sites, fake), site) as client:
+        async with serving(app_settings(broker, influx, db, sites, fake), site) as client:
             yield client, site, office
 
 
