@@ -108,7 +108,22 @@ async def test_year_of_minute_data_streams_as_parquet_with_bounded_memory(year_d
     meta = pq.ParquetFile(out).metadata
     table = pq.read_table(out)
     minutes = (b - a) // 60_000
-    assert table.num_rows == len(YEAR_METERS) * minutes
+    if table.num_rows != len(YEAR_METERS) * minutes:
+        # Seen once under a CPU hog: exactly one 7-day shard's rows absent with no error from InfluxDB. Say which
+        # weeks the export lacked and what InfluxDB counts there now, so the next occurrence names its cause.
+        async with InfluxClient(year_db.influx_url) as client:
+            weeks = await client.rows(f'SELECT count("n") FROM "{year_db.influx_db}"."r1m"."readings" '
+                                      f"WHERE time >= {a}ms AND time < {b}ms GROUP BY time(7d)",
+                                      db=year_db.influx_db)
+            shards = await client.rows("SHOW SHARDS")
+        counted = {r["time"]: r["count"] for r in weeks}
+        floors = pa.compute.floor_temporal(table["time"], 7, "day").cast(pa.int64())
+        exported = {v["values"]: v["counts"] for v in pa.compute.value_counts(floors).to_pylist()}
+        differing = {t: (counted.get(t), exported.get(t)) for t in sorted(counted.keys() | exported.keys())
+                     if counted.get(t) != exported.get(t)}
+        pytest.fail(f"{table.num_rows} rows exported of {len(YEAR_METERS) * minutes}; weeks where InfluxDB now "
+                    f"counts (first) other than the export (second): {differing}; shards (id, start): "
+                    f"{[(r['id'], r['start_time']) for r in shards if r.get('database') == year_db.influx_db]}")
     assert meta.num_row_groups > 20  # written group by group, not as one table
     kwh = expected_kwh(a, b)
     for i, dev in enumerate(YEAR_METERS):
