@@ -10,6 +10,7 @@ literals (``30d``, ``52w``, ``INF``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -26,6 +27,7 @@ ENV_PREFIX: Final = "BACKEND_"
 _SECRET_FIELDS: Final = frozenset({"jwt_secret", "mqtt_password", "influx_password", "influx_token", "users",
                                    "influx_readonly_password", "notify_mqtt_password", "notify_smtp_password"})
 _DURATION_RE: Final = r"^(INF|([0-9]+(ns|u|µ|ms|s|m|h|d|w))+)$"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class User(msgspec.Struct, frozen=True):
@@ -264,7 +266,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     notify_smtp_from: str = "CDS <cds@localhost>"
     """``From`` of notification e-mails."""
     notify_ntfy_server: str = "https://ntfy.sh"
-    """ntfy server of ntfy channels that name none."""
+    """ntfy server of ntfy channels that name none. The operator chose it, so it is trusted: it may be an internal
+    address, and ``notify_allowed_networks`` does not apply to it."""
+    notify_allowed_networks: str = ""
+    """Comma-separated networks (``192.168.1.0/24``, ``10.0.0.7``) that users' webhook URLs and their ntfy channels'
+    own servers may lead into besides the public internet: a Home Assistant on the LAN (``192.168.1.0/24``), a local
+    test receiver (``127.0.0.0/8``). Default empty: public addresses only. Users choose those URLs, and the notifier
+    sends from inside the operator's network, so every address a destination resolves to is checked at each send —
+    loopback, private, link-local (cloud metadata), shared (100.64/10), multicast and reserved ones are refused unless
+    listed here (backend/notify/egress.py). List as little as possible: every service in a listed network can then
+    be sent requests by any user."""
     notify_budget_interval_s: float = 3600.0
     """Time between checks of the projected bill against users' budgets."""
     notify_prefs_refresh_s: float = 30.0
@@ -362,6 +373,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The accounts store's database (see ``accounts_db``)."""
         return self.accounts_db or f"{self.influx_db}_accounts"
 
+    def notify_networks(self) -> tuple[Network, ...]:
+        """The networks of ``notify_allowed_networks``; ConfigError for an item that is not an address or a network
+        (skipping it would silently refuse the receivers the operator meant to allow)."""
+        networks = []
+        for item in filter(None, (part.strip() for part in self.notify_allowed_networks.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}NOTIFY_ALLOWED_NETWORKS: {item!r} is not an IP address or network "
+                                  "such as 192.168.1.0/24") from exc
+        return tuple(networks)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build the settings from ``environ`` (default ``os.environ``); ConfigError names the bad variable."""
@@ -425,6 +448,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.provisioning_max_devices_per_gateway < 1 or self.provisioning_new_devices_per_hour < 1:
             raise ConfigError(f"{ENV_PREFIX}PROVISIONING_MAX_DEVICES_PER_GATEWAY must be >= 1 and "
                               "_NEW_DEVICES_PER_HOUR >= 1 (turn PROVISIONING_AUTO off to claim none)")
+        self.notify_networks()  # ConfigError for an item that is not a network
         for user in self.users:
             if user.role not in ("viewer", "operator", "admin"):
                 raise ConfigError(f"user {user.username!r}: role {user.role!r} is not viewer/operator/admin")

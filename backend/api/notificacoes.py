@@ -50,12 +50,14 @@ class NotificationsController(Controller):
 
         Só sites que o usuário pode ver. Um webhook sem ``segredo`` mantém o segredo guardado (mesmo nome e URL) ou
         recebe um novo, gerado pelo servidor e mostrado apenas nesta resposta (``segredos_gerados``). Silêncio em
-        horário de Brasília: alertas não críticos são retidos e enviados quando o silêncio termina."""
+        horário de Brasília: alertas não críticos são retidos e enviados quando o silêncio termina. URLs de webhook e
+        servidores do ntfy na rede interna do servidor (``localhost``, 127.0.0.1, 10.x, 192.168.x, 169.254.x...) são
+        recusados, salvo as redes liberadas pelo administrador."""
         caller = await caller_of(request)
         for rule in data.sites:
             if not caller.can_see(rule.site):
                 raise hidden_site(rule.site)
-        check(data, caller.can_see)
+        check(data, caller.can_see, services_of(request).settings.notify_networks())
         prefs, _ = _stores(request)
         merged, generated = keep_secrets(data, await prefs.get(caller.username))
         await prefs.put(caller.username, merged, int(time.time() * 1000))

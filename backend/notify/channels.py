@@ -10,6 +10,10 @@ channel's secret. The body holds the delivery id and ``enviado_em_ms``, so the s
 receiver recomputes the HMAC over the bytes it received (before any JSON parsing), compares in constant time,
 and may refuse bodies whose ``enviado_em_ms`` is too old (``X-CDS-Timestamp`` repeats it for logging).
 
+Webhook URLs and ntfy channels' own servers are users' choices, so they are sent through egress.py: to the address
+that was checked, never into the operator's network unless ``BACKEND_NOTIFY_ALLOWED_NETWORKS`` lets them, never
+after a redirect. A refused destination is a permanent failure the user sees in their deliveries.
+
 E-mail goes through the standard library's smtplib in a worker thread (no extra dependency; one connection per
 message is plenty for alerts), with SMTPS or STARTTLS and login as the settings say.
 """
@@ -29,6 +33,7 @@ from typing import Final
 import httpx
 import msgspec
 
+from backend.notify.egress import Refused, Resolver, pin, system_resolver
 from backend.notify.preferences import Canal
 from backend.notify.render import Message
 from backend.notify.transitions import AlertIn, Event
@@ -77,11 +82,12 @@ def _http_error(response: httpx.Response) -> SendError:
 
 
 class Senders:
-    """Sends one message on one channel; holds the HTTP client and the SMTP settings."""
+    """Sends one message on one channel; holds the HTTP client, the resolver of users' URLs and the settings."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, resolve: Resolver = system_resolver) -> None:
         self.settings = settings
         self.http = http
+        self.resolve = resolve
         self._encoder = msgspec.json.Encoder()
 
     async def send(self, delivery_id: str, username: str, channel: Canal, event: Event, msg: Message,
@@ -93,6 +99,8 @@ class Senders:
                 await self._webhook(delivery_id, username, channel, event, msg, now_ms)
             else:
                 await self._ntfy(delivery_id, channel, msg)
+        except Refused as exc:
+            raise SendError(str(exc)[:300], permanent=exc.permanent) from exc
         except httpx.HTTPError as exc:
             raise SendError(f"{type(exc).__name__}: {exc}"[:300]) from exc
         except smtplib.SMTPRecipientsRefused as exc:
@@ -105,11 +113,9 @@ class Senders:
         body = self._encoder.encode(WebhookBody(id=delivery_id, evento=event.type, assunto=msg.subject,
                                                 texto=msg.body, alerta=event.alert, usuario=username,
                                                 enviado_em_ms=now_ms))
-        response = await self.http.post(channel.destino, content=body, headers={
+        await self._post(channel.destino, body, {
             "Content-Type": "application/json", DELIVERY_HEADER: delivery_id, TIMESTAMP_HEADER: str(now_ms),
-            SIGNATURE_HEADER: sign(channel.segredo, body)})
-        if response.status_code >= 300:
-            raise _http_error(response)
+            SIGNATURE_HEADER: sign(channel.segredo, body)}, screen=True)
 
     async def _ntfy(self, delivery_id: str, channel: Canal, msg: Message) -> None:
         server = (channel.servidor or self.settings.notify_ntfy_server).rstrip("/")
@@ -119,7 +125,18 @@ class Senders:
                    DELIVERY_HEADER: delivery_id}
         if channel.token:
             headers["Authorization"] = f"Bearer {channel.token}"
-        response = await self.http.post(f"{server}/{channel.destino}", content=msg.body.encode(), headers=headers)
+        # the operator's default server is the operator's choice (it may well be internal); a user's own is not
+        await self._post(f"{server}/{channel.destino}", msg.body.encode(), headers, screen=bool(channel.servidor))
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str], *, screen: bool) -> None:
+        """POST ``body``; a user's URL (``screen``) goes to the address egress.py checked, or not at all."""
+        extensions: dict[str, str] = {}
+        if screen:
+            target = await pin(url, self.settings.notify_networks(), self.resolve)
+            url, headers, extensions = target.url, headers | target.headers, target.extensions
+        # Stated here rather than trusted to the client's default: a redirect would lead past the check above.
+        response = await self.http.post(url, content=body, headers=headers, extensions=extensions,
+                                        follow_redirects=False)
         if response.status_code >= 300:
             raise _http_error(response)
 

@@ -11,6 +11,10 @@ Secrets: the channels' own secrets live here because they are per channel — a 
 the server when the user gives none, and shown once, in the answer to the PUT that created it; afterwards only
 "defined" is shown) and an ntfy access token. Server-wide secrets (the SMTP password) come from the settings only.
 A PUT that names an existing channel without a secret keeps the stored one, so the dashboard never needs it back.
+
+Destinations: a webhook URL or an ntfy channel's own server that is known to lead into the operator's network
+(``localhost``, an internal literal address outside ``BACKEND_NOTIFY_ALLOWED_NETWORKS``) is refused when saved, so
+the user hears why at once; a name is judged at every send, on what it resolves to then (backend/notify/egress.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from backend.errors import BadRequestError, InfluxQueryError
-from backend.settings import Settings
+from backend.notify.egress import Refused, reason, refused_host
+from backend.settings import Network, Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import NOTIFY_PREFS, RP_ACCOUNTS, table
 from backend.store.lineprotocol import point
@@ -122,16 +127,17 @@ def minutes(hhmm: str) -> int:
     return int(h) * 60 + int(m)
 
 
-def check(prefs: Preferencias, may_see: Callable[[str], bool]) -> None:
-    """Raise BadRequestError (pt-BR) for anything the notifier could not honour; a site the caller may not see
-    is left to the caller (it answers 404, the tenancy rule)."""
+def check(prefs: Preferencias, may_see: Callable[[str], bool], allowed: tuple[Network, ...]) -> None:
+    """Raise BadRequestError (pt-BR) for anything the notifier could not honour or would refuse to send to
+    (``allowed``: the operator's ``notify_networks()``); a site the caller may not see is left to the caller (it
+    answers 404, the tenancy rule)."""
     if len(prefs.canais) > MAX_CHANNELS or len(prefs.sites) > MAX_SITES:
         raise BadRequestError(f"No máximo {MAX_CHANNELS} canais e {MAX_SITES} sites.")
     names = [c.nome for c in prefs.canais]
     if len(set(names)) != len(names):
         raise BadRequestError("Cada canal precisa de um nome diferente.")
     for c in prefs.canais:
-        _check_channel(c)
+        _check_channel(c, allowed)
     seen: set[str] = set()
     for rule in prefs.sites:
         if rule.site in seen:
@@ -152,12 +158,13 @@ def check(prefs: Preferencias, may_see: Callable[[str], bool]) -> None:
             raise BadRequestError("O silêncio precisa de início e fim diferentes.")
 
 
-def _check_channel(c: Canal) -> None:
+def _check_channel(c: Canal, allowed: tuple[Network, ...]) -> None:
     if c.tipo == "email" and not _EMAIL.match(c.destino):
         raise BadRequestError(f"Canal '{c.nome}': endereço de e-mail inválido.")
     if c.tipo == "webhook":
         if not _URL.match(c.destino):
             raise BadRequestError(f"Canal '{c.nome}': a URL do webhook deve começar com https:// (ou http://).")
+        _check_destination(c, c.destino, allowed)
         if c.segredo and len(c.segredo) < MIN_SECRET:
             raise BadRequestError(f"Canal '{c.nome}': o segredo do webhook precisa de ao menos {MIN_SECRET} "
                                   "caracteres (ou deixe vazio para o servidor gerar um).")
@@ -166,8 +173,19 @@ def _check_channel(c: Canal) -> None:
             raise BadRequestError(f"Canal '{c.nome}': tópico do ntfy inválido (letras, dígitos, _ e -; até 64).")
         if c.servidor and not _URL.match(c.servidor):
             raise BadRequestError(f"Canal '{c.nome}': o servidor do ntfy deve ser uma URL http(s)://.")
+        if c.servidor:
+            _check_destination(c, c.servidor, allowed)
     if (c.tipo != "webhook" and c.segredo) or (c.tipo != "ntfy" and c.token):
         raise BadRequestError(f"Canal '{c.nome}': 'segredo' é só de webhook e 'token' só de ntfy.")
+
+
+def _check_destination(c: Canal, url: str, allowed: tuple[Network, ...]) -> None:
+    try:
+        host = refused_host(url, allowed)
+    except Refused as exc:
+        raise BadRequestError(f"Canal '{c.nome}': {exc}.") from exc
+    if host is not None:
+        raise BadRequestError(f"Canal '{c.nome}': {reason(host)}; use um endereço público.")
 
 
 def keep_secrets(new: Preferencias, old: Preferencias, generate: Callable[[], str] = lambda: secrets.token_urlsafe(32),

@@ -66,8 +66,9 @@ def clear(broker: Any, site: str) -> None:
 
 class Receiver(http.server.ThreadingHTTPServer):
     """A webhook receiver on a real socket: checks the HMAC of every body, records the accepted ones, answers
-    ``status`` (503 while 'down'); ``hold`` names alert kinds whose requests are held until ``release`` (the
-    sender is then provably mid-send: its request arrived, its answer has not left)."""
+    ``status`` (503 while 'down'), or redirects to ``location`` when set; ``hold`` names alert kinds whose requests
+    are held until ``release`` (the sender is then provably mid-send: its request arrived, its answer has not
+    left)."""
 
     daemon_threads = True
 
@@ -77,6 +78,9 @@ class Receiver(http.server.ThreadingHTTPServer):
         """The accepted bodies, in the order their answers were decided (a held one after its release)."""
         self.arrived: list[str] = []
         """``X-CDS-Delivery`` of every signed request as it arrived, before any hold: what was in flight."""
+        self.hosts: list[str] = []
+        """The ``Host`` header of every signed request, as it arrived."""
+        self.location = ""
         self.mismatched_ids = 0
         """Requests whose body ``id`` differs from their ``X-CDS-Delivery`` header (must stay 0)."""
         self.bad_signatures = 0
@@ -114,7 +118,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = msgspec.json.decode(raw)
         with srv.lock:
             srv.arrived.append(self.headers.get("X-CDS-Delivery", ""))
+            srv.hosts.append(self.headers.get("Host", ""))
             srv.mismatched_ids += body["id"] != self.headers.get("X-CDS-Delivery")
+        if srv.location:  # 307: a client that followed it would repeat the POST, body and all, at the new place
+            self.send_response(307)
+            self.send_header("Location", srv.location)
+            self.end_headers()
+            return
         if body["alerta"]["kind"] in srv.hold:
             srv.release.wait(60)
         status = srv.status
@@ -168,6 +178,7 @@ def notify_settings(broker: Any, influx: Any, uid: str, tmp: Path, **extra: Any)
         mqtt_host=broker.host, mqtt_port=broker.port, influx_url=influx.url, influx_db=uid,
         notify_state_dir=str(tmp / "notify"), notify_mqtt_client_id=f"nt-{uid}", log_level="WARNING",
         alerts_interval_s=60.0, notify_retry_base_s=30.0, notify_retry_max_s=600.0, notify_timeout_s=5.0,
+        notify_allowed_networks="127.0.0.0/8",  # the test receivers listen on 127.0.0.1, an internal address
         users=(User("ana", "viewer", "scrypt$x"), User("bia", "viewer", "scrypt$x")))
     base.update(extra)
     return Settings(**base)

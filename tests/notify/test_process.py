@@ -110,6 +110,7 @@ def operator_env(broker: Any, influx: Any, uid: str, tmp: Path, smtp_port: int, 
         "BACKEND_NOTIFY_SMTP_SECURITY": "none", "BACKEND_NOTIFY_RETRY_BASE_S": "0.2",
         "BACKEND_NOTIFY_RETRY_MAX_S": "1", "BACKEND_NOTIFY_PREFS_REFRESH_S": "0.3", "BACKEND_LOG_LEVEL": "INFO",
         "BACKEND_USERS": '[{"username": "ana", "role": "viewer", "password_hash": "scrypt$x"}]',
+        "BACKEND_NOTIFY_ALLOWED_NETWORKS": "127.0.0.0/8",  # the test receivers listen on 127.0.0.1
     })
     env.update(extra)
     return env
