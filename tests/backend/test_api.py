@@ -135,7 +135,13 @@ async def test_device_status_from_retained_messages_and_config_downlink(
     info = await wait_for_async(lambda: device(dev), timeout=10, what="device known")
     assert info["firmware"] == "aicss-0.9" and info["boot"] == 17 and info["online"] is True
     assert info["site"] == site and info["gateway"] == gw
-    gws = (await app_client.get("/api/v1/gateways", params={"site": site}, headers=viewer)).json()
+
+    async def gateway_with_both_devices() -> list[dict[str, Any]]:
+        gws = (await app_client.get("/api/v1/gateways", params={"site": site}, headers=viewer)).json()
+        return list(gws) if gws and gws[0]["devices"] == 2 else []
+
+    # the two retained DeviceInfo messages are two deliveries: the first one known says nothing of the second
+    gws = await wait_for_async(gateway_with_both_devices, timeout=10, what="both devices under the gateway")
     assert gws[0]["online"] is True and gws[0]["queued"] == 4 and gws[0]["devices"] == 2
     assert (await app_client.get(f"/api/v1/devices/{device_id(99)}", headers=viewer)).status_code == 404
 
