@@ -307,12 +307,15 @@ class _BoundedServer(HTTPServer):
     request_queue_size = 64  # accept a burst at once and decide here, rather than leave it to the kernel
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(address, handler)
+        # Made before the socket is bound: a bind that fails (port taken) calls server_close(), which shuts the pool
+        # down; were it missing, that AttributeError would escape the gateway's "run without the page" fallback and
+        # stop the gateway. The pool starts no thread until a request comes.
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="status-http")
         self._lock = threading.Lock()
         self.taken = 0
         """Connections being served or waiting for a worker."""
         self.refused = 0
+        super().__init__(address, handler)
 
     def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
                         client_address: Any) -> None:

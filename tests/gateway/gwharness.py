@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -31,12 +32,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devstack.mosquitto import MosquittoService
-from devstack.processes import free_port
 from protocol import mqtt
 from sim.port import VirtualMeter
 from sim.truth import GroundTruth
 
 REPO = Path(__file__).resolve().parents[2]
+_STATUS_LINE = re.compile(r"status page on http://[^/]+:(\d+)/")
 Key = tuple[str, int, int]
 
 
@@ -52,6 +53,8 @@ class GatewayProcess:
         self.log_path = workdir / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.status_port = 0
+        """The status page's port, once this incarnation has logged it (0 before)."""
+        self._log_start = 0
         self.starts = 0
         conf: dict[str, dict[str, Any]] = {
             "serial": {"ports": ports, "rescan_s": 0.2, "reopen_min_s": 0.05, "reopen_max_s": 0.3,
@@ -73,9 +76,11 @@ class GatewayProcess:
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def start(self, wait: bool = True) -> None:
-        self.status_port = free_port()
-        self._conf["status"]["port"] = self.status_port
+        # Port 0: the gateway binds a free port itself and logs it. A port chosen here could be taken before the
+        # gateway binds it (by another test's process, or by the gateway's own MQTT connection's ephemeral port).
+        self.status_port = 0
         self._write_config()
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -97,8 +102,19 @@ class GatewayProcess:
                 time.sleep(0.02)
         pytest.fail(f"gateway status page not up within {timeout} s:\n{self.log_tail()}")
 
+    def bound_port(self) -> int:
+        """The status page's port as this incarnation logged it; ConnectionRefusedError until it has."""
+        if not self.status_port:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_start)
+                found = _STATUS_LINE.findall(f.read().decode(errors="replace"))
+            if not found:
+                raise ConnectionRefusedError("the gateway has not logged its status page yet")
+            self.status_port = int(found[-1])
+        return self.status_port
+
     def status(self) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.status_port}/status.json"
+        url = f"http://127.0.0.1:{self.bound_port()}/status.json"
         with urllib.request.urlopen(url, timeout=5) as resp:
             data: dict[str, Any] = json.load(resp)
         return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -133,6 +134,26 @@ def test_retained_status_online_then_offline_and_last_will_on_kill(
     wait_for(lambda: (s := last_status()) is not None and not s.online, 20, what="last will")
 
 
+def test_status_port_taken_costs_the_page_not_the_readings(
+    sim: MeterRunner, unique_id: str, wait_for: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess], collector_factory: Callable[[str], Collector],
+) -> None:  # fmt: skip
+    """Another process listens on the status page's port (a stale gateway, another service): the gateway says so
+    and keeps forwarding readings. It used to stop at start-up, the failed bind's clean-up raising past the
+    fallback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sim.add_meter(report_period_ms=PERIOD_MS, status_interval_ms=500)
+        collector = collector_factory(unique_id)
+        gw = gateway_factory(unique_id, [str(sim.link_dir / "*")], status={"port": port})
+        gw.start(wait=False)
+        wait_for(lambda: collector.count() >= 20, 15, what=lambda: f"readings without the page:\n{gw.log_tail()}")
+        assert gw.proc is not None and gw.proc.poll() is None, gw.log_tail()
+        assert f"status page disabled: cannot listen on 127.0.0.1:{port}" in gw.log_tail(400)
+
+
 def _get(url: str, auth: str | None = None) -> tuple[int, str, str]:
     req = urllib.request.Request(url)
     if auth:
@@ -152,8 +173,15 @@ def test_status_page_html_json_metrics_and_password(
     collector = collector_factory(unique_id)
     gw = gateway_factory(unique_id, [str(sim.link_dir / "*")], status={"password": "olá-senha", "username": "cds"})
     gw.start(wait=False)
+
+    def page_code() -> int:
+        try:
+            return _get_code(f"http://127.0.0.1:{gw.bound_port()}/status.json")
+        except OSError:  # the gateway has not logged its port yet
+            return 0
+
+    wait_for(lambda: page_code() == 401, 15, what="page up, password required")
     base = lambda: f"http://127.0.0.1:{gw.status_port}"  # noqa: E731
-    wait_for(lambda: _get_code(base() + "/status.json") == 401, 15, what="page up, password required")
     wait_for(lambda: collector.count() >= 20, 10, what="readings")
     code, ctype, body = _get(base() + "/status.json", "cds:olá-senha")
     assert code == 200 and ctype == "application/json"
