@@ -53,8 +53,11 @@ def meter(firmware: FirmwareBuild, tmp_path: Path) -> Iterator[FirmwareMeter]:
 
 
 def _readings(influx: InfluxService, db: str) -> list[dict[str, Any]]:
-    return influx.rows(f'SELECT vrms, flags, seq, boot FROM "{db}"."raw"."readings" WHERE device = \'{DEVICE}\'',
+    rows = influx.rows(f'SELECT vrms, flags, seq, boot FROM "{db}"."raw"."readings" WHERE device = \'{DEVICE}\'',
                        db=db)  # fmt: skip
+    # InfluxDB 1.x keeps each field apart and a write is not atomic across them: a query racing the write of a
+    # point can see its first fields without the last (flags None, seen under a CPU hog). Not there yet, then.
+    return rows if all(None not in row.values() for row in rows) else []
 
 
 @pytest.mark.asyncio
