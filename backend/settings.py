@@ -30,6 +30,19 @@ _DURATION_RE: Final = r"^(INF|([0-9]+(ns|u|µ|ms|s|m|h|d|w))+)$"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def networks(value: str, field: str) -> tuple[Network, ...]:
+    """The comma-separated addresses and networks of setting ``field``; ConfigError naming its variable for an item
+    that is neither."""
+    found = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {item!r} is not an IP address or network "
+                              "such as 192.168.1.0/24") from exc
+    return tuple(found)
+
+
 class User(msgspec.Struct, frozen=True):
     """An API user: ``password_hash`` comes from ``python -m backend hash-password``."""
 
@@ -376,14 +389,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def notify_networks(self) -> tuple[Network, ...]:
         """The networks of ``notify_allowed_networks``; ConfigError for an item that is not an address or a network
         (skipping it would silently refuse the receivers the operator meant to allow)."""
-        networks = []
-        for item in filter(None, (part.strip() for part in self.notify_allowed_networks.split(","))):
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError as exc:
-                raise ConfigError(f"{ENV_PREFIX}NOTIFY_ALLOWED_NETWORKS: {item!r} is not an IP address or network "
-                                  "such as 192.168.1.0/24") from exc
-        return tuple(networks)
+        return networks(self.notify_allowed_networks, "notify_allowed_networks")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -32,10 +32,7 @@ from typing import ClassVar, TypedDict
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from backend.errors import ConfigError
-from backend.settings import Settings
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from backend.settings import Network, Settings, networks
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -100,24 +97,18 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def _within(address: str, networks: tuple[Network, ...]) -> bool:
+def _within(address: str, nets: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in net for net in networks)
+    return any(ip in net for net in nets)
 
 
 def trusted_proxies(settings: Settings) -> tuple[Network, ...]:
     """The networks of ``http_trusted_proxies``; ConfigError for anything that is not an address or a network
     (uvicorn would silently compare it as a string, and ``*`` would let every client choose its address)."""
-    networks = []
-    for item in filter(None, (part.strip() for part in settings.http_trusted_proxies.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError as exc:
-            raise ConfigError(f"BACKEND_HTTP_TRUSTED_PROXIES: {item!r} is not an IP address or network") from exc
-    return tuple(networks)
+    return networks(settings.http_trusted_proxies, "http_trusted_proxies")
 
 
 class ServerOptions(TypedDict):
