@@ -294,7 +294,9 @@ def test_dashboard_live_breakdown_csv_session_and_phone_in_chromium(
         page.reload()
         expect(page.locator("#who")).to_have_text(f"{USER} (viewer)")
         page.evaluate("sessionStorage.setItem('cds-token', 'not-a-token')")
-        page.locator("#granularidade").select_option("day")
+        # The live poll (every 5 s) may meet the bad token first and hide the controls before a click could land, so
+        # the change is dispatched rather than clicked: whichever request is refused first must say the same thing.
+        page.locator("#granularidade").dispatch_event("change")
         expect(page.locator("#login-error")).to_have_text("Sessão expirada: entre novamente.")
         log_in(page, base)
         expect(page.locator("#who")).to_have_text(f"{USER} (viewer)")
