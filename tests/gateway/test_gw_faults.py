@@ -339,8 +339,8 @@ def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
     measured_ms = {r.seq: r.t_ms for r in meter.truth().produced if r.boot == 1}
     uptimes = [f.uptime_ms for f in produced.values()]
     assert any(b < a for a, b in itertools.pairwise(uptimes)), f"no wrap in {uptimes[:3]}..{uptimes[-3:]}"
-    # A reading is stamped from the one before it by the uptime difference the meter measured (a resend; here every
-    # reading is one, the meter having run before the gateway opened its port), so two consecutive readings lie
+    # A resent reading is stamped from the one before it by the uptime difference the meter measured (the meter ran
+    # before the gateway opened its port, so those up to the replug are all resends), so two consecutive readings lie
     # exactly as far apart as the meter measured them: that is what a wrong wrap breaks (by 2^32 ms = 49.7 days).
     # Except where a reading is stamped at its arrival: a resend whose mapped time would lie after its arrival (the
     # one before was stamped late, by this machine's scheduling latency, seconds under a CPU hog), stamped then and
