@@ -306,15 +306,7 @@ def check_delivery(
         dropped_at_meter += len(t.dropped)
     assert not collector.mismatches, f"duplicates that differ: {collector.mismatches[:3]}"
 
-    # every reading the meters discarded before the gateway had it was counted by the gateway (from their STATUS)
-    # — a discarded reading that had been committed but not yet ACKed (gateway killed) is delivered, not lost
-    def lost_at_meter() -> int:
-        return sum(len({(m.device, b, s) for b, s in m.truth().dropped} - collector.keys(m.device)) for m in meters)
-
-    wait_for(
-        lambda: gw.status()["queue"]["dropped_at_meter"] == lost_at_meter(),
-        10, what=lambda: f"dropped_at_meter {gw.status()['queue']} vs truth {lost_at_meter()}",
-    )  # fmt: skip
+    wait_drops_counted(gw, meters, collector.keys, wait_for, timeout=10)
     assert gw.status()["queue"]["skipped_unknown"] == 0
     dropped_full = status["queue"]["dropped_full"]
     assert missing_total == dropped_full, f"{missing_total} readings missing, {dropped_full} counted as dropped_full"
@@ -325,6 +317,20 @@ def check_delivery(
         "dropped_full": dropped_full,
         "max_ts_error_ms": ts_error,
     }
+
+
+def wait_drops_counted(gw: GatewayProcess, meters: list[VirtualMeter], delivered: Callable[[], set[Key]],
+                       wait_for: Callable[..., Any], timeout: float, interval: float = 0.01) -> None:
+    """Wait until the gateway has counted (from the meters' STATUS) every reading the meters discarded that is not
+    in ``delivered()``: a discarded reading that had been committed but not yet ACKed (gateway killed) is delivered,
+    not lost."""
+
+    def lost_at_meter() -> int:
+        return len({(m.device, b, s) for m in meters for b, s in m.truth().dropped} - delivered())
+
+    wait_for(lambda: gw.status()["queue"]["dropped_at_meter"] == lost_at_meter(), timeout, interval=interval,
+             what=lambda: f"the gateway counted {gw.status()['queue']['dropped_at_meter']} readings dropped at the "
+                          f"meters, {lost_at_meter()} were")  # fmt: skip
 
 
 def msgspec_replace_flags(r: mqtt.Reading, flags: int) -> mqtt.Reading:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from gwharness import Collector, GatewayProcess, Key
+from gwharness import Collector, GatewayProcess, Key, wait_drops_counted
 
 from backend.settings import Settings
 from devstack.influxdb import InfluxError, InfluxService
@@ -171,13 +171,8 @@ def check_stored(chain: Chain, wait_for: Callable[..., Any], timeout: float = 60
     # A meter drops its oldest readings only when its ring is full, which takes a gateway starved for seconds (seen
     # with two test suites and a CPU hog on two cores). That loss is the meter's, outside what receipts promise, but
     # it must not be silent: the gateway counts, from the meter's STATUS, every dropped reading it never got.
-    def lost_at_meter() -> int:
-        stored = {(d, b, s) for (d, _), (b, s) in chain.points().items()}
-        return len({(m.device, b, s) for m in chain.meters for b, s in m.truth().dropped} - stored)
-
-    wait_for(lambda: chain.gw.status()["queue"]["dropped_at_meter"] == lost_at_meter(), 30, interval=0.2,
-             what=lambda: f"the gateway counted {chain.gw.status()['queue']['dropped_at_meter']} readings dropped "
-                          f"at the meters, {lost_at_meter()} were")  # fmt: skip
+    wait_drops_counted(chain.gw, chain.meters, lambda: {(d, b, s) for (d, _), (b, s) in chain.points().items()},
+                       wait_for, timeout=30, interval=0.2)
     collided = sum(points[p] != k[1:] for k in snapshot if (p := chain.point_of(k)) is not None)
     assert collided == 0, f"{collided} of {len(snapshot)} readings share a point"
     # the receipts arrive after the points: the gateway lets go of them once they are confirmed

@@ -335,9 +335,8 @@ def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
     replugged_ms = sim.now_ms()  # every resent reading reaches the gateway after this
     meter.replug()
     figures = check_delivery([meter], collector, gw, wait_for)
-    produced = {r.seq: r.frame for r in meter.truth().produced if r.boot == 1}
-    measured_ms = {r.seq: r.t_ms for r in meter.truth().produced if r.boot == 1}
-    uptimes = [f.uptime_ms for f in produced.values()]
+    produced = {r.seq: r for r in meter.truth().produced if r.boot == 1}
+    uptimes = [r.frame.uptime_ms for r in produced.values()]
     assert any(b < a for a, b in itertools.pairwise(uptimes)), f"no wrap in {uptimes[:3]}..{uptimes[-3:]}"
     # A resent reading is stamped from the one before it by the uptime difference the meter measured (the meter ran
     # before the gateway opened its port, so those up to the replug are all resends), so two consecutive readings lie
@@ -355,13 +354,13 @@ def test_uptime_wrap_after_49_days_keeps_timestamps_and_order(
     pairs = [(a, b) for a, b in itertools.pairwise(got) if b[0] == a[0] + 1 and a[0] > n]
     exact = 0
     for (s0, r0), (s1, r1) in pairs:
-        apart = (produced[s1].uptime_ms - produced[s0].uptime_ms) % 2**32
+        apart = (produced[s1].frame.uptime_ms - produced[s0].frame.uptime_ms) % 2**32
         what = f"seq {s0}->{s1}: {r1.ts - r0.ts} ms apart, measured {apart} ms (replugged at {replugged_ms})"
         if r0.ts + apart + 2 <= replugged_ms:  # a stamp before the replug cannot be its arrival time
             exact += 1
             assert abs((r1.ts - r0.ts) - apart) <= 2, what  # 2: a collision moves a stamp by a millisecond
         else:
-            assert r1.ts - r0.ts >= -2 and r1.ts >= max(replugged_ms, measured_ms[s1]) - 2, what
+            assert r1.ts - r0.ts >= -2 and r1.ts >= max(replugged_ms, produced[s1].t_ms) - 2, what
     assert exact, f"no pair stamped before the replug among {len(pairs)}: {got[-1]}"
     assert figures["max_ts_error_ms"] < 60_000, figures  # and no reading is off by days (when it wrapped early)
 
