@@ -19,7 +19,8 @@ sees a password hash.
 
 Consistency: each replica keeps the whole store in memory and reloads it when a request needs it and the copy is
 older than ``accounts_refresh_s`` (5 s by default), and right after its own changes. So a change made on one
-replica takes effect there at once and on every other replica within ``accounts_refresh_s``: that is the window
+replica takes effect there at once and on every other replica within ``accounts_refresh_s`` (a reload that was
+already reading when the change was written does not count as fresh: it may have missed it): that is the window
 in which a disabled user or a revoked grant may still be served elsewhere. Two administrators changing the same
 user at the same moment on two replicas: the later write wins, and both changes are in the audit log. When
 InfluxDB cannot be read and the copy is stale, users of the store are refused (503) rather than served from an
@@ -127,6 +128,8 @@ class AccountStore:
                           for u in settings.users}
         self._accounts: dict[str, Account] = {}
         self._loaded_at: float | None = None
+        self._changes = 0
+        """Changes this replica wrote (or re-reads it asked for): a reload that began before the last one is stale."""
         self._failed_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -150,14 +153,23 @@ class AccountStore:
                 return self._accounts
             if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE_S:
                 raise UnavailableError(UNAVAILABLE)
+            changes = self._changes
             try:
                 self._accounts = await self._load()
             except InfluxError as exc:
                 self._failed_at = time.monotonic()
                 log.error("accounts not loaded", extra={"db": self.db, "error": str(exc)[:300]})
                 raise UnavailableError(UNAVAILABLE) from exc
-            self._loaded_at, self._failed_at = time.monotonic(), None
+            self._failed_at = None
+            # Read while a change of this replica was being written: maybe without it, so not fresh. The change's
+            # own reload (waiting on the lock) reads again, and serves it at once as promised.
+            self._loaded_at = time.monotonic() if changes == self._changes else None
         return self._accounts
+
+    def _stale(self) -> None:
+        """The copy may miss a change just written (or one to be read afresh): the next request reloads."""
+        self._loaded_at = None
+        self._changes += 1
 
     async def _load(self) -> dict[str, Account]:
         try:
@@ -288,7 +300,7 @@ class AccountStore:
             await self._refuse(action, actor, username, ApiError(
                 f"'{username}' é um usuário da configuração (BACKEND_USERS): altere-o na configuração do servidor.",
                 status_code=409))
-        self._loaded_at = None
+        self._stale()
         account = (await self.accounts()).get(username)
         if account is None:
             await self._refuse(action, actor, username[:64], NotFoundError(f"Usuário '{username[:64]}' não existe."))
@@ -305,6 +317,6 @@ class AccountStore:
         await self.audit.write([*lines, entry])
         log.info("audit", extra={"audit_action": action, "outcome": "ok", "user": actor.username, "target": target,
                                  "address": actor.address, "detail": detail})
-        self._loaded_at = None
+        self._stale()
         with contextlib.suppress(UnavailableError):  # stored; the next request reloads
             await self.accounts()

@@ -7,6 +7,9 @@ InfluxQL console's reach), for the reasons given in ``backend/accounts/store.py`
 written in the same request as its audit entry; automatic claims are audited too, with the gateway as the actor.
 
 Consistency between replicas: each holds the whole book in memory, reloaded every ``accounts_refresh_s``. A
+reload reads a copy that may predate this replica's own changes made while it was reading (a meter claimed by
+its first reading in the meantime); those changes are applied again over the new copy, else the claim would
+vanish until the next reload and the meter's CONFIG be refused as unprovisioned (found under a CPU hog). A
 meter this copy does not know is looked up in InfluxDB before it is claimed, so a meter another replica just
 claimed is found there rather than claimed twice; two replicas claiming the same new meter for two gateways in
 the same instant both write, and the later write wins — the administrator sees both claims in the audit log.
@@ -40,7 +43,16 @@ from backend.errors import (
     UnavailableError,
 )
 from backend.ingest.limits import Budget
-from backend.ingest.provisioning import REFUSING, Book, DeviceRecord, GatewayRecord, Origin, Refusal, SiteRecord
+from backend.ingest.provisioning import (
+    REFUSING,
+    Book,
+    DeviceRecord,
+    GatewayRecord,
+    Origin,
+    Record,
+    Refusal,
+    SiteRecord,
+)
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import FLEET_DEVICE, FLEET_GATEWAY, FLEET_SITE, RP_ACCOUNTS, table
@@ -131,12 +143,34 @@ class DeviceBook:
         self._task: asyncio.Task[None] | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._claim_lock = asyncio.Lock()
+        self._unseen: list[list[Record]] = []
+        """One list per reload in flight: the records this replica wrote or looked up since that reload began."""
 
     # --- loading ---------------------------------------------------------------------------------------------
 
     async def load(self) -> None:
         """Replace the copy with what InfluxDB holds (raises InfluxError when it cannot be read)."""
-        self.book.replace(*await fetch(self.influx, self.db))
+        changes: list[Record] = []
+        self._unseen.append(changes)
+        try:
+            stored = await fetch(self.influx, self.db)
+        finally:
+            self._unseen = [c for c in self._unseen if c is not changes]
+        self.book.replace(*stored)
+        for record in changes:
+            self._apply(record, unless_older=True)
+
+    def _put(self, record: Record) -> None:
+        """A record this replica just wrote or read: into the copy, and remembered by every reload in flight."""
+        self._apply(record, unless_older=False)
+        for changes in self._unseen:
+            changes.append(record)
+
+    def _apply(self, record: Record, *, unless_older: bool) -> None:
+        held = self.book.held(record)
+        # ``unless_older``: the reload may have read a later change of another replica; that one stays.
+        if not (unless_older and held is not None and held.changed_ms > record.changed_ms):
+            self.book.put(record)
 
     async def start(self) -> None:
         with contextlib.suppress(InfluxError):  # the refresh loop tries again
@@ -198,7 +232,7 @@ class DeviceBook:
                      wait: bool) -> dict[str, Refusal]:
         book = self.book
         for record in await self._retrying(lambda: self._lookup(todo), wait=wait):
-            book.put_device(record)
+            self._put(record)
         claims: list[DeviceRecord] = []
         now_ms = int(time.time() * 1000)
         limit = book.device_limit(site, gateway, self.settings.provisioning_max_devices_per_gateway)
@@ -227,7 +261,7 @@ class DeviceBook:
             lines = [*map(device_line, claims), *entries]
             await self._retrying(lambda: self.audit.write(lines), wait=wait)
             for c in claims:
-                book.put_device(c)
+                self._put(c)
             log.info("meters claimed", extra={"site": site, "gateway": gateway, "devices": [c.device for c in claims]})
         return refused
 
@@ -281,7 +315,7 @@ class DeviceBook:
         old = self.book.devices.get(device)
         moved = f" (antes {old.site}/{old.gateway})" if old is not None else ""
         await self._commit(device_line(record), action, actor, device, f"site={site} gateway={gateway}{moved}")
-        self.book.put_device(record)
+        self._put(record)
         return record
 
     async def set_device_disabled(self, device: str, disabled: bool, *, actor: Actor) -> DeviceRecord:
@@ -292,7 +326,7 @@ class DeviceBook:
             await self._refuse(action, actor, device, NotFoundError(f"Medidor {device[:64]} não provisionado."))
         record = msgspec.structs.replace(old, disabled=disabled, changed_ms=int(time.time() * 1000))
         await self._commit(device_line(record), action, actor, device, "")
-        self.book.put_device(record)
+        self._put(record)
         return record
 
     async def put_gateway(self, site: str, gateway: str, *, max_devices: int, disabled: bool,
@@ -308,7 +342,7 @@ class DeviceBook:
                                changed_ms=int(time.time() * 1000))
         await self._commit(gateway_line(record), action, actor, target,
                            f"limite_medidores={max_devices} desativado={disabled}")
-        self.book.gateways[(site, gateway)] = record
+        self._put(record)
         return record
 
     async def put_site(self, site: str, *, name: str, disabled: bool, actor: Actor) -> SiteRecord:
@@ -319,7 +353,7 @@ class DeviceBook:
             await self._refuse(action, actor, site, BadRequestError("Nome do site: até 200 caracteres imprimíveis."))
         record = SiteRecord(site=site, name=name, disabled=disabled, changed_ms=int(time.time() * 1000))
         await self._commit(site_line(record), action, actor, site, f"nome={name!r} desativado={disabled}")
-        self.book.sites[site] = record
+        self._put(record)
         return record
 
     async def _fresh(self) -> None:

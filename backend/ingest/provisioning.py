@@ -70,6 +70,9 @@ class SiteRecord(msgspec.Struct, frozen=True):
     changed_ms: int = 0
 
 
+Record = DeviceRecord | GatewayRecord | SiteRecord
+
+
 class Book:
     """Every provisioned meter, gateway and site, with a per-gateway count of owned meters."""
 
@@ -98,6 +101,26 @@ class Book:
         if not record.disabled:
             key = (record.site, record.gateway)
             self._owned[key] = self._owned.get(key, 0) + 1
+
+    def put(self, record: Record) -> None:
+        """Add or replace one meter's, gateway's or site's record."""
+        match record:
+            case DeviceRecord():
+                self.put_device(record)
+            case GatewayRecord():
+                self.gateways[(record.site, record.gateway)] = record
+            case SiteRecord():
+                self.sites[record.site] = record
+
+    def held(self, record: Record) -> Record | None:
+        """The record this copy holds for the same meter, gateway or site as ``record``."""
+        match record:
+            case DeviceRecord():
+                return self.devices.get(record.device)
+            case GatewayRecord():
+                return self.gateways.get((record.site, record.gateway))
+            case SiteRecord():
+                return self.sites.get(record.site)
 
     def owned_by(self, site: str, gateway: str) -> int:
         """Meters (not disabled) provisioned to the gateway."""

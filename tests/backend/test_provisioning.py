@@ -5,6 +5,7 @@ the admin API provisions, moves and disables meters, gateways and sites, audited
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -14,13 +15,14 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from backend.accounts.audit import AuditLog
-from backend.accounts.store import AccountStore
+from backend.accounts.store import AccountStore, Actor
 from backend.api.app import create_app
 from backend.ingest.devicebook import DeviceBook
 from backend.ingest.limits import Budget
 from backend.ingest.provisioning import Book, DeviceRecord, GatewayRecord, SiteRecord
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
+from backend.store.layout import FLEET_SITE
 from protocol import mqtt
 from protocol.mqtt import ConfigResult, DeviceInfo
 from tests.backend.conftest import batch_bytes, count_points, device_id, make_settings, reading
@@ -374,3 +376,43 @@ async def test_a_meter_claimed_on_one_replica_is_not_claimed_again_on_another(in
         assert b.book.owner(dev) is not None and b.book.owner(dev).site == "casa-a"
         entries = await audit.entries()
         assert [(e.acao, e.usuario, e.alvo) for e in entries] == [("provisionar_medidor", "casa-a/gw1", dev)]
+
+
+@pytest.mark.asyncio
+async def test_a_reload_in_flight_keeps_what_this_replica_changed_meanwhile(
+        influx: Any, unique_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload has read the book; before its copy is installed this replica claims one meter (its first reading)
+    and provisions another. The older copy must not undo either: under a CPU hog a meter's first reading was
+    accepted and its CONFIG then refused as "não provisionado" until the next reload."""
+    settings = Settings(influx_url=influx.url, influx_db=unique_id, jwt_secret="x" * 32)
+    claimed, provisioned = device_id(0xC0), device_id(0xC1)
+    async with InfluxClient(settings.influx_url) as client:
+        audit = AuditLog(client, settings)
+        await AccountStore(client, settings, audit).ensure_schema()
+        replica = DeviceBook(client, settings, audit)
+        read, release = asyncio.Event(), asyncio.Event()
+        rows = client.rows
+
+        async def rows_held_once_the_book_is_read(q: str, **kwargs: Any) -> list[dict[str, Any]]:
+            out = await rows(q, **kwargs)
+            if FLEET_SITE in q:  # the reload's last query: the copy it will install is complete
+                read.set()
+                await release.wait()
+            return out
+
+        monkeypatch.setattr(client, "rows", rows_held_once_the_book_is_read)
+        reload = asyncio.create_task(replica.load())
+        await read.wait()
+        assert await replica.resolve("casa-a", "gw1", [claimed], wait=False) == {}
+        await replica.provision(provisioned, "casa-a", "gw2", actor=Actor(username="admin", address="127.0.0.1"))
+        release.set()
+        await reload
+
+        def owners() -> list[tuple[str, str] | None]:
+            return [(r.site, r.gateway) if (r := replica.book.owner(d)) is not None else None
+                    for d in (claimed, provisioned)]
+
+        assert owners() == [("casa-a", "gw1"), ("casa-a", "gw2")]
+        monkeypatch.undo()
+        await replica.load()  # and storage holds them too
+        assert owners() == [("casa-a", "gw1"), ("casa-a", "gw2")]

@@ -8,6 +8,7 @@ admin actions are in the audit log with who, what, when, from where and the outc
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,11 +19,14 @@ import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 
+from backend.accounts.audit import AuditLog
 from backend.accounts.passwords import hash_password
+from backend.accounts.store import AccountStore, Actor
 from backend.api.app import create_app
+from backend.errors import BadRequestError
 from backend.settings import Settings, User
 from backend.store.influx import InfluxClient
-from backend.store.layout import ensure_schema
+from backend.store.layout import ACCOUNT_GRANT, ensure_schema
 from backend.store.lineprotocol import reading_line
 from backend.store.readings import ReadingStore
 from backend.store.rollups import RollupWorker
@@ -366,3 +370,54 @@ async def test_bootstrap_user_still_logs_in_and_tokens_of_global_roles_keep_work
     assert (await client.get("/api/v1/admin/usuarios", headers=boot)).status_code == 403  # a viewer
     tool = {"Authorization": f"Bearer {client.app.state.authenticator.issue('ferramenta', 'operator')}"}
     assert (await client.get("/api/v1/devices", headers=tool)).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_a_change_written_during_a_reload_is_served_at_once_on_its_replica(
+        influx: Any, unique_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An admin creates a user while another admin's password reset (refused: too short) is reloading the accounts:
+    the reload read the users before the new one was written and finished after. Its copy must not count as fresh,
+    or this replica would serve the new user (and so a revoked grant) late although the change was made here."""
+    settings = Settings(influx_url=influx.url, influx_db=unique_id, jwt_secret=JWT_SECRET, accounts_refresh_s=3600)
+    actor = Actor(username="admin", address="127.0.0.1")
+    async with InfluxClient(settings.influx_url) as client:
+        audit = AuditLog(client, settings)
+        store = AccountStore(client, settings, audit)
+        await store.ensure_schema()
+        await store.create("otto", "senha-de-otto", admin=False, grants={SITE_A: "operator"}, actor=actor)
+        writing, write, written = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        read, reload = asyncio.Event(), asyncio.Event()
+        rows, write_lines = client.rows, client.write
+
+        async def held_write(lines: Any, *args: Any, **kwargs: Any) -> None:
+            nina = "nina" in str(lines)  # the new user's point and its audit entry
+            if nina:
+                writing.set()
+                await write.wait()
+            await write_lines(lines, *args, **kwargs)
+            if nina:
+                # Set before the creation goes on, without yielding, to mark the copy stale and wait for the lock.
+                written.set()
+
+        async def held_rows(q: str, **kwargs: Any) -> list[dict[str, Any]]:
+            out = await rows(q, **kwargs)
+            if ACCOUNT_GRANT in q and writing.is_set() and not read.is_set():  # the reset's reload, users read
+                read.set()
+                await reload.wait()
+            return out
+
+        monkeypatch.setattr(client, "write", held_write)
+        monkeypatch.setattr(client, "rows", held_rows)
+        create = asyncio.create_task(store.create("nina", "senha-de-nina", admin=False, grants={SITE_A: "viewer"},
+                                                  actor=actor))
+        await writing.wait()
+        reset = asyncio.create_task(store.set_password("otto", "curta", actor=actor))
+        await read.wait()
+        write.set()
+        await written.wait()
+        reload.set()
+        await create
+        with pytest.raises(BadRequestError):
+            await reset
+        nina = await store.account("nina")
+        assert nina is not None and nina.grants == {SITE_A: "viewer"}
