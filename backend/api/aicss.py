@@ -229,7 +229,8 @@ class AicssController(Controller):
             except MqttUnavailableError as exc:
                 raise UnavailableError("O broker MQTT não confirmou o envio; tente novamente.") from exc
             try:
-                result = await asyncio.wait_for(answer, timeout)
+                async with asyncio.timeout(timeout):
+                    result = await answer
             except TimeoutError:
                 return ConfigOut(device=data.device, request_id=request_id, status="pending",
                                  detail=f"Sem resposta do medidor em {timeout:g} s; o pedido segue na fila do "

@@ -66,7 +66,8 @@ async def ready(services: NamedDependency[Services]) -> Response[ReadyOut]:
     try:
         if influx is None:
             raise InfluxError("no client")
-        influx_check = InfluxCheck(ok=True, version=await asyncio.wait_for(influx.ping(), 3.0))
+        async with asyncio.timeout(3.0):
+            influx_check = InfluxCheck(ok=True, version=await influx.ping())
     except (InfluxError, TimeoutError) as exc:
         influx_check = InfluxCheck(ok=False, error=str(exc)[:300])
     ingest = services.ingest

@@ -129,7 +129,8 @@ class MqttBridge:
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._connected_event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected_event.wait()
         except TimeoutError:
             return False
         return True
@@ -235,7 +236,8 @@ class MqttBridge:
             fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._publishes[info.mid] = fut
             try:
-                code = await asyncio.wait_for(fut, timeout)
+                async with asyncio.timeout(timeout):
+                    code = await fut
             except TimeoutError as exc:
                 self._publishes.pop(info.mid, None)
                 self._abandoned.add(info.mid)

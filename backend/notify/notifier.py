@@ -225,8 +225,8 @@ class Notifier:
             self.outbox.begin_attempt(row.id, now, retry_at)
             kind = row.channel.tipo
             try:
-                await asyncio.wait_for(self.senders.send(row.id, row.username, row.channel, row.event,
-                                                         render(row.event), now), self.s.notify_timeout_s)
+                async with asyncio.timeout(self.s.notify_timeout_s):
+                    await self.senders.send(row.id, row.username, row.channel, row.event, render(row.event), now)
             except (SendError, TimeoutError) as exc:
                 error = str(exc) or "tempo esgotado"
                 give_up = (isinstance(exc, SendError) and exc.permanent) or attempt >= self.s.notify_max_attempts
@@ -266,7 +266,8 @@ class Notifier:
             nxt = self.outbox.next_due_ms()
             wait = 1.0 if nxt is None else min(max((nxt - self.clock()) / 1000, 0.05), 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self.wakeup.wait()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
     async def _safely(self, name: str, step_: Awaitable[None]) -> bool:

@@ -91,7 +91,8 @@ class Rollout:
             proc = await asyncio.create_subprocess_exec(*cmd.argv, env={**os.environ, **cmd.env},
                                                         stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
-            out, _ = await asyncio.wait_for(proc.communicate(), self.plan.command_timeout_s)
+            async with asyncio.timeout(self.plan.command_timeout_s):
+                out, _ = await proc.communicate()
         except TimeoutError:
             proc.kill()
             return self._note(slot, step, False, f"no exit within {self.plan.command_timeout_s:g} s")
@@ -118,7 +119,8 @@ class Rollout:
     async def _smoke(self, slot: Slot) -> bool:
         p, base = self.plan, slot.new_url.rstrip("/")
         try:
-            return await asyncio.wait_for(self._smoke_steps(slot, base), p.smoke_timeout_s)
+            async with asyncio.timeout(p.smoke_timeout_s):
+                return await self._smoke_steps(slot, base)
         except TimeoutError:
             return self._note(slot, "smoke check", False, f"not done within {p.smoke_timeout_s:g} s")
         except httpx.HTTPError as exc:
