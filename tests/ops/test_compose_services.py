@@ -172,16 +172,20 @@ def test_compose_services_started_like_compose_store_a_gateways_reading(tmp_path
         _wait_port(plain_port, procs[0])
         _wait_port(tls_port, procs[0])
         influx.start(timeout=60)
-        api_port = free_port()
-        env = _backend_env(secret_dir, plain_port, influx.url, api_port)
+        # Port 0, read back from uvicorn's log: a free port chosen here could be taken before the backend binds it.
+        env = _backend_env(secret_dir, plain_port, influx.url, 0)
         with open(tmp_path / "backend.log", "wb") as log:
             procs.append(subprocess.Popen([sys.executable, "-m", "backend"], cwd=REPO, env={"PATH": "/usr/bin:/bin",
                                           **env}, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+        api_port = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert procs[1].poll() is None, (tmp_path / "backend.log").read_text()[-3000:]
+            text = (tmp_path / "backend.log").read_text(errors="replace")
+            assert procs[1].poll() is None, text[-3000:]
+            if not api_port and (bound := re.search(rf"Uvicorn running on http://{re.escape(HOST)}:(\d+)", text)):
+                api_port = int(bound[1])
             try:
-                if httpx.get(f"http://{HOST}:{api_port}/ready", timeout=1).status_code == 200:
+                if api_port and httpx.get(f"http://{HOST}:{api_port}/ready", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
