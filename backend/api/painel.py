@@ -55,6 +55,7 @@ from backend.ingest.fleet import DeviceOut, device_statuses, gateway_statuses, r
 from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import RP_RAW, table
+from backend.store.registers import Bucket
 from protocol.timebase import DAY_MS, HOUR_MS, TZ
 
 LIVE_MAX_AGE_MS: Final = 60_000
@@ -121,7 +122,7 @@ class Stretch(msgspec.Struct):
     rs: Decimal | None
     """kWh × the site's price with taxes and bandeira (no minimum charge); None without tariffs."""
     kwh_anterior: float | None
-    """The same stretch of the day (or cycle) before, over whole days for a cycle; None without data."""
+    """The same stretch of the day (or cycle) before, over whole days for a cycle; None unless all of it has data."""
     variacao_pct: float | None
 
 
@@ -296,13 +297,11 @@ class PainelController(Controller):
 
         today_b = [x for x in hourly.buckets if x.start_ms >= midnight_ms]
         elapsed_ms = int(now.timestamp() * 1000) - midnight_ms
-        yest = [x for x in hourly.buckets if midnight_ms - DAY_MS <= x.start_ms < midnight_ms]
-        yest_kwh = sum(x.kwh * _overlap(x.start_ms - (midnight_ms - DAY_MS), x.end_ms - x.start_ms, elapsed_ms)
-                       for x in yest)
+        yest_kwh = stretch_kwh(hourly.buckets, midnight_ms - DAY_MS, elapsed_ms)
         today_kwh = sum(x.kwh for x in today_b)
         hoje = Stretch(inicio=today.isoformat(), kwh=round(today_kwh, 3), rs=cost(today, today_b),
-                       kwh_anterior=round(yest_kwh, 3) if yest else None,
-                       variacao_pct=_change(today_kwh, yest_kwh if yest else None))
+                       kwh_anterior=round(yest_kwh, 3) if yest_kwh is not None else None,
+                       variacao_pct=_change(today_kwh, yest_kwh))
 
         whole = (today - c0).days  # whole days of the cycle before today
         prev0 = cfg.cycle_for(c0 - dt.timedelta(days=1))[0]
@@ -363,6 +362,21 @@ async def _prices(svc: AnalyticsService, cfg: SiteConfig, day: dt.date) -> dict[
 def _overlap(offset_ms: int, length_ms: int, until_ms: int) -> float:
     """Share of a bucket starting ``offset_ms`` after midnight that lies before ``until_ms`` after midnight."""
     return min(max((until_ms - offset_ms) / length_ms, 0.0), 1.0)
+
+
+def stretch_kwh(hours: list[Bucket], start_ms: int, length_ms: int) -> float | None:
+    """kWh of [start, start + length) from hourly buckets — yesterday until the time it is now — or None unless
+    every hour of it has readings. A day covered in part (a meter installed in the afternoon, rollups still
+    catching up on a fresh install) is no comparison: its 0.0 kWh morning made "hoje" +21 641 %."""
+    inside = [x for x in hours if start_ms <= x.start_ms < start_ms + length_ms]
+    if len(inside) < -(-length_ms // HOUR_MS) or not all(_has_readings(x) for x in inside):
+        return None
+    return sum(x.kwh * _overlap(x.start_ms - start_ms, x.end_ms - x.start_ms, length_ms) for x in inside)
+
+
+def _has_readings(hour: Bucket) -> bool:
+    # An hour in which a solar home drew nothing but injected has readings too.
+    return has_data([hour]) or bool(hour.injecao_kwh)
 
 
 def _change(now: float, before: float | None) -> float | None:
