@@ -122,9 +122,9 @@ async def assert_same(chunked: Settings, one: Settings, expected: Rolled) -> Non
     """What the chunks wrote equals ``expected`` (what one pass wrote into ``one``).
 
     Seen once under a CPU hog: the chunked database lacked the ``energy_d`` rows of the day before (sums of the
-    all-zero quarter 23:45-24:00 that the first chunk writes), everything else equal. On a
-    mismatch the test names the rows each side lacks and reads both databases again: rows that are there on the
-    second read were missed by a query, rows still absent were never written."""
+    all-zero quarter 23:45-24:00 that the first chunk writes), everything else equal. On a mismatch the test
+    names the rows each side lacks and reads both databases again: rows that are there on the second read were
+    missed by a query, rows still absent were never written."""
     got = await contents(chunked)
     if got == expected:
         return
