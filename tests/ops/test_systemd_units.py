@@ -39,7 +39,15 @@ from devstack.influxdb import InfluxService
 from devstack.mosquitto import MosquittoService
 from devstack.ons_fake import FakeOns
 from devstack.processes import HOST
-from tests.backend.conftest import BackendProcess, Publisher, batch_bytes, make_settings, purge_session, reading
+from tests.backend.conftest import (
+    BackendProcess,
+    Publisher,
+    batch_bytes,
+    count_points,
+    make_settings,
+    purge_session,
+    reading,
+)
 from tests.ops.metricnames import REPO
 from tests.ops.test_backup import rpc_address
 
@@ -276,9 +284,8 @@ def test_backend_serves_ingests_and_pulls_parquet_under_memory_deny_write_execut
         publisher.publish(f"cds/v1/{unique_id}/gw/up/readings", batch_bytes(
             unique_id, "gw", [reading("00000000000000b1", i, now - 1000 * (10 - i)) for i in range(10)]))
         publisher.wait_all_acked()
-        wait_for(lambda: influx.rows(f'SELECT count(p) FROM "{unique_id}"."raw"."readings"', db=unique_id),
-                 30, what="readings written")
-        assert influx.rows(f'SELECT count(p) FROM "{unique_id}"."raw"."readings"', db=unique_id)[0]["count"] == 10
+        wait_for(lambda: count_points(influx, unique_id) == 10, 30,
+                 what=lambda: f"10 readings written, {count_points(influx, unique_id)} so far")
 
         def pulled() -> list[dict[str, Any]]:
             assert proc.poll() is None, log.read_text()[-3000:]
