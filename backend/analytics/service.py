@@ -287,14 +287,16 @@ class AnalyticsService:
         site = self.site_of(scope)
         await self._books()
         hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
-        split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), self._windows(site))
+        split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), self.posto_windows(site))
         try:
             bill = estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags, modality=modality)
         except TariffError as exc:
             raise NotFoundError(str(exc)) from exc
         return _with_notes(bill, _energy_notes(hourly))
 
-    def _windows(self, site: SiteConfig) -> PostoWindows:
+    def posto_windows(self, site: SiteConfig) -> PostoWindows:
+        """The site's posto tarifário windows as every price here uses them: its distributor's, with the site's own
+        overrides; the dashboard and the budget alerts split energy with these so they agree with ``custo``."""
         try:
             cnpj = self.data.tariffs.resolve_cnpj(site.distributor)
         except TariffError:
@@ -316,7 +318,7 @@ class AnalyticsService:
         Both registers go through the same reset/spike/gap rules and the same path, so the two sides of the netting
         come from the same samples: the energy series once they cover the cycle (so a cycle older than the raw
         retention prices its injection too), else the raw readings."""
-        windows = self._windows(site)
+        windows = self.posto_windows(site)
         if await self._site_series_cover(start_ms):
             hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
             export = [(b.start_ms, b.end_ms, b.injecao_kwh or 0.0) for b in hourly.buckets]
@@ -392,7 +394,7 @@ class AnalyticsService:
         site = self.site_of(scope)
         await self._books()
         hourly = await self.consumo(scope, start_ms, end_ms, "hour", with_peak=False)
-        split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), self._windows(site))
+        split = split_by_posto(((b.start_ms, b.end_ms, b.kwh) for b in hourly.buckets), self.posto_windows(site))
         try:
             conv = estimate_bill(site, start, end, split.kwh, self.data.tariffs, self.data.flags,
                                  modality="Convencional")
@@ -451,7 +453,7 @@ class AnalyticsService:
                     _, _, a, b = local_range((today - dt.timedelta(days=28)).isoformat(), last_day.isoformat())
                     hourly = await self.consumo(scope, a, b, "hour", with_peak=False)
                     split = split_by_posto(((x.start_ms, x.end_ms, x.kwh) for x in hourly.buckets),
-                                           self._windows(site))
+                                           self.posto_windows(site))
                     total = sum(split.kwh.values())
                     if total > 0:
                         cost = quick_cost(split.kwh, unit_prices(site, today, self.data.tariffs, self.data.flags))
@@ -482,7 +484,7 @@ class AnalyticsService:
         if site is not None:
             with contextlib.suppress(UnavailableError):
                 await self._books()
-                windows = self._windows(site)
+                windows = self.posto_windows(site)
                 books = self.data
                 first = dt.datetime.fromtimestamp(start_ms / 1000, TZ).date()
                 last = dt.datetime.fromtimestamp((end_ms - 1) / 1000, TZ).date()

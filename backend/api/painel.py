@@ -29,7 +29,6 @@ import contextlib
 import datetime as dt
 import math
 import statistics
-import time
 from decimal import Decimal
 from typing import Annotated, Any, Final
 
@@ -190,13 +189,15 @@ class PainelController(Controller):
         caller = await caller_of(request)
         # One read of the newest raw reading of every meter gives both its status (last seen) and its power now;
         # the names come from memory (or their own read), side by side.
-        recent, names = await asyncio.gather(recent_readings(influx, settings), meter_names(request).names())
-        statuses = await device_statuses(influx, settings, services.registry, book_of(services), recent=recent)
+        now_ms = services.clock()
+        recent, names = await asyncio.gather(recent_readings(influx, settings, now_ms=now_ms),
+                                             meter_names(request).names())
+        statuses = await device_statuses(influx, settings, services.registry, book_of(services), recent=recent,
+                                         now_ms=now_ms)
         devices = [d for d in statuses
                    if sees_device(caller, services, d.device, d.site) and (site is None or d.site == site)]
         gateways = [g for g in gateway_statuses(services.registry, devices)
                     if caller.can_see(g.site) and (site is None or g.site == site)]
-        now_ms = int(time.time() * 1000)
         rows = [r for r in recent.values() if int(r["time"]) > now_ms - LIVE_MAX_AGE_MS]
         live = {r["device"]: (float(r["p"]), int(r["time"])) for r in rows if r.get("p") is not None}
         exporting = {r["device"] for r in rows if r.get("e")}
@@ -241,7 +242,7 @@ class PainelController(Controller):
         if b - a > 93 * DAY_MS:
             raise BadRequestError("Postos tarifários hora a hora: escolha até 93 dias.")
         await svc.data.load()  # a distributor given by CNPJ is resolved with ANEEL's data
-        windows = svc._windows(cfg)
+        windows = svc.posto_windows(cfg)
         out = []
         for start in range(a, b, HOUR_MS):
             slices = [posto_at(dt.datetime.fromtimestamp((start + i * SLICE_MINUTES * 60_000) / 1000, TZ), windows)
@@ -250,7 +251,8 @@ class PainelController(Controller):
         return out
 
     @get("/resumo")
-    async def resumo(self, request: Request[Any, Any, Any], site: FromQuery[str]) -> SummaryOut:
+    async def resumo(self, request: Request[Any, Any, Any], services: NamedDependency[Services],
+                     site: FromQuery[str]) -> SummaryOut:
         """Hoje e ciclo de faturamento até agora (kWh e R$, comparados ao mesmo trecho anterior) e a conta
         projetada do ciclo com seu intervalo.
 
@@ -259,7 +261,8 @@ class PainelController(Controller):
         svc = await visible_analytics(request)
         scope = svc.scope(site, None, None)
         cfg = svc.site_of(scope)
-        now = dt.datetime.now(TZ)
+        now_ms = services.clock()
+        now = dt.datetime.fromtimestamp(now_ms / 1000, TZ)
         today = now.date()
         c0, c1 = cfg.cycle_for(today)
         hist_start = min(today - dt.timedelta(days=HISTORY_DAYS), c0)
@@ -277,13 +280,13 @@ class PainelController(Controller):
             svc.consumo(scope, a, b, "day", with_peak=False),
             svc.consumo(scope, min(ca, y0), b, "hour", with_peak=False, raw=False),
             svc.exported(scope, midnight_ms, h1, "hour") if plain else _nothing(),
-            _exporting_now(svc, cfg.id) if plain else _nothing(),
+            _exporting_now(svc, cfg.id, now_ms) if plain else _nothing(),
             _prices(svc, cfg, today))
         # A day without data is absent (None below), never 0 kWh.
         by_day = {dt.datetime.fromtimestamp(x.start_ms / 1000, TZ).date(): x.kwh for x in daily.buckets
                   if has_data([x])}
         cycle_buckets = [x for x in hourly.buckets if x.start_ms >= ca]
-        windows = svc._windows(cfg)  # the service's own posto windows of this site (its overrides included)
+        windows = svc.posto_windows(cfg)  # the service's own posto windows of this site (its overrides included)
 
         def cost(first: dt.date, buckets: list[Any]) -> Decimal | None:
             """The energy lines of the bill of [first, today]: the figure the report and ``custo`` print."""
@@ -296,7 +299,7 @@ class PainelController(Controller):
                 return None
 
         today_b = [x for x in hourly.buckets if x.start_ms >= midnight_ms]
-        elapsed_ms = int(now.timestamp() * 1000) - midnight_ms
+        elapsed_ms = now_ms - midnight_ms
         yest_kwh = stretch_kwh(hourly.buckets, midnight_ms - DAY_MS, elapsed_ms)
         today_kwh = sum(x.kwh for x in today_b)
         hoje = Stretch(inicio=today.isoformat(), kwh=round(today_kwh, 3), rs=cost(today, today_b),
@@ -341,12 +344,12 @@ async def _nothing() -> None:
     return None
 
 
-async def _exporting_now(svc: AnalyticsService, site: str) -> bool:
-    """Whether a meter of ``site`` reported an export register above zero in the last minute: what ``/agora``
-    calls a site with generation (``com_geracao``), so the two calls agree on whether the site injects."""
+async def _exporting_now(svc: AnalyticsService, site: str, now_ms: int) -> bool:
+    """Whether a meter of ``site`` reported an export register above zero in the minute before ``now_ms``: what
+    ``/agora`` calls a site with generation (``com_geracao``), so the two calls agree on whether the site injects."""
     db = svc.settings.influx_db
     rows = await svc.influx.rows(f"SELECT max(energy_export_mwh) AS e FROM {table(db, RP_RAW)} "
-                                 f"WHERE site = $site AND time > now() - {LIVE_MAX_AGE_MS}ms", db=db,
+                                 f"WHERE site = $site AND time > {now_ms - LIVE_MAX_AGE_MS}ms", db=db,
                                  params={"site": site})
     return any(r.get("e") for r in rows)
 

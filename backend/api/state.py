@@ -7,6 +7,8 @@ A handle is None while its part is not running (before start-up, or disabled by 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,10 @@ class Services:
     devices: DeviceBook | None = None
     http_ingest_budget: Budget[str] | None = None
     """``POST /api/v1/aicss/dados`` requests per API user (limits.py)."""
+    clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+    """Now, in ms since the epoch, for the dashboard's "agora" and "hoje": one instant per request, which a test
+    sets to stand at any moment of any day (a test of "hoje" run at 00:10 would otherwise see its readings of
+    half an hour earlier fall on yesterday)."""
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

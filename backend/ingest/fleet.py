@@ -19,7 +19,7 @@ from backend.settings import Settings
 from backend.store.influx import InfluxClient
 from backend.store.layout import RP_RAW, table
 
-RECENT_WINDOW: Final = "15m"
+RECENT_WINDOW_MS: Final = 15 * 60_000
 """How far back InfluxDB is asked for each meter's newest reading."""
 
 
@@ -49,11 +49,14 @@ class GatewayOut(msgspec.Struct):
     devices: int
 
 
-async def recent_readings(influx: InfluxClient, settings: Settings, device: str | None = None) -> dict[str, Any]:
-    """Newest raw reading per device over the last 15 minutes: its ``time`` (ms), site/gateway tags, active power
-    ``p`` and export register ``e`` (one selector, so InfluxDB returns the newest reading's own time and fields);
-    a meter seen through two gateways keeps its newest."""
-    where = f"time > now() - {RECENT_WINDOW}"
+async def recent_readings(influx: InfluxClient, settings: Settings, device: str | None = None,
+                          now_ms: int | None = None) -> dict[str, Any]:
+    """Newest raw reading per device over the 15 minutes before ``now_ms`` (default: the wall clock): its ``time``
+    (ms), site/gateway tags, active power ``p`` and export register ``e`` (one selector, so InfluxDB returns the
+    newest reading's own time and fields); a meter seen through two gateways keeps its newest."""
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    # no upper bound: a reading stamped a little ahead (a gateway's clock) is still the newest
+    where = f"time > {now_ms - RECENT_WINDOW_MS}ms"
     params: dict[str, str] = {}
     if device is not None:
         where += " AND device = $device"
@@ -65,14 +68,16 @@ async def recent_readings(influx: InfluxClient, settings: Settings, device: str 
 
 
 async def device_statuses(influx: InfluxClient, settings: Settings, registry: Registry, book: Book,
-                          device: str | None = None, recent: dict[str, Any] | None = None) -> list[DeviceOut]:
+                          device: str | None = None, recent: dict[str, Any] | None = None,
+                          now_ms: int | None = None) -> list[DeviceOut]:
     """Status of every provisioned or recently seen meter (or one): owner, DeviceInfo, gateway status, newest
     reading. A meter's site and gateway are its owner's in the device book; the tags of its newest readings
     only for a meter the book does not know (data stored before it was provisioned). ``recent``: the
-    :func:`recent_readings` the caller already has (the dashboard's live power comes from the same read)."""
+    :func:`recent_readings` the caller already has (the dashboard's live power comes from the same read);
+    ``now_ms``: the instant "online" is judged at (default: the wall clock)."""
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if recent is None:
-        recent = await recent_readings(influx, settings, device)
-    now = int(time.time() * 1000)
+        recent = await recent_readings(influx, settings, device, now)
     names = set(registry.devices) | {d for d, r in book.devices.items() if not r.disabled} | set(recent)
     if device is not None:
         names &= {device}

@@ -94,7 +94,7 @@ async def projected_bill(svc: AnalyticsService, site: str, now: dt.datetime) -> 
     hourly = await svc.consumo(scope, ca, b, "hour", with_peak=False, raw=False)
     await svc.data.load()
     # The service's posto windows of this site (its overrides included), as /painel/resumo prices them.
-    windows = svc._windows(cfg)
+    windows = svc.posto_windows(cfg)
     split = split_by_posto(((x.start_ms, x.end_ms, x.kwh) for x in hourly.buckets), windows).kwh
     try:
         total = project_bill(cfg, today, dict(split), by_day.get(today, 0.0), history, svc.data.tariffs,

@@ -144,10 +144,11 @@ async def test_injected_today_is_a_number_once_a_meter_reports_its_export_regist
     without the export register (absent, as before the field existed, then 0, as an old gateway sends it) and
     whose newest ones carry it. Before the register moves, today's injection is 0 kWh (the step to its first value
     is not energy of today), not None, which hid the tile while ``/agora`` showed the meter injecting; once it
-    moves, the kWh counted from the raw readings."""
-    now = int(time.time() * 1000)
-    if now - ms(dt.datetime.combine(dt.datetime.now(TZ).date(), dt.time(), TZ)) < 40 * MIN:
-        pytest.skip("too close to midnight: the older readings would be yesterday's")
+    moves, the kWh counted from the raw readings.
+
+    The app's clock stands at 00:31 of a fixed day, so the older readings (from 00:01) are today's at whatever
+    time of day the test runs (on the wall clock they were yesterday's for 40 minutes a day)."""
+    now = ms(dt.datetime(2026, 9, 15, 0, 31, tzinfo=TZ))
     sites = tmp_path / "sites.toml"
     sites.write_text(f'[[site]]\nid = "casa"\ndistributor = "LIGHT SESA"\ndevices = ["{SOLAR}"]\n', encoding="utf-8")
     settings = Settings(influx_url=influx.url, influx_db=unique_id, jwt_secret=JWT, ingest_enabled=False,
@@ -169,6 +170,7 @@ async def test_injected_today_is_a_number_once_a_meter_reports_its_export_regist
         await write([reading(i, old + i * MIN, None if i < 15 else 0) for i in range(28)], old, now - 2 * MIN)
         await write([reading(100, now - 10_000, 8_500_000)], now - 10_000, now - 9_999)
         app = create_app(settings)
+        app.state.services.clock = lambda: now
         async with AsyncTestClient(app) as api:
             headers = {"Authorization": f"Bearer {app.state.authenticator.issue('tester', 'viewer')}"}
 
