@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Mapping
 
 import pytest
 
 from backend.analytics.service import AnalyticsService, Scope
 from backend.settings import Settings
-from backend.store.influx import InfluxClient
+from backend.store.influx import InfluxClient, Series
 from backend.store.lineprotocol import reading_line
 from backend.store.readings import ReadingStore, dirty_mark_lines
 from backend.store.registers import Consumption
@@ -210,3 +211,68 @@ async def test_site_series_backfill_after_an_upgrade(env: tuple[Settings, Influx
     site, devs = await both(svc, a, b, "15min")
     assert_same_buckets(site, devs)
     assert site.kwh_total == 60.48 and site.peak_kw == 2.52 and site.resets == 1
+
+
+class NeighbourReads(InfluxClient):
+    """The real client, recording the 1-minute reads the energy series sends per meter set (``GROUP BY device,
+    site, gateway`` on ``r1m``): the recomputed window's, and those of the neighbours across a gap."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads: list[str] = []
+
+    async def query(self, q: str, *, db: str | None = None,
+                    params: Mapping[str, str | int | float | bool] | None = None,
+                    epoch: str | None = "ms") -> list[Series]:
+        if '."r1m"."readings" ' in q and q.endswith("GROUP BY device, site, gateway"):
+            self.reads.append(q)
+        return await super().query(q, db=db, params=params, epoch=epoch)
+
+
+@pytest.mark.asyncio
+async def test_a_whole_gateway_back_from_an_outage_reads_its_neighbours_once(
+        env: tuple[Settings, InfluxClient]) -> None:
+    """All three meters silent from 10:00 to 12:00 (their gateway down), the last half hour arriving first: the
+    recomputed quarters reach back to the readings before the gap, and the three meters' last minute there is
+    the same, so the pass reads it once for all of them (it used to read it once per meter). The site series
+    still match the per-device computation, the gap shown until the rest arrives."""
+    settings, client = env
+    t0 = ms(dt.datetime(2026, 6, 1, tzinfo=TZ))
+    hour = 3_600_000
+    gap = (t0 + 10 * hour, t0 + 12 * hour)
+
+    def stamp(line: str) -> int:
+        return int(line.rsplit(" ", 1)[1])
+
+    def ends_before_the_gap(q: str) -> bool:
+        return int(q.split("time < ")[1].split("ms")[0]) <= gap[0] + 60_000
+
+    lines = day_lines(t0, skip_gap=False)
+    await write(settings, client, [x for x in lines if not gap[0] < stamp(x) < gap[1]], t0)
+    w1 = time.time_ns() + 100 * 10**9
+    await RollupWorker(client, settings).run_once(now_ns=w1)
+    svc = service(settings, client)
+    a, b = t0 - DAY, t0 + 2 * DAY
+    before, _ = await both(svc, a, b, "15min")
+    assert len(before.gaps) == 3 and before.kwh_total == 60.48
+
+    pieces = [(t0 + 11 * hour + 30 * 60_000, gap[1]), (gap[0], gap[1])]
+    async with NeighbourReads(settings.influx_url) as counting:
+        for n, (p0, p1) in enumerate(pieces, start=1):
+            late = [x for x in lines if gap[0] < stamp(x) < gap[1] and p0 <= stamp(x) <= p1]
+            await client.write(late, settings.influx_db, rp="raw", precision="ms")
+            mark_ns = w1 + n * 200 * 10**9
+            await client.write(dirty_mark_lines({d: (p0, p1) for d in (A, B, C)}, "late", mark_ns),
+                               settings.influx_db, rp="marks", precision="ns")
+            counting.reads.clear()
+            await RollupWorker(counting, settings).run_once(now_ns=mark_ns + 10 * 10**9)
+            site, devs = await both(svc, a, b, "15min")
+            assert_same_buckets(site, devs)
+            assert site.kwh_total == 60.48
+            if n == 1:
+                # the windows recomputed start at 11:00 at the earliest; before the gap, one read for all three
+                neighbours = [q for q in counting.reads if ends_before_the_gap(q)]
+                assert len(neighbours) == 1 and all(d in neighbours[0] for d in (A, B, C)), neighbours
+                assert len(site.gaps) == 3
+    assert site.gaps == devs.gaps == [] and not any(x.estimated for x in site.buckets)
+    assert {x.kwh for x in site.buckets if x.kwh} == {0.63}
