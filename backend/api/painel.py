@@ -190,7 +190,7 @@ class PainelController(Controller):
         # One read of the newest raw reading of every meter gives both its status (last seen) and its power now;
         # the names come from memory (or their own read), side by side.
         now_ms = services.clock()
-        recent, names = await asyncio.gather(recent_readings(influx, settings, now_ms=now_ms),
+        recent, names = await asyncio.gather(recent_readings(influx, settings, now_ms),
                                              meter_names(request).names())
         statuses = await device_statuses(influx, settings, services.registry, book_of(services), recent=recent,
                                          now_ms=now_ms)

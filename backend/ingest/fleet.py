@@ -49,12 +49,11 @@ class GatewayOut(msgspec.Struct):
     devices: int
 
 
-async def recent_readings(influx: InfluxClient, settings: Settings, device: str | None = None,
-                          now_ms: int | None = None) -> dict[str, Any]:
-    """Newest raw reading per device over the 15 minutes before ``now_ms`` (default: the wall clock): its ``time``
-    (ms), site/gateway tags, active power ``p`` and export register ``e`` (one selector, so InfluxDB returns the
-    newest reading's own time and fields); a meter seen through two gateways keeps its newest."""
-    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+async def recent_readings(influx: InfluxClient, settings: Settings, now_ms: int,
+                          device: str | None = None) -> dict[str, Any]:
+    """Newest raw reading per device over the 15 minutes before ``now_ms``: its ``time`` (ms), site/gateway tags,
+    active power ``p`` and export register ``e`` (one selector, so InfluxDB returns the newest reading's own time
+    and fields); a meter seen through two gateways keeps its newest."""
     # no upper bound: a reading stamped a little ahead (a gateway's clock) is still the newest
     where = f"time > {now_ms - RECENT_WINDOW_MS}ms"
     params: dict[str, str] = {}
@@ -77,7 +76,7 @@ async def device_statuses(influx: InfluxClient, settings: Settings, registry: Re
     ``now_ms``: the instant "online" is judged at (default: the wall clock)."""
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if recent is None:
-        recent = await recent_readings(influx, settings, device, now)
+        recent = await recent_readings(influx, settings, now, device)
     names = set(registry.devices) | {d for d, r in book.devices.items() if not r.disabled} | set(recent)
     if device is not None:
         names &= {device}
